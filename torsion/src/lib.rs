@@ -8,9 +8,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod defer;
 pub mod error;
+pub mod task;
 pub mod testing;
 pub mod time;
 
+pub use defer::{Deferred, Failure};
 pub use error::{Error, Reason};
 pub use time::{DelayedCall, DelayedCallError, ReactorTime};
