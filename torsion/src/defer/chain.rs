@@ -28,26 +28,47 @@ pub(crate) enum StageOut {
     Chained(Rc<Chain>),
 }
 
-/// Boxes `v` as a chain value, reusing `spare` (an emptied value box) when it has the right type.
+/// Boxes `v` as a chain value.
 #[inline]
-pub(crate) fn put_value<U: 'static>(v: U, spare: Option<Value>) -> Value {
-    if let Some(mut b) = spare {
-        if let Some(slot) = b.downcast_mut::<Option<U>>() {
-            *slot = Some(v);
-            return b;
-        }
-    }
+pub(crate) fn put_value<U: 'static>(v: U) -> Value {
     Box::new(Some(v))
 }
 
-/// Takes the `T` out of a chain value, leaving the emptied box for reuse.
+/// Runs `f` on the `T` inside a chain value and turns its step into the stage's output,
+/// writing a same-typed output back into the same box (one dynamic type check per stage).
 #[inline]
-pub(crate) fn take_value<T: 'static>(mut v: Value) -> (T, Value) {
-    let t = v
+pub(crate) fn map_value<T: 'static, U: 'static>(
+    mut v: Value,
+    f: impl FnOnce(T) -> super::Step<U>,
+) -> StageOut {
+    let slot = v
         .downcast_mut::<Option<T>>()
-        .and_then(Option::take)
         .expect("torsion: a Deferred stage received a value of another type");
-    (t, v)
+    let t = slot
+        .take()
+        .expect("torsion: a Deferred value was taken twice");
+    match f(t) {
+        super::Step::Value(u) => {
+            let slot: &mut dyn Any = slot;
+            match slot.downcast_mut::<Option<U>>() {
+                Some(slot) => {
+                    *slot = Some(u);
+                    StageOut::Done(Ok(v))
+                }
+                None => StageOut::Done(Ok(Box::new(Some(u)))),
+            }
+        }
+        super::Step::Failure(f) => StageOut::Done(Err(f)),
+        super::Step::Deferred(d) => StageOut::Chained(d.chain),
+    }
+}
+
+/// Takes the `T` out of a chain value.
+#[inline]
+pub(crate) fn take_value<T: 'static>(mut v: Value) -> T {
+    v.downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+        .expect("torsion: a Deferred stage received a value of another type")
 }
 
 /// Erased canceller: gets the chain being cancelled.
@@ -226,15 +247,12 @@ impl Chain {
     /// Runs this chain's stages until it is exhausted, paused or waiting. When exhausted with a
     /// parent waiting on it, hands the result to the parent and returns the parent to continue.
     fn run_stages(self: &Rc<Self>) -> Option<Rc<Chain>> {
-        {
-            let mut st = self.st.borrow_mut();
-            if st.running || !st.fired {
-                return None;
-            }
-            st.running = true;
+        let mut st = self.st.borrow_mut();
+        if st.running || !st.fired {
+            return None;
         }
+        st.running = true;
         loop {
-            let mut st = self.st.borrow_mut();
             if st.paused > 0 || st.waiting.is_some() || st.result.is_none() {
                 st.running = false;
                 return None;
@@ -258,8 +276,14 @@ impl Chain {
                 Err(payload) => StageOut::Done(Err(Failure::from_panic(payload))),
             };
             match out {
-                StageOut::Done(o) => self.st.borrow_mut().result = Some(o),
-                StageOut::Chained(inner) => self.chain_to(inner),
+                StageOut::Done(o) => {
+                    st = self.st.borrow_mut();
+                    st.result = Some(o);
+                }
+                StageOut::Chained(inner) => {
+                    self.chain_to(inner);
+                    st = self.st.borrow_mut();
+                }
             }
         }
     }

@@ -68,7 +68,7 @@ impl<T: 'static> IntoFuture for Deferred<T> {
             if let Some(w) = waker {
                 w.wake();
             }
-            StageOut::Done(Ok(put_value((), None)))
+            StageOut::Done(Ok(put_value(())))
         }));
         DeferredFuture {
             slot,

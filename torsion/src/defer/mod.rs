@@ -91,7 +91,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
 
-use chain::{put_value, take_value, Chain, Outcome, StageOut};
+use chain::{map_value, put_value, take_value, Chain, Outcome, StageOut};
 
 pub use failure::{
     AlreadyCalled, Cancelled, Failure, FailureGroup, FirstError, Message, Panicked, TimedOut,
@@ -173,16 +173,16 @@ impl<U: 'static> IntoStep for Step<U> {
 }
 
 #[inline]
-fn step_out<U: 'static>(step: Step<U>, spare: Option<chain::Value>) -> StageOut {
+fn step_out<U: 'static>(step: Step<U>) -> StageOut {
     match step {
-        Step::Value(u) => StageOut::Done(Ok(put_value(u, spare))),
+        Step::Value(u) => StageOut::Done(Ok(put_value(u))),
         Step::Failure(f) => StageOut::Done(Err(f)),
         Step::Deferred(d) => StageOut::Chained(d.chain),
     }
 }
 
 fn outcome_into<T: 'static>(o: Outcome) -> Result<T, Failure> {
-    o.map(|v| take_value::<T>(v).0)
+    o.map(|v| take_value::<T>(v))
 }
 
 impl<T: 'static> Default for Deferred<T> {
@@ -271,8 +271,7 @@ impl<T: 'static> Deferred<T> {
             // A fired chain only refuses (or ignores) the value, whatever its type.
             self.check_input(what);
         }
-        self.chain
-            .fire(r.map(|v| Box::new(Some(v)) as chain::Value))
+        self.chain.fire(r.map(|v| put_value(v)))
     }
 
     /// A fire-only handle typed by the input type, to keep before adding stages.
@@ -297,11 +296,8 @@ impl<T: 'static> Deferred<T> {
         R2: IntoStep<Output = R1::Output>,
     {
         self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => {
-                let (t, spare) = take_value::<T>(v);
-                step_out(callback(t).into_step(), Some(spare))
-            }
-            Err(f) => step_out(errback(f).into_step(), None),
+            Ok(v) => map_value(v, |t: T| callback(t).into_step()),
+            Err(f) => step_out(errback(f).into_step()),
         }));
         self.retype()
     }
@@ -313,10 +309,7 @@ impl<T: 'static> Deferred<T> {
         R: IntoStep,
     {
         self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => {
-                let (t, spare) = take_value::<T>(v);
-                step_out(callback(t).into_step(), Some(spare))
-            }
+            Ok(v) => map_value(v, |t: T| callback(t).into_step()),
             Err(f) => StageOut::Done(Err(f)),
         }));
         self.retype()
@@ -331,7 +324,7 @@ impl<T: 'static> Deferred<T> {
     {
         self.chain.add(Box::new(move |o: Outcome| match o {
             Ok(v) => StageOut::Done(Ok(v)),
-            Err(f) => step_out(errback(f).into_step(), None),
+            Err(f) => step_out(errback(f).into_step()),
         }));
         self
     }
@@ -343,11 +336,8 @@ impl<T: 'static> Deferred<T> {
         R: IntoStep,
     {
         self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => {
-                let (t, spare) = take_value::<T>(v);
-                step_out(f(Ok(t)).into_step(), Some(spare))
-            }
-            Err(fl) => step_out(f(Err(fl)).into_step(), None),
+            Ok(v) => map_value(v, |t: T| f(Ok(t)).into_step()),
+            Err(fl) => step_out(f(Err(fl)).into_step()),
         }));
         self.retype()
     }
@@ -471,8 +461,7 @@ impl<T: 'static> Resolver<T> {
     /// # Errors
     /// [`AlreadyCalled`], as [`Deferred::callback`].
     pub fn fire(&self, result: Result<T, Failure>) -> Result<(), AlreadyCalled> {
-        self.chain
-            .fire(result.map(|v| Box::new(Some(v)) as chain::Value))
+        self.chain.fire(result.map(|v| put_value(v)))
     }
 
     /// True once the Deferred was fired.
