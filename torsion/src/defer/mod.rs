@@ -78,6 +78,7 @@
 //! * **Panics.** The panic hook still runs (so a panicking callback prints its usual message),
 //!   and the failure's backtrace is the one of the place that caught the panic.
 
+mod bridge;
 mod chain;
 mod failure;
 mod future;
@@ -93,6 +94,7 @@ use std::time::Duration;
 
 use chain::{map_value, put_value, take_value, Chain, Outcome, StageOut};
 
+pub use bridge::{ensure_deferred, LocalFuture, LocalSpawn};
 pub use failure::{
     AlreadyCalled, Cancelled, Failure, FailureGroup, FirstError, Message, Panicked, TimedOut,
 };
