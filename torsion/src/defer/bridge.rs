@@ -36,6 +36,9 @@ pub trait LocalSpawn {
     fn spawn_local_boxed(&self, fut: LocalFuture) -> Box<dyn FnOnce()>;
 }
 
+/// Drops a spawned future (as returned by [`LocalSpawn::spawn_local_boxed`]).
+type CancelFn = Box<dyn FnOnce()>;
+
 /// Polls the inner future inside `catch_unwind`, so that a panic becomes a value.
 struct CatchUnwind<F>(Pin<Box<F>>);
 
@@ -63,7 +66,7 @@ where
     F: Future<Output = Result<T, Failure>> + 'static,
     T: 'static,
 {
-    let cancel_slot: Rc<RefCell<Option<Box<dyn FnOnce()>>>> = Rc::default();
+    let cancel_slot: Rc<RefCell<Option<CancelFn>>> = Rc::default();
     let slot = cancel_slot.clone();
     let d = Deferred::<T>::with_canceller(move |_| {
         let cancel = slot.borrow_mut().take();
