@@ -25,7 +25,7 @@ fn main() {
         .add_errback(|f: Failure| Ok(format!("no price ({})", f.message())));
 
     fire.callback(1_234).unwrap(); // the chain runs now
-    let text = label.try_result().ok().expect("fired").expect("recovered");
+    let text = label.try_result().expect("fired").expect("recovered");
     assert_eq!(text, "24.68 EUR");
     println!("{text}");
 }

@@ -26,7 +26,7 @@ use crate::time::{DelayedCall, ReactorTime};
 /// clock.advance(Duration::from_secs(2));
 /// assert!(!d.called());
 /// clock.advance(Duration::from_secs(1));
-/// assert_eq!(d.try_result().ok().unwrap().unwrap(), "done");
+/// assert_eq!(d.try_result().unwrap().unwrap(), "done");
 /// ```
 pub fn defer_later<C, F, R>(clock: &C, delay: Duration, f: F) -> Deferred<R::Output>
 where

@@ -265,3 +265,13 @@ fn a_callback_may_return_the_deferred_of_a_future() {
     exec.run_until_stalled();
     assert_eq!(value(d), 11);
 }
+
+#[test]
+fn into_deferred_takes_a_deferred_or_a_future() {
+    use torsion::defer::IntoDeferred;
+    let exec = MiniExec::default();
+    let d = torsion::defer::succeed(1).into_deferred(&exec);
+    assert_eq!(value(d), 1);
+    let d = async { Ok::<_, Failure>(2) }.into_deferred(&exec);
+    assert_eq!(value(d), 2);
+}

@@ -312,6 +312,14 @@ fn semantic_4_deep_nesting_and_long_chain_do_not_overflow() {
             next = succeed(0u64).add_callback(move |_| inner);
         }
         drop(next);
+
+        // Nor does dropping N never-fired Deferreds, each owned by a stage of the previous one.
+        let mut next = Deferred::<u64>::new();
+        for _ in 0..N {
+            let inner = next;
+            next = Deferred::<u64>::new().add_callback(move |_| inner);
+        }
+        drop(next);
     });
 }
 

@@ -100,3 +100,26 @@ impl<T: 'static> Deferred<T> {
         ensure_deferred(spawner, fut)
     }
 }
+
+/// What an async `main` (or any entry point taking either form) may return: a [`Deferred`], or
+/// a future of `Result<T, Failure>` that is run on the spawner.
+pub trait IntoDeferred<T> {
+    /// The Deferred of this result, running it on `spawner` if it is a future.
+    fn into_deferred(self, spawner: &dyn LocalSpawn) -> Deferred<T>;
+}
+
+impl<T: 'static> IntoDeferred<T> for Deferred<T> {
+    fn into_deferred(self, _spawner: &dyn LocalSpawn) -> Deferred<T> {
+        self
+    }
+}
+
+impl<T, F> IntoDeferred<T> for F
+where
+    T: 'static,
+    F: Future<Output = Result<T, Failure>> + 'static,
+{
+    fn into_deferred(self, spawner: &dyn LocalSpawn) -> Deferred<T> {
+        ensure_deferred(spawner, self)
+    }
+}

@@ -313,23 +313,68 @@ impl Chain {
     }
 }
 
+/// What a dropped chain still owns: dropping it may drop other chains (a stage closure may own
+/// a Deferred, which owns its stages, and so on), so nested drops are queued and run by the
+/// outermost one in a loop instead of recursing.
+type Remains = (
+    VecDeque<Stage>,
+    Option<Outcome>,
+    Option<Rc<Chain>>,
+    Option<Rc<Chain>>,
+    Option<Canceller>,
+);
+
+thread_local! {
+    static DROPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LATER: RefCell<Vec<Remains>> = const { RefCell::new(Vec::new()) };
+}
+
+fn queue_for_later(remains: Remains) -> Result<(), Remains> {
+    let mut slot = Some(remains);
+    match LATER.try_with(|l| l.borrow_mut().push(slot.take().expect("once"))) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(slot.take().expect("not pushed")),
+    }
+}
+
+/// Resets `DROPPING` even if a destructor panics.
+struct DropGuard;
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        let _ = DROPPING.try_with(|d| d.set(false));
+    }
+}
+
 impl Drop for Chain {
     fn drop(&mut self) {
         let st = self.st.get_mut();
-        if let Some(Err(f)) = st.result.take() {
+        let result = st.result.take();
+        if let Some(Err(f)) = &result {
             tracing::error!("Unhandled error in Deferred:\n{:?}", f);
         }
-        // A long line of chains each waiting on the next is owned inner-to-outer: drop the
-        // outer ones in a loop instead of recursively.
-        let mut next = st.parent.take();
-        while let Some(p) = next {
-            next = match Rc::try_unwrap(p) {
-                Ok(chain) => {
-                    let mut chain = chain;
-                    chain.st.get_mut().parent.take()
+        let remains: Remains = (
+            std::mem::take(&mut st.stages),
+            result,
+            st.waiting.take(),
+            st.parent.take(),
+            st.canceller.take(),
+        );
+        // (During thread-local teardown the queue may be gone: then drop inline.)
+        match DROPPING.try_with(|d| d.replace(true)) {
+            Ok(true) => {
+                if let Err(remains) = queue_for_later(remains) {
+                    drop(remains);
                 }
-                Err(_) => None,
-            };
+            }
+            Ok(false) => {
+                let _guard = DropGuard;
+                drop(remains);
+                while let Some(next) = LATER.try_with(|l| l.borrow_mut().pop()).ok().flatten() {
+                    drop(next);
+                }
+            }
+            Err(_) => drop(remains),
         }
     }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 ///     Ok(0)
 /// });
 /// d.cancel();
-/// assert_eq!(d.try_result().ok().unwrap().unwrap(), 0);
+/// assert_eq!(d.try_result().unwrap().unwrap(), 0);
 /// ```
 ///
 /// Every `E: Error + 'static` converts into a `Failure` (so `?` works in callbacks). For that

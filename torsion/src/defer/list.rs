@@ -191,7 +191,7 @@ fn list_input_fired<T: 'static>(
 /// let fire = d.resolver();
 /// let all = gather_results([succeed(1), d], false);
 /// fire.callback(2).unwrap();
-/// assert_eq!(all.try_result().ok().unwrap().unwrap(), vec![1, 2]);
+/// assert_eq!(all.try_result().unwrap().unwrap(), vec![1, 2]);
 /// ```
 pub fn gather_results<T: 'static>(
     inputs: impl IntoIterator<Item = Deferred<T>>,
@@ -228,7 +228,7 @@ struct RaceState<T> {
 /// let fast_done = fast.resolver();
 /// let winner = race([slow, fast]);
 /// fast_done.callback("fast").unwrap();
-/// assert_eq!(winner.try_result().ok().unwrap().unwrap(), (1, "fast"));
+/// assert_eq!(winner.try_result().unwrap().unwrap(), (1, "fast"));
 /// assert!(slow_done.called()); // the loser was cancelled
 /// ```
 pub fn race<T: 'static>(inputs: impl IntoIterator<Item = Deferred<T>>) -> Deferred<(usize, T)> {

@@ -42,7 +42,7 @@
 //!     .add_callback(|n| Ok(format!("{n} apples"))) // u32 -> String
 //!     .add_errback(|f: Failure| Ok(format!("no apples ({f})")));
 //! fire.callback(21).unwrap();
-//! assert_eq!(d.try_result().ok().unwrap().unwrap(), "42 apples");
+//! assert_eq!(d.try_result().unwrap().unwrap(), "42 apples");
 //! ```
 //!
 //! # Differences from Twisted forced by typing
@@ -94,7 +94,7 @@ use std::time::Duration;
 
 use chain::{map_value, put_value, take_value, Chain, Outcome, StageOut};
 
-pub use bridge::{ensure_deferred, LocalFuture, LocalSpawn};
+pub use bridge::{ensure_deferred, IntoDeferred, LocalFuture, LocalSpawn};
 pub use failure::{
     AlreadyCalled, Cancelled, Failure, FailureGroup, FirstError, Message, Panicked, TimedOut,
 };

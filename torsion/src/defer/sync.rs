@@ -294,7 +294,7 @@ struct QueueState<T> {
 /// let q = DeferredQueue::new();
 /// let item = q.get().unwrap(); // nothing yet: waits
 /// q.put("hello").unwrap();     // goes straight to the waiting getter
-/// assert_eq!(item.try_result().ok().unwrap().unwrap(), "hello");
+/// assert_eq!(item.try_result().unwrap().unwrap(), "hello");
 /// ```
 pub struct DeferredQueue<T> {
     state: Rc<RefCell<QueueState<T>>>,
