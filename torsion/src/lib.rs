@@ -17,3 +17,15 @@ pub mod time;
 pub use defer::{Deferred, Failure};
 pub use error::{Error, Reason};
 pub use time::{DelayedCall, DelayedCallError, ReactorTime};
+
+pub mod poller;
+pub mod reactor;
+mod sys;
+
+pub use poller::Backend;
+pub use reactor::{FileDescriptor, Handle, Reactor, Task};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

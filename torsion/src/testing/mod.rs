@@ -1,7 +1,169 @@
-//! The testing kit: a fake clock, and helpers that run one test against every backend.
+//! The testing kit: a fake clock, and helpers that run one test against every backend and check
+//! that nothing leaked.
 //!
 //! Protocols and time-driven code are tested here without sockets and without sleeping.
+//! Reactor-level tests use [`reactor_test!`](crate::reactor_test), which expands one test body
+//! into one `#[test]` per backend, each ending with [`LeakCheck`].
 
 mod clock;
 
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
 pub use clock::Clock;
+
+use crate::{sys, Backend, Reactor};
+
+/// Number of open file descriptors of this process (entries of `/proc/self/fd`).
+pub fn open_fd_count() -> usize {
+    // The directory handle itself shows up in the listing: subtract it.
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+}
+
+/// CPU time (user + system) used so far by the calling thread (getrusage `RUSAGE_THREAD`).
+///
+/// # Errors
+/// The system error.
+pub fn thread_cpu_time() -> io::Result<Duration> {
+    sys::thread_cpu_time()
+}
+
+/// A thread that a test can send signals to (to check that EINTR never surfaces).
+#[derive(Debug, Clone, Copy)]
+pub struct SignalTarget(sys::ThreadId);
+
+impl SignalTarget {
+    /// The calling thread. Keep it alive (join it) while signals may be sent.
+    pub fn current() -> SignalTarget {
+        SignalTarget(sys::current_thread())
+    }
+
+    /// Sends signal number `sig` (e.g. `libc::SIGUSR1`, 10 on Linux) to the thread.
+    ///
+    /// # Errors
+    /// The system error.
+    pub fn send(&self, sig: i32) -> io::Result<()> {
+        sys::signal_thread(self.0, sig)
+    }
+}
+
+/// Installs a do-nothing handler for `sig` without `SA_RESTART`, so that a blocking system call
+/// interrupted by the signal fails with EINTR (the case the reactor must hide).
+///
+/// # Errors
+/// The system error.
+pub fn install_noop_signal_handler(sig: i32) -> io::Result<()> {
+    sys::install_noop_handler(sig)
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serialises tests that count the process's descriptors, so parallel tests in the same binary
+/// do not disturb each other's counts.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records the descriptor count at the start of a test; [`check`](LeakCheck::check) asserts
+/// that the reactor watches nothing but its waker, has no pending timer or task, and that once
+/// it is dropped the descriptor count is back to the baseline.
+#[derive(Debug)]
+pub struct LeakCheck {
+    baseline: usize,
+}
+
+impl LeakCheck {
+    /// Takes the baseline. Make it before creating the reactor.
+    pub fn new() -> LeakCheck {
+        LeakCheck {
+            baseline: open_fd_count(),
+        }
+    }
+
+    /// Asserts that `reactor` is clean, drops it, and asserts the descriptor count.
+    ///
+    /// # Panics
+    /// When anything leaked, naming what.
+    pub fn check(self, reactor: Reactor) {
+        let backend = reactor.backend();
+        assert_eq!(
+            reactor.descriptor_count(),
+            0,
+            "{backend}: descriptors still registered"
+        );
+        let timers = reactor.delayed_calls();
+        assert!(
+            timers.is_empty(),
+            "{backend}: timers still pending: {timers:?}"
+        );
+        assert_eq!(reactor.task_count(), 0, "{backend}: tasks still pending");
+        drop(reactor);
+        let now = open_fd_count();
+        assert_eq!(
+            now, self.baseline,
+            "{backend}: open descriptors {now}, baseline {}",
+            self.baseline
+        );
+    }
+}
+
+impl Default for LeakCheck {
+    fn default() -> Self {
+        LeakCheck::new()
+    }
+}
+
+/// Runs `body` on a fresh reactor of `backend`, serialised with other such tests, then checks
+/// for leaks with [`LeakCheck`]. This is what [`reactor_test!`](crate::reactor_test) expands to.
+pub fn run_reactor_test(backend: Backend, body: impl FnOnce(&Reactor)) {
+    let _serial = serial();
+    let leaks = LeakCheck::new();
+    let reactor = Reactor::with_backend(backend).expect("reactor");
+    body(&reactor);
+    leaks.check(reactor);
+}
+
+/// Defines one test per backend (`select`, `poll`, `epoll`) from one body, each run through
+/// [`run_reactor_test`] so that it ends with the leak check.
+///
+/// ```
+/// use torsion::reactor_test;
+///
+/// reactor_test! {
+///     fn stops_from_a_timer(reactor) {
+///         reactor.call_later(std::time::Duration::ZERO, |r| r.stop().unwrap());
+///         reactor.run().unwrap();
+///     }
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! reactor_test {
+    ($(fn $name:ident($reactor:ident) $body:block)*) => {
+        $(
+            #[allow(non_snake_case)]
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                fn body($reactor: &$crate::Reactor) $body
+
+                #[test]
+                fn select() {
+                    $crate::testing::run_reactor_test($crate::Backend::Select, body)
+                }
+
+                #[test]
+                fn poll() {
+                    $crate::testing::run_reactor_test($crate::Backend::Poll, body)
+                }
+
+                #[test]
+                fn epoll() {
+                    $crate::testing::run_reactor_test($crate::Backend::Epoll, body)
+                }
+            }
+        )*
+    };
+}

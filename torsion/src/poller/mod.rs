@@ -1,0 +1,225 @@
+//! Readiness backends behind one [`Poller`] contract: select(2), poll(2) and epoll(7).
+//!
+//! All backends are level-triggered: a descriptor that stays readable is reported again on every
+//! poll until it is drained or deregistered. They know descriptors and tokens, nothing about
+//! transports. The reactor registers a descriptor only while it has a non-empty
+//! [`Interest`], and deregisters it before it is closed.
+//!
+//! A backend is chosen at run time with [`Backend`], the equivalent of Twisted's
+//! `pollreactor.install()`; the environment variable `TORSION_REACTOR=select|poll|epoll`
+//! changes the default for any program.
+
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::Error;
+
+mod epoll;
+mod poll;
+mod select;
+
+/// An opaque value the reactor attaches to a registration and gets back with its events.
+pub type Token = u64;
+
+/// Which readiness a registration waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Interest {
+    /// Wait for readability (data, EOF or an error to read).
+    pub read: bool,
+    /// Wait for writability.
+    pub write: bool,
+}
+
+impl Interest {
+    /// Read interest only.
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+    /// Write interest only.
+    pub const WRITE: Interest = Interest {
+        read: false,
+        write: true,
+    };
+    /// Read and write interest.
+    pub const BOTH: Interest = Interest {
+        read: true,
+        write: true,
+    };
+
+    /// True when neither read nor write is wanted.
+    pub fn is_empty(self) -> bool {
+        !self.read && !self.write
+    }
+}
+
+/// One readiness report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The token given at registration.
+    pub token: Token,
+    /// The descriptor can be read (or has reached EOF).
+    pub readable: bool,
+    /// The descriptor can be written.
+    pub writable: bool,
+    /// The peer hung up or the descriptor is in error (POLLHUP, POLLERR, EPOLLHUP, EPOLLERR).
+    pub hangup: bool,
+}
+
+/// The contract every readiness backend implements.
+///
+/// # Implementation notes
+/// * `poll` appends to `events` (the caller clears it) and returns `Ok` with no events when the
+///   wait was interrupted by a signal: EINTR never reaches the caller.
+/// * `register` fails with [`Error::FdOutOfRange`] for descriptors the backend cannot watch.
+/// * A timeout of `None` blocks until an event arrives; `Some(ZERO)` does not block.
+pub trait Poller {
+    /// The backend's name (`"select"`, `"poll"` or `"epoll"`).
+    fn name(&self) -> &'static str;
+
+    /// Starts watching `fd` for `interest`, reporting events with `token`.
+    ///
+    /// # Errors
+    /// The system error, or [`Error::FdOutOfRange`].
+    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error>;
+
+    /// Changes the token or interest of a registered descriptor.
+    ///
+    /// # Errors
+    /// The system error.
+    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error>;
+
+    /// Stops watching `fd`. Call it before the descriptor is closed.
+    ///
+    /// # Errors
+    /// The system error.
+    fn deregister(&mut self, fd: RawFd) -> io::Result<()>;
+
+    /// Waits up to `timeout` for readiness and appends the events to `events`.
+    ///
+    /// # Errors
+    /// The system error (never EINTR).
+    fn poll(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+/// The readiness backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// select(2): portable, limited to descriptors below `FD_SETSIZE` (1024).
+    Select,
+    /// poll(2): no descriptor limit, cost linear in the number of descriptors.
+    Poll,
+    /// epoll(7): cost linear in the number of ready descriptors (the Linux default).
+    Epoll,
+}
+
+impl Backend {
+    /// Every backend, in the order select, poll, epoll.
+    pub const ALL: [Backend; 3] = [Backend::Select, Backend::Poll, Backend::Epoll];
+
+    /// The backend's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Select => "select",
+            Backend::Poll => "poll",
+            Backend::Epoll => "epoll",
+        }
+    }
+
+    /// The default backend: `TORSION_REACTOR` when it is set, else epoll.
+    ///
+    /// # Errors
+    /// [`Error::UnknownBackend`] when `TORSION_REACTOR` names no backend.
+    pub fn from_env() -> Result<Backend, Error> {
+        match std::env::var("TORSION_REACTOR") {
+            Ok(v) if !v.is_empty() => v.parse(),
+            _ => Ok(Backend::Epoll),
+        }
+    }
+
+    /// Makes a poller of this kind.
+    ///
+    /// # Errors
+    /// The system error when the kernel object cannot be created.
+    pub fn poller(self) -> io::Result<Box<dyn Poller>> {
+        Ok(match self {
+            Backend::Select => Box::new(select::SelectPoller::new()),
+            Backend::Poll => Box::new(poll::PollPoller::new()),
+            Backend::Epoll => Box::new(epoll::EpollPoller::new()?),
+        })
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Backend, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "select" => Ok(Backend::Select),
+            "poll" => Ok(Backend::Poll),
+            "epoll" => Ok(Backend::Epoll),
+            _ => Err(Error::UnknownBackend(s.to_string())),
+        }
+    }
+}
+
+/// Treats EINTR as "no events".
+fn interrupted_ok(r: io::Result<usize>) -> io::Result<usize> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_parse_and_unknown_is_clear() {
+        for b in Backend::ALL {
+            assert_eq!(b.name().parse::<Backend>().unwrap(), b);
+        }
+        let err = "kqueue".parse::<Backend>().unwrap_err().to_string();
+        assert!(
+            err.contains("kqueue") && err.contains("select, poll and epoll"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_backend_reports_a_readable_pipe() {
+        let _serial = crate::testing::serial(); // opens fds: keep other tests' fd counts exact
+        for b in Backend::ALL {
+            let mut p = b.poller().unwrap();
+            let (r, w) = crate::sys::pipe().unwrap();
+            use std::os::fd::AsRawFd;
+            p.register(r.as_raw_fd(), 7, Interest::READ).unwrap();
+            let mut ev = Vec::new();
+            p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+            assert!(ev.is_empty(), "{b}: {ev:?}");
+            crate::sys::write(w.as_raw_fd(), b"x").unwrap();
+            p.poll(&mut ev, Some(Duration::from_secs(5))).unwrap();
+            assert_eq!(ev.len(), 1, "{b}");
+            assert!(ev[0].readable && ev[0].token == 7, "{b}: {ev:?}");
+            // Level-triggered: reported again until drained.
+            ev.clear();
+            p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+            assert_eq!(ev.len(), 1, "{b}");
+            p.reregister(r.as_raw_fd(), 8, Interest::WRITE).unwrap();
+            ev.clear();
+            p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+            assert!(ev.is_empty(), "{b}: {ev:?}");
+            p.deregister(r.as_raw_fd()).unwrap();
+        }
+    }
+}

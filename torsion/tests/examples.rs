@@ -1,0 +1,112 @@
+//! Runs the examples as a user would, against servers started here.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// The path of an example binary built by `cargo test` next to this test binary.
+fn example(name: &str) -> PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop(); // the test binary
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let path = p.join("examples").join(name);
+    {
+        // `cargo test --test examples` alone does not build the examples, and a stale binary
+        // would test old code: build this one (a no-op when it is fresh).
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "torsion", "--example", name]);
+        if p.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "building example {name}");
+    }
+    path
+}
+
+/// A slow poetry server on a free port: sends `poem` in `chunk`-byte pieces, then closes.
+fn slow_server(
+    poem: &'static [u8],
+    chunk: usize,
+    clients: usize,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..clients {
+            let (s, _) = l.accept().unwrap();
+            conns.push(std::thread::spawn(move || {
+                let mut s = s;
+                for piece in poem.chunks(chunk) {
+                    s.write_all(piece).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }));
+        }
+        for c in conns {
+            c.join().unwrap();
+        }
+    });
+    (port, t)
+}
+
+const ECSTASY: &[u8] = include_bytes!("../../poetry/poems/ecstasy.txt");
+const SCIENCE: &[u8] = include_bytes!("../../poetry/poems/science.txt");
+
+#[test]
+fn select_client_fetches_poems_on_every_backend() {
+    for backend in ["select", "poll", "epoll"] {
+        let (p1, t1) = slow_server(ECSTASY, 300, 1);
+        let (p2, t2) = slow_server(SCIENCE, 100, 1);
+        let out = Command::new(example("select_client"))
+            .args([p1.to_string(), format!("127.0.0.1:{p2}")])
+            .env("TORSION_REACTOR", backend)
+            .output()
+            .unwrap();
+        t1.join().unwrap();
+        t2.join().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{backend}: {stderr}");
+        assert!(
+            stderr.contains(&format!("Running on the {backend} reactor.")),
+            "{stderr}"
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("Task 1: {} bytes of poetry", ECSTASY.len())
+        );
+        assert_eq!(
+            lines[1],
+            format!("Task 2: {} bytes of poetry", SCIENCE.len())
+        );
+        let elapsed = lines[2].strip_prefix("Got 2 poems in 0:00:").unwrap();
+        assert!(elapsed.parse::<f64>().is_ok(), "{}", lines[2]);
+    }
+}
+
+#[test]
+fn select_client_rejects_bad_ports_and_unknown_backends() {
+    let out = Command::new(example("select_client"))
+        .arg("10x1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Ports must be integers."));
+    let out = Command::new(example("select_client"))
+        .arg("1")
+        .env("TORSION_REACTOR", "kqueue")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("valid backends are select, poll and epoll")
+    );
+}
