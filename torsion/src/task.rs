@@ -1,5 +1,5 @@
 //! Time helpers (Twisted's `twisted.internet.task`): [`defer_later`], [`LoopingCall`], and
-//! [`react`] to run an async (or Deferred-returning) main on a fresh reactor.
+//! [`react`] to run an async (or Deferred-returning) main on a new reactor.
 //!
 //! Everything here takes its time from a [`ReactorTime`], so it runs on the real reactor and on
 //! the fake [`Clock`](crate::testing::Clock) alike; tests advance the clock instead of sleeping.
@@ -9,8 +9,9 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::defer::{maybe_deferred, Deferred, Failure, IntoStep, Resolver};
+use crate::defer::{maybe_deferred, Deferred, Failure, IntoDeferred, IntoStep, Resolver};
 use crate::time::{DelayedCall, ReactorTime};
+use crate::Reactor;
 
 /// A Deferred that fires with the result of `f`, called `delay` from now on `clock` (Twisted's
 /// `deferLater`). `f` may return a value, a failure or a Deferred, and a panic in it becomes a
@@ -362,5 +363,69 @@ impl fmt::Debug for LoopingCall {
             .field("running", &st.running)
             .field("interval", &st.interval)
             .finish()
+    }
+}
+
+/// Runs `main` on a new reactor until it finishes, and returns the process's exit code
+/// (Twisted's `task.react`).
+///
+/// `main` gets the reactor and returns a future of `Result<T, Failure>` (typically an
+/// `async move` block, run on the reactor's local executor) or a [`Deferred`]. When its result
+/// is ready, the reactor stops. A failure is printed to stderr with its backtrace and gives
+/// [`ExitCode::FAILURE`](std::process::ExitCode::FAILURE); a value gives
+/// [`ExitCode::SUCCESS`](std::process::ExitCode::SUCCESS). Twisted's `react` exits the process
+/// itself; here `main` returns the code (`fn main() -> ExitCode { task::react(...) }`), so that
+/// destructors run. If the reactor is stopped by something else before `main` finishes, the
+/// code is success, as in Twisted.
+///
+/// ```
+/// use std::process::ExitCode;
+/// use std::time::Duration;
+/// use torsion::{defer::Failure, task};
+///
+/// let code = task::react(|reactor| async move {
+///     let n = task::defer_later(&reactor, Duration::from_millis(1), || Ok::<_, Failure>(2)).await?;
+///     assert_eq!(n, 2);
+///     Ok(())
+/// });
+/// assert_eq!(code, ExitCode::SUCCESS);
+/// ```
+pub fn react<F, R, T>(main: F) -> std::process::ExitCode
+where
+    F: FnOnce(Reactor) -> R,
+    R: IntoDeferred<T>,
+    T: 'static,
+{
+    use std::process::ExitCode;
+    let reactor = match Reactor::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("react: cannot create the reactor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome: Rc<RefCell<Option<Failure>>> = Rc::default();
+    let finished = main(reactor.clone()).into_deferred(&reactor);
+    let (o, r) = (outcome.clone(), reactor.clone());
+    let _ = finished.add_both(move |result: Result<T, Failure>| {
+        if let Err(f) = result {
+            *o.borrow_mut() = Some(f);
+        }
+        r.call_when_running(|r| {
+            let _ = r.stop();
+        });
+        Ok::<(), Failure>(())
+    });
+    if let Err(e) = reactor.run() {
+        eprintln!("react: the reactor failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    let failure = outcome.borrow_mut().take();
+    match failure {
+        Some(f) => {
+            eprintln!("main function encountered error\n{f:?}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
     }
 }

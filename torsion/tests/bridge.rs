@@ -275,3 +275,128 @@ fn into_deferred_takes_a_deferred_or_a_future() {
     let d = async { Ok::<_, Failure>(2) }.into_deferred(&exec);
     assert_eq!(value(d), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// On the real reactor.
+
+use std::time::Duration;
+use torsion::task::{defer_later, react};
+use torsion::Reactor;
+
+#[test]
+fn ensure_deferred_on_the_reactor() {
+    let reactor = Reactor::new().unwrap();
+    let r = reactor.clone();
+    let d = ensure_deferred(&reactor, async move {
+        let a = defer_later(&r, Duration::from_millis(1), || Ok::<_, Failure>(20)).await?;
+        let b = defer_later(&r, Duration::ZERO, || Ok::<_, Failure>(22)).await?;
+        Ok(a + b)
+    });
+    let r = reactor.clone();
+    let d = d.add_both(move |res| {
+        r.stop().unwrap();
+        res
+    });
+    reactor.run().unwrap();
+    assert_eq!(value(d), 42);
+}
+
+thread_local! {
+    static GATE: RefCell<Option<torsion::defer::Resolver<u32>>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn another_thread_fires_the_awaited_deferred_through_the_reactor() {
+    let reactor = Reactor::new().unwrap();
+    let handle = reactor.handle();
+    let gate = Deferred::<u32>::new();
+    // Deferreds are !Send: the reactor thread keeps the resolver, and the other thread asks the
+    // reactor to fire it; the fire wakes the task awaiting the Deferred.
+    GATE.with(|g| *g.borrow_mut() = Some(gate.resolver()));
+    let r = reactor.clone();
+    let d = ensure_deferred(&reactor, async move { gate.await }).add_both(move |res| {
+        r.stop().unwrap();
+        res
+    });
+    assert!(!d.called());
+    let t = std::thread::spawn(move || {
+        handle
+            .call_from_thread(|_r: &Reactor| {
+                let fire = GATE.with(|g| g.borrow_mut().take()).unwrap();
+                fire.callback(7).unwrap();
+            })
+            .unwrap();
+    });
+    reactor.run().unwrap();
+    t.join().unwrap();
+    assert_eq!(value(d), 7);
+}
+
+#[test]
+fn a_timeout_on_a_future_drops_it() {
+    let reactor = Reactor::new().unwrap();
+    let dropped = Rc::new(Cell::new(false));
+    let guard = DropFlag(dropped.clone());
+    let never = Deferred::<()>::new();
+    let d = ensure_deferred(&reactor, async move {
+        let _guard = guard;
+        never.await
+    })
+    .add_timeout(Duration::from_millis(5), &reactor);
+    let r = reactor.clone();
+    let d = d.add_both(move |res| {
+        r.stop().unwrap();
+        res
+    });
+    reactor.run().unwrap();
+    assert!(dropped.get());
+    assert!(failure(d).check::<torsion::defer::TimedOut>());
+    assert_eq!(reactor.task_count(), 0);
+}
+
+#[test]
+fn react_returns_success_when_main_succeeds() {
+    let code = react(|reactor| async move {
+        defer_later(&reactor, Duration::from_millis(1), || Ok::<_, Failure>(())).await
+    });
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    // A Deferred-returning main, already fired before the reactor runs.
+    let code = react(|_reactor| torsion::defer::succeed(5));
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+}
+
+/// Runs in a child process (see `react_exits_non_zero_and_prints_the_failure`).
+#[test]
+fn react_child() {
+    if std::env::var("TORSION_REACT_CHILD").is_err() {
+        return;
+    }
+    let code = react(|reactor| async move {
+        defer_later(&reactor, Duration::from_millis(1), || Ok::<_, Failure>(())).await?;
+        Err::<(), _>(Failure::new(Boom))
+    });
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
+}
+
+#[test]
+fn react_exits_non_zero_and_prints_the_failure() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "react_child", "--nocapture", "--test-threads=1"])
+        .env("TORSION_REACT_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("main function encountered error"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Boom") && stderr.contains("boom"),
+        "{stderr}"
+    );
+}

@@ -123,3 +123,10 @@ where
         ensure_deferred(spawner, self)
     }
 }
+
+impl LocalSpawn for crate::Reactor {
+    fn spawn_local_boxed(&self, fut: LocalFuture) -> Box<dyn FnOnce()> {
+        let task = self.spawn_local(fut);
+        Box::new(move || task.cancel())
+    }
+}
