@@ -28,6 +28,10 @@
 //! * **Failures** ([`Failure`]) hold any error type, its message and the backtrace of where they
 //!   were made. A panic in a callback is caught and becomes a failure ([`Panicked`]) instead of
 //!   unwinding through the reactor.
+//! * **Futures.** A Deferred can be awaited (it implements `IntoFuture`; dropping the future
+//!   before the result arrives cancels the Deferred), and [`ensure_deferred`] /
+//!   [`Deferred::from_future`] run a future on the reactor's local executor as a Deferred
+//!   (cancelling the Deferred drops the future; its error or panic becomes the [`Failure`]).
 //! * **Unhandled errors.** When the last handle to a Deferred whose chain ended in a failure is
 //!   dropped, `Unhandled error in Deferred:` and the failure are logged (with `tracing::error!`)
 //!   right then — not whenever a garbage collector gets round to it, as in Twisted.
