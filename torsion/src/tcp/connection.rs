@@ -345,10 +345,17 @@ impl Connection {
                 return Err(Reason::ConnectionDone);
             }
         }
-        if empty {
+        // A pull producer is asked again each time the socket can take more, so the writer
+        // stays registered while one is present even if its last chunk went out at once.
+        if empty && !self.has_pull_producer() {
             self.set_writing(r, false);
         }
         Ok(())
+    }
+
+    fn has_pull_producer(&self) -> bool {
+        let st = self.st.borrow();
+        st.producer.is_some() && !st.streaming
     }
 
     fn maybe_resume_streaming(&self) {
@@ -552,6 +559,9 @@ impl Transport {
         if closed {
             producer.stop_producing();
         } else if !streaming {
+            if let Some(r) = c.reactor() {
+                c.set_writing(&r, true);
+            }
             producer.resume_producing();
         }
         Ok(())

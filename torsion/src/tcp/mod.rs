@@ -50,6 +50,25 @@ pub use connection::{Transport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 pub use connector::Connector;
 pub use listener::{ListenOptions, ListeningPort};
 
+/// Anything that can be turned into a shared factory: a factory by value, or an `Rc` of one
+/// (keep the `Rc` to reach the factory later).
+pub trait IntoFactory<F: ?Sized> {
+    /// The shared factory.
+    fn into_factory(self) -> Rc<F>;
+}
+
+impl<T: ProtocolFactory + 'static> IntoFactory<T> for T {
+    fn into_factory(self) -> Rc<T> {
+        Rc::new(self)
+    }
+}
+
+impl<T: ProtocolFactory + 'static> IntoFactory<T> for Rc<T> {
+    fn into_factory(self) -> Rc<T> {
+        self
+    }
+}
+
 fn first_addr<A: ToSocketAddrs>(addr: A) -> Result<SocketAddr, Error> {
     addr.to_socket_addrs()
         .map_err(|e| Error::BadAddress(e.to_string()))?
@@ -66,7 +85,7 @@ impl Reactor {
     pub fn listen_tcp<A, F>(
         &self,
         addr: A,
-        factory: impl Into<Rc<F>>,
+        factory: impl IntoFactory<F>,
     ) -> Result<ListeningPort, Error>
     where
         A: ToSocketAddrs,
@@ -82,14 +101,14 @@ impl Reactor {
     pub fn listen_tcp_with<A, F>(
         &self,
         addr: A,
-        factory: impl Into<Rc<F>>,
+        factory: impl IntoFactory<F>,
         opts: ListenOptions,
     ) -> Result<ListeningPort, Error>
     where
         A: ToSocketAddrs,
         F: ProtocolFactory + 'static,
     {
-        let factory: Rc<F> = factory.into();
+        let factory: Rc<F> = factory.into_factory();
         let key = Rc::as_ptr(&factory) as *const u8 as usize;
         listener::listen(self, first_addr(addr)?, factory, key, opts)
     }
@@ -102,13 +121,13 @@ impl Reactor {
         &self,
         host: &str,
         port: u16,
-        factory: impl Into<Rc<F>>,
+        factory: impl IntoFactory<F>,
         timeout: Duration,
     ) -> Connector
     where
         F: ClientFactory + 'static,
     {
-        let factory: Rc<F> = factory.into();
+        let factory: Rc<F> = factory.into_factory();
         let c = Connector::new(self, host, port, factory, timeout);
         c.connect();
         c

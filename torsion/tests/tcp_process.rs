@@ -1,0 +1,203 @@
+//! TCP behaviour that needs a process of its own: descriptor exhaustion and SIGPIPE.
+//!
+//! Each test re-runs this test binary as a child with `TORSION_CHILD` set; the child's entry
+//! point is the ignored test `child_entry`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use torsion::{Backend, Factory, Protocol, Reactor, Transport};
+
+fn spawn_child(kind: &str, backend: Backend) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TORSION_CHILD", kind)
+        .env("TORSION_REACTOR", backend.name())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// CPU time (user + system) of a process so far, from /proc (clock ticks of 10 ms).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    // Fields 14 and 15 of the line; `after` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+struct Echo;
+impl Protocol for Echo {
+    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+        t.write(data);
+    }
+}
+
+#[test]
+#[ignore = "entry point of the child processes started by the other tests"]
+fn child_entry() {
+    let reactor = Reactor::new().unwrap();
+    match std::env::var("TORSION_CHILD").as_deref() {
+        Ok("emfile") => {
+            let port = reactor
+                .listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Echo))
+                .unwrap();
+            // Room for a handful of connections only.
+            let limit = torsion::testing::open_fd_count() as u64 + 6;
+            torsion::testing::set_open_files_limit(limit).unwrap();
+            println!("PORT={}", port.port());
+            std::io::stdout().flush().unwrap();
+            reactor.run().unwrap();
+        }
+        Ok("sigpipe") => {
+            torsion::testing::restore_default_sigpipe().unwrap();
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let closer = std::thread::spawn(move || {
+                let (s, _) = l.accept().unwrap();
+                drop(s); // the peer vanishes
+            });
+            let writes = Rc::new(std::cell::Cell::new(0u32));
+            let w = writes.clone();
+            let factory = Factory::for_protocol(move || Writer { writes: w.clone() });
+            reactor.connect_tcp("127.0.0.1", port, factory, Duration::from_secs(5));
+            reactor.run().unwrap();
+            closer.join().unwrap();
+            assert_eq!(writes.get(), 1000);
+            println!("alive");
+        }
+        _ => {}
+    }
+}
+
+/// Writes 1,000 times to a peer that closed, one write per iteration.
+struct Writer {
+    writes: Rc<std::cell::Cell<u32>>,
+}
+impl Protocol for Writer {
+    fn connection_made(&mut self, t: &Transport) {
+        fn again(t: Transport, n: Rc<std::cell::Cell<u32>>) {
+            t.write(&[b'x'; 4096]);
+            n.set(n.get() + 1);
+            let r = t.reactor().unwrap();
+            if n.get() == 1000 {
+                r.stop().unwrap();
+            } else {
+                r.call_later(Duration::from_micros(100), move |_| again(t, n));
+            }
+        }
+        let (t, n) = (t.clone(), self.writes.clone());
+        // Give the peer time to close first.
+        t.reactor()
+            .unwrap()
+            .call_later(Duration::from_millis(50), move |_| again(t, n));
+    }
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+fn emfile_on(backend: Backend) {
+    let mut child = KillOnDrop(spawn_child("emfile", backend));
+    let out = BufReader::new(child.0.stdout.take().unwrap());
+    let port: u16 = out
+        .lines()
+        .map(Result::unwrap)
+        .find_map(|l| l.split("PORT=").nth(1).map(|p| p.trim().parse().unwrap()))
+        .expect("the child prints its port");
+    let pid = child.0.id();
+    // Exhaust the server's descriptors with clients that stay open.
+    let mut clients: Vec<TcpStream> = (0..30)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // At the limit, with more clients knocking, the server must not spin.
+    let before = cpu_ticks(pid);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            clients.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 10,
+        "{backend}: server used {used} ticks (10 ms each) in 1 s at the fd limit"
+    );
+    // Free the descriptors: the server sees EOF and closes its side.
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{backend}: served after {:?}",
+        start.elapsed()
+    );
+}
+
+/// Kills the child when the test ends, passed or failed, so no server outlives it.
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn at_the_fd_limit_the_listener_does_not_spin_and_recovers_select() {
+    emfile_on(Backend::Select);
+}
+
+#[test]
+fn at_the_fd_limit_the_listener_does_not_spin_and_recovers_poll() {
+    emfile_on(Backend::Poll);
+}
+
+#[test]
+fn at_the_fd_limit_the_listener_does_not_spin_and_recovers_epoll() {
+    emfile_on(Backend::Epoll);
+}
+
+fn sigpipe_on(backend: Backend) {
+    let child = spawn_child("sigpipe", backend);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{backend}: child died: {:?}",
+        out.status
+    );
+    assert!(stdout.contains("alive"), "{backend}: {stdout}");
+}
+
+#[test]
+fn writes_to_a_vanished_peer_never_raise_sigpipe_select() {
+    sigpipe_on(Backend::Select);
+}
+
+#[test]
+fn writes_to_a_vanished_peer_never_raise_sigpipe_poll() {
+    sigpipe_on(Backend::Poll);
+}
+
+#[test]
+fn writes_to_a_vanished_peer_never_raise_sigpipe_epoll() {
+    sigpipe_on(Backend::Epoll);
+}
