@@ -209,7 +209,7 @@ impl PoetryServer {
     /// use torsion::Reactor;
     ///
     /// let reactor = Reactor::new()?;
-    /// let server = PoetryServer::listen(&reactor, "127.0.0.1:0", b"A poem.\n", ServeOptions::default())?;
+    /// let server = PoetryServer::listen(&reactor, "127.0.0.1:0", &b"A poem.\n"[..], ServeOptions::default())?;
     /// assert_ne!(server.port(), 0);
     /// # Ok::<(), torsion::Error>(())
     /// ```
@@ -273,5 +273,157 @@ impl PoetryServer {
     /// Stops listening; clients being served get the rest of their poem.
     pub fn stop_listening(&self) {
         self.port.stop_listening();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use torsion::Factory;
+
+    type Log = Rc<RefCell<Vec<Vec<(Duration, Vec<u8>)>>>>;
+
+    /// A client that records when each chunk came (an empty chunk for the end) into the log.
+    struct Recorder {
+        start: Instant,
+        got: Vec<(Duration, Vec<u8>)>,
+        log: Log,
+        quit_after: Option<usize>,
+    }
+
+    impl Protocol for Recorder {
+        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            self.got.push((self.start.elapsed(), data.to_vec()));
+            if self.quit_after == Some(self.got.len()) {
+                t.abort_connection();
+            }
+        }
+        fn connection_lost(&mut self, _: Reason) {
+            self.got.push((self.start.elapsed(), Vec::new())); // the end
+            self.log.borrow_mut().push(std::mem::take(&mut self.got));
+        }
+    }
+
+    /// Runs `clients` clients against a server of `poem` with `opts`; `quit_after[i]` makes
+    /// client `i` hang up after that many chunks. Returns each client's chunks (in order of
+    /// completion) and the server.
+    fn serve(
+        poem: &'static [u8],
+        opts: ServeOptions,
+        quit_after: &[Option<usize>],
+    ) -> (Vec<Vec<(Duration, Vec<u8>)>>, PoetryServer) {
+        let reactor = Reactor::new().unwrap();
+        let server = PoetryServer::listen(&reactor, "127.0.0.1:0", poem, opts).unwrap();
+        let log: Log = Rc::default();
+        let clients = quit_after.len();
+        for &quit in quit_after {
+            let log = log.clone();
+            let start = Instant::now();
+            let factory = Factory::for_protocol(move || Recorder {
+                start,
+                got: Vec::new(),
+                log: log.clone(),
+                quit_after: quit,
+            });
+            reactor.connect_tcp("127.0.0.1", server.port(), factory, Duration::from_secs(5));
+        }
+        let l = log.clone();
+        // Stop once every client's connection ended.
+        fn check(r: &Reactor, l: Log, n: usize) {
+            if l.borrow().len() == n {
+                r.stop().unwrap();
+            } else {
+                r.call_later(Duration::from_millis(2), move |r| check(r, l, n));
+            }
+        }
+        reactor.call_when_running(move |r| check(r, l, clients));
+        reactor.call_later(Duration::from_secs(20), |r| panic!("stuck: {r:?}"));
+        reactor.run().unwrap();
+        let log = log.take();
+        (log, server)
+    }
+
+    fn opts(delay_ms: u64, num_bytes: usize) -> ServeOptions {
+        ServeOptions {
+            delay: Duration::from_millis(delay_ms),
+            num_bytes,
+            ..ServeOptions::default()
+        }
+    }
+
+    #[test]
+    fn sends_num_bytes_every_delay_then_closes_one_delay_later() {
+        let poem: &[u8] = b"0123456789abcdefghijABCDEFGHIJklmno";
+        let (log, server) = serve(poem, opts(30, 10), &[None]);
+        let chunks = &log[0];
+        let bytes: Vec<u8> = chunks.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert_eq!(bytes, poem);
+        let (end, last) = chunks.last().unwrap();
+        assert!(last.is_empty());
+        // 4 chunks at 0, 30, 60, 90 ms; FIN at 120 ms (never early).
+        assert!(*end >= Duration::from_millis(120), "{end:?}");
+        assert!(*end < Duration::from_millis(1000), "{end:?}");
+        let sizes: Vec<usize> = chunks.iter().map(|(_, b)| b.len()).collect();
+        assert_eq!(sizes, [10, 10, 10, 5, 0], "one chunk per delay");
+        for (k, (at, _)) in chunks.iter().enumerate().take(4) {
+            assert!(
+                *at >= Duration::from_millis(30 * k as u64),
+                "chunk {k} at {at:?}"
+            );
+        }
+        assert_eq!((server.served(), server.active(), server.peak()), (1, 0, 1));
+    }
+
+    #[test]
+    fn serves_all_clients_at_once_by_default() {
+        let (log, server) = serve(b"twenty bytes of poem", opts(20, 5), &[None; 5]);
+        assert_eq!(log.len(), 5);
+        for chunks in &log {
+            let (end, _) = chunks.last().unwrap();
+            assert!(*end < Duration::from_millis(80 * 3), "{end:?}");
+        }
+        assert_eq!((server.served(), server.peak()), (5, 5));
+    }
+
+    #[test]
+    fn one_at_a_time_queues_clients_and_skips_those_who_left() {
+        let o = ServeOptions {
+            one_at_a_time: true,
+            ..opts(10, 5)
+        };
+        // The second client hangs up after its first chunk; the others get the whole poem.
+        let (log, server) = serve(b"twenty bytes of poem", o, &[None, Some(1), None, None]);
+        assert_eq!(log.len(), 4);
+        let whole = log
+            .iter()
+            .filter(|c| c.iter().map(|(_, b)| b.len()).sum::<usize>() == 20);
+        assert_eq!(whole.count(), 3);
+        assert_eq!((server.served(), server.active(), server.peak()), (3, 0, 1));
+        // In turn: the last one finished after about four poems' time (3 × 40 ms + a bit).
+        let last_end = log.iter().map(|c| c.last().unwrap().0).max().unwrap();
+        assert!(last_end >= Duration::from_millis(120), "{last_end:?}");
+    }
+
+    #[test]
+    fn fast_sends_the_whole_poem_at_once() {
+        let o = ServeOptions {
+            fast: true,
+            ..opts(10_000, 1)
+        };
+        let (log, server) = serve(crate::poems::ECSTASY.text, o, &[None, None]);
+        for chunks in &log {
+            let bytes: Vec<u8> = chunks.iter().flat_map(|(_, b)| b.clone()).collect();
+            assert_eq!(bytes, crate::poems::ECSTASY.text);
+        }
+        assert_eq!(server.served(), 2);
+    }
+
+    #[test]
+    fn an_empty_poem_closes_at_once() {
+        let (log, server) = serve(b"", opts(10_000, 10), &[None]);
+        assert_eq!(log[0].len(), 1);
+        assert!(log[0][0].0 < Duration::from_secs(5));
+        assert_eq!(server.served(), 1);
     }
 }

@@ -66,8 +66,14 @@ pub(super) fn start(
         let on_bytes: Rc<dyn Fn(usize)> = Rc::new(move |n| c.bytes(task, n));
         let (got, failed) = (collector.clone(), collector.clone());
         get_poetry(reactor, address, opts.timeout, on_bytes).add_callbacks(
-            move |poem| Ok::<_, Failure>(got.record(task, Ok(poem))),
-            move |err: Failure| Ok(failed.record(task, Err(err.message()))),
+            move |poem| {
+                got.record(task, Ok(poem)); // got_poem
+                Ok::<_, Failure>(())
+            },
+            move |err: Failure| {
+                failed.record(task, Err(err.message())); // poem_failed
+                Ok(())
+            },
         )
     });
     let r = reactor.clone();

@@ -177,7 +177,7 @@ pub fn get_poetry(
     }
     let elapsed = start.elapsed();
     collector.progress.clear();
-    let downloads = collector.into_downloads(start);
+    let downloads = collector.take_downloads(start);
     let fetched = Fetched {
         model: opts.model,
         downloads,
@@ -210,11 +210,15 @@ fn show(out: &mut dyn Write, poem: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// A task's outcome and the time it came.
+type Finished = (Result<Vec<u8>, String>, Instant);
+
 /// Where the reactor-based models put their results; the last one in stops the reactor.
 pub(crate) struct Collector {
     reactor: Reactor,
     addresses: Vec<Address>,
-    results: RefCell<Vec<Option<(Result<Vec<u8>, String>, Instant)>>>,
+    /// By task: the poem (or why not) and when it finished.
+    results: RefCell<Vec<Option<Finished>>>,
     remaining: Cell<usize>,
     progress: Progress,
 }
@@ -256,7 +260,7 @@ impl Collector {
         self.remaining.set(self.remaining.get() - 1);
     }
 
-    fn into_downloads(&self, start: Instant) -> Vec<Download> {
+    fn take_downloads(&self, start: Instant) -> Vec<Download> {
         let results = std::mem::take(&mut *self.results.borrow_mut());
         results
             .into_iter()
