@@ -282,12 +282,14 @@ mod tests {
     use std::time::Duration;
     use torsion::Factory;
 
-    type Log = Rc<RefCell<Vec<Vec<(Duration, Vec<u8>)>>>>;
+    /// One client's chunks: when each came, and its bytes.
+    type Chunks = Vec<(Duration, Vec<u8>)>;
+    type Log = Rc<RefCell<Vec<Chunks>>>;
 
     /// A client that records when each chunk came (an empty chunk for the end) into the log.
     struct Recorder {
         start: Instant,
-        got: Vec<(Duration, Vec<u8>)>,
+        got: Chunks,
         log: Log,
         quit_after: Option<usize>,
     }
@@ -312,7 +314,7 @@ mod tests {
         poem: &'static [u8],
         opts: ServeOptions,
         quit_after: &[Option<usize>],
-    ) -> (Vec<Vec<(Duration, Vec<u8>)>>, PoetryServer) {
+    ) -> (Vec<Chunks>, PoetryServer) {
         let reactor = Reactor::new().unwrap();
         let server = PoetryServer::listen(&reactor, "127.0.0.1:0", poem, opts).unwrap();
         let log: Log = Rc::default();
