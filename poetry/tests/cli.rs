@@ -412,3 +412,32 @@ fn demo_options_make_it_quicker() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.matches("Got 3 poems in ").count(), 2, "{stdout}");
 }
+
+#[test]
+fn progress_bars_only_on_a_terminal() {
+    // `script` (util-linux) runs the client on a pseudo-terminal.
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("`script` not found: terminal half of the test skipped");
+        return;
+    }
+    let s = Server::start(&[
+        "--delay",
+        "0.02",
+        &poem_path("science.txt").to_string_lossy(),
+    ]);
+    let cmd = format!("{} get {}", env!("CARGO_BIN_EXE_poetry"), s.port);
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("\u{1b}["), "no bar drawn: {tty:?}");
+    assert!(tty.contains("  Task 1 "), "{tty:?}");
+    assert!(tty.contains("Task 1: 653 bytes of poetry"), "{tty:?}");
+}
