@@ -50,6 +50,11 @@ impl FromStr for Address {
         if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
             return Err(BadAddress("Ports must be integers.".into()));
         }
+        // `[::1]:10000`: the brackets are URL syntax, not part of the address.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         let port = port
             .parse()
             .map_err(|_| BadAddress(format!("Port {port} is out of range (0 to 65535).")))?;
@@ -62,7 +67,11 @@ impl FromStr for Address {
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -77,6 +86,9 @@ mod tests {
         let a: Address = "localhost:10002".parse().unwrap();
         assert_eq!((a.host.as_str(), a.port), ("localhost", 10002));
         assert_eq!(a.to_string(), "localhost:10002");
+        let v6: Address = "[::1]:10003".parse().unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 10003));
+        assert_eq!(v6.to_string(), "[::1]:10003");
         for bad in ["", "x", "localhost", "host:", "10a", "-1", "1.5"] {
             assert_eq!(
                 bad.parse::<Address>(),
