@@ -42,6 +42,5 @@ run "$n" "$out/many"
 many=$(seconds "$out/many")
 size=$(wc -c <"$poem")
 printf 'poem: %s (%d bytes, 10 bytes every 0.1 s), model: %s\n' "$poem" "$size" "$model"
-printf '1 download:          %8.3f s\n' "$one"
-printf '%d downloads: %8.3f s\n' "$n" "$many"
+printf '%-20s %8.3f s\n' "1 download:" "$one" "$n downloads:" "$many"
 awk -v a="$many" -v b="$one" -v n="$n" 'BEGIN { printf "ratio time(%d) / time(1): %.4f\n", n, a / b }'
