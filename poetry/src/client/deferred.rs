@@ -1,0 +1,87 @@
+//! The Deferred client (`twisted-client-4`): `get_poetry` returns a Deferred that fires with
+//! the poem (or fails); the main code adds `got_poem`/`poem_failed` to each and gathers them
+//! in a DeferredList whose callback stops the reactor.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use torsion::defer::{DeferredList, Failure, Resolver};
+use torsion::{Deferred, Factory, Protocol, Reactor, Reason, Transport};
+
+use super::{Collector, GetOptions};
+use crate::Address;
+
+/// Accumulates the poem and fires the Deferred with it when the server closes.
+struct PoetryProtocol {
+    poem: Vec<u8>,
+    poem_received: Resolver<Vec<u8>>,
+    on_bytes: Rc<dyn Fn(usize)>,
+}
+
+impl Protocol for PoetryProtocol {
+    fn data_received(&mut self, _: &Transport, data: &[u8]) {
+        self.poem.extend_from_slice(data);
+        (self.on_bytes)(data.len());
+    }
+
+    fn connection_lost(&mut self, reason: Reason) {
+        let _ = if reason.is_clean() {
+            self.poem_received.callback(std::mem::take(&mut self.poem))
+        } else {
+            self.poem_received.errback(Failure::new(reason))
+        };
+    }
+}
+
+/// Downloads a poem from `address`: a Deferred that fires with the poem, or fails with the
+/// connection's [`Reason`] (the tutorial's `get_poetry(host, port)`). `on_bytes` sees each
+/// chunk's size as it arrives.
+pub fn get_poetry(
+    reactor: &Reactor,
+    address: &Address,
+    timeout: Duration,
+    on_bytes: Rc<dyn Fn(usize)>,
+) -> Deferred<Vec<u8>> {
+    let d = Deferred::new();
+    let factory = Factory::with_state(d.resolver(), move |resolver, _| PoetryProtocol {
+        poem: Vec::new(),
+        poem_received: (**resolver).clone(),
+        on_bytes: on_bytes.clone(),
+    })
+    .on_client_connection_failed(|resolver, _, reason| {
+        let _ = resolver.errback(Failure::new(reason));
+    });
+    reactor.connect_tcp(&address.host, address.port, factory, timeout);
+    d
+}
+
+pub(super) fn start(
+    reactor: &Reactor,
+    tasks: &[Address],
+    opts: &GetOptions,
+    collector: &Rc<Collector>,
+) {
+    let poems = tasks.iter().enumerate().map(|(task, address)| {
+        let c = collector.clone();
+        let on_bytes: Rc<dyn Fn(usize)> = Rc::new(move |n| c.bytes(task, n));
+        let (got, failed) = (collector.clone(), collector.clone());
+        get_poetry(reactor, address, opts.timeout, on_bytes).add_callbacks(
+            move |poem| {
+                got.record(task, Ok(poem)); // got_poem
+                Ok::<_, Failure>(())
+            },
+            move |err: Failure| {
+                failed.record(task, Err(err.message())); // poem_failed
+                Ok(())
+            },
+        )
+    });
+    let r = reactor.clone();
+    let all = DeferredList::new(poems.collect::<Vec<_>>())
+        .into_deferred()
+        .map(move |_| {
+            let _ = r.stop();
+        });
+    // Nothing fails past the errbacks above; the list fires once every poem is in.
+    drop(all);
+}

@@ -1,0 +1,176 @@
+//! The `poetry` command: `poetry serve`, `poetry get`, `poetry demo`.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use poetry::client::{get_poetry, GetOptions, Model};
+use poetry::demo::{self, DemoOptions};
+use poetry::server::{PoetryServer, ServeOptions};
+use poetry::Address;
+use torsion::Reactor;
+
+/// The "Get Poetry Now!" programs of the twisted-intro tutorial, on torsion.
+#[derive(Debug, Parser)]
+#[command(name = "poetry", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a poem slowly: NUM_BYTES bytes every DELAY seconds, then close.
+    Serve(ServeArgs),
+    /// Get poetry from one or more servers at once.
+    Get(GetArgs),
+    /// Start three slow servers, fetch their poems blocking and then on the reactor, and
+    /// compare the times.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The interface (address) to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    iface: String,
+    /// Seconds between two chunks.
+    #[arg(long, default_value = "0.1", value_parser = parse_seconds)]
+    delay: Duration,
+    /// Bytes per chunk.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    num_bytes: u64,
+    /// Send the whole poem at once and close.
+    #[arg(long)]
+    fast: bool,
+    /// Serve one client at a time, as the original server did; the others wait their turn.
+    #[arg(long)]
+    one_at_a_time: bool,
+    /// Print a line for each client.
+    #[arg(long, short)]
+    verbose: bool,
+    /// The poem file to serve.
+    poem: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct GetArgs {
+    /// The client's style (the tutorial's successive versions).
+    #[arg(long, value_enum, default_value_t = Model::default())]
+    model: Model,
+    /// Connections to open to each address.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
+    /// Print the poems.
+    #[arg(long)]
+    show: bool,
+    /// Seconds to wait for a connection.
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    timeout: Duration,
+    /// The servers: PORT (on 127.0.0.1) or HOST:PORT.
+    #[arg(required = true, value_name = "[HOST:]PORT")]
+    addresses: Vec<Address>,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// The servers' seconds between two chunks.
+    #[arg(long, default_value = "0.1", value_parser = parse_seconds)]
+    delay: Duration,
+    /// Chunks per poem: each download takes about CHUNKS × DELAY.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    chunks: u64,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid delay"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Get(args) => get(args),
+        Command::Demo(args) => run_demo(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("poetry: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Many connections need many descriptors: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    let _ = torsion::testing::set_open_files_limit(u64::MAX);
+}
+
+fn serve(args: ServeArgs) -> io::Result<ExitCode> {
+    let poem = std::fs::read(&args.poem).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot read the poem {}: {e}", args.poem.display()),
+        )
+    })?;
+    raise_fd_limit();
+    let reactor = Reactor::new().map_err(io::Error::other)?;
+    let opts = ServeOptions {
+        delay: args.delay,
+        num_bytes: usize::try_from(args.num_bytes).unwrap_or(usize::MAX),
+        fast: args.fast,
+        one_at_a_time: args.one_at_a_time,
+        verbose: args.verbose,
+    };
+    let server = PoetryServer::listen(&reactor, (args.iface.as_str(), args.port), poem, opts)
+        .map_err(|e| {
+            io::Error::other(format!(
+                "cannot listen on {}:{}: {e}",
+                args.iface, args.port
+            ))
+        })?;
+    println!("Serving {} on port {}.", args.poem.display(), server.port());
+    io::stdout().flush()?;
+    reactor.run().map_err(io::Error::other)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn get(args: GetArgs) -> io::Result<ExitCode> {
+    raise_fd_limit();
+    let opts = GetOptions {
+        model: args.model,
+        repeat: usize::try_from(args.repeat).unwrap_or(usize::MAX),
+        show: args.show,
+        progress: io::stdout().is_terminal(),
+        timeout: args.timeout,
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let fetched = get_poetry(&args.addresses, &opts, &mut out)?;
+    Ok(if fetched.failures() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run_demo(args: DemoArgs) -> io::Result<ExitCode> {
+    let opts = DemoOptions {
+        delay: args.delay,
+        chunks: usize::try_from(args.chunks).unwrap_or(usize::MAX),
+        progress: io::stdout().is_terminal(),
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    demo::run(&opts, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
