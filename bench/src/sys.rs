@@ -52,7 +52,8 @@ fn sockaddr_loopback(port: u16) -> libc::sockaddr_in {
     }
 }
 
-const SOCKADDR_IN_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+const SOCKADDR_IN_LEN: libc::socklen_t =
+    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
 
 /// A non-blocking TCP listener on 127.0.0.1:`port` with `SO_REUSEADDR`.
 pub fn listen_loopback(port: u16, backlog: i32) -> io::Result<RawFd> {

@@ -553,7 +553,7 @@ fn churn_write(c: &mut ChurnConn, msg: &[u8]) -> Result<(), ()> {
                     || e.raw_os_error() == Some(libc::ENOTCONN)
                     || e.raw_os_error() == Some(libc::EINPROGRESS) =>
             {
-                return Ok(()) // still connecting: the writable edge comes back here
+                return Ok(()); // still connecting: the writable edge comes back here
             }
             Err(_) => {
                 sys::close(c.fd);
