@@ -2,10 +2,11 @@
 //! on torsion's reactor and on tokio's timer wheel (`tokio::time::sleep`).
 //!
 //! The delays are spread over 0..1 ms, so that each run also waits about 1 ms of real time.
-//! tokio has no "call this later" primitive: its idiom is a spawned task that sleeps, which is
-//! what the fire benchmark runs (task spawn included, as a tokio user pays it). Its cancel
-//! benchmark measures the wheel alone: each `Sleep` is polled once (which inserts it) and
-//! dropped (which removes it).
+//! tokio has no "call this later" primitive: its idiom is a spawned task that sleeps, which
+//! `tokio_spawn_sleep_and_fire` runs (task spawn included, as a tokio user pays it).
+//! `tokio_wheel_sleep_and_fire` measures the wheel alone: one task polls each `Sleep` once
+//! (which inserts it) with a waker that counts, and waits until every one has woken.
+//! `tokio_sleep_and_cancel` polls each `Sleep` once and drops it (which removes it).
 //!
 //! `cargo bench -p bench --bench timers` (add `-- --sample-count 3` for a quick run).
 
@@ -102,6 +103,45 @@ fn tokio_spawn_sleep_and_fire(bencher: Bencher) {
                 }
             });
             rt
+        });
+}
+
+/// Counts wake-ups.
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn tokio_wheel_sleep_and_fire(bencher: Bencher) {
+    bencher
+        .counter(ItemsCount::new(N))
+        .with_inputs(|| (tokio_runtime(), Vec::with_capacity(N)))
+        .bench_local_values(|(rt, mut sleeps)| {
+            let count = Arc::new(CountingWaker(AtomicUsize::new(0)));
+            let waker = Waker::from(count.clone());
+            rt.block_on(async {
+                let mut cx = Context::from_waker(&waker);
+                for i in 0..N {
+                    let mut s = Box::pin(tokio::time::sleep(delay(i)));
+                    if s.as_mut().poll(&mut cx).is_ready() {
+                        count.0.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sleeps.push(s);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                while count.0.load(Ordering::Relaxed) < N {
+                    tokio::task::yield_now().await;
+                }
+            });
+            (rt, sleeps)
         });
 }
 
