@@ -73,6 +73,7 @@ impl Cell {
 }
 
 const METRICS: &[&str] = &[
+    "conns",
     "rate",
     "per_server_cpu_s",
     "p50_us",
@@ -191,10 +192,27 @@ fn server_order(s: &Scenario) -> Vec<String> {
     v
 }
 
+/// A title for a scenario key of `bench/run.sh`.
+fn title(s: &Scenario) -> String {
+    let conns = s
+        .cells
+        .values()
+        .find_map(|c| c.get("conns"))
+        .map(|c| format!("{c:.0}"))
+        .unwrap_or_else(|| "?".into());
+    match s.label.as_str() {
+        "pp100" | "pp1000" => format!("ping-pong, 64 B, {conns} connections"),
+        "stream" => "streaming through one connection (64 KiB writes)".into(),
+        "churn" => format!("churn: connect, one 64 B echo, close with RST ({conns} in flight)"),
+        "idle" => format!("idle: {conns} connections, one echo each"),
+        other => other.to_string(),
+    }
+}
+
 fn table(out: &mut String, s: &Scenario) {
     let raw = s.cells.get(RAW).and_then(|c| merit(&s.kind, c));
     let tokio = s.cells.get(TOKIO).and_then(|c| merit(&s.kind, c));
-    let _ = writeln!(out, "### {}\n", s.label);
+    let _ = writeln!(out, "### {}\n", title(s));
     match s.kind.as_str() {
         "idle" => {
             let _ = writeln!(
@@ -270,10 +288,7 @@ fn failed_note(c: &Cell) -> String {
 
 /// The issue's targets, checked where the data exists.
 fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
-    let find = |kind: &str, conns: &str| {
-        scen.iter()
-            .find(|s| s.kind == kind && (conns.is_empty() || s.label.contains(conns)))
-    };
+    let find = |label: &str| scen.iter().find(|s| s.label == label);
     let get = |s: Option<&Scenario>, server: &str, k: &str| -> Option<f64> {
         s.and_then(|s| s.cells.get(server)).and_then(|c| {
             if k == "merit" {
@@ -295,8 +310,8 @@ fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
-    for conns in ["c100", "c1000"] {
-        let s = find("pingpong", conns);
+    for (label, conns) in [("pp100", "c100"), ("pp1000", "c1000")] {
+        let s = find(label);
         check(
             &format!("ping-pong 64 B {conns}: torsion-epoll ≥ 0.97× raw-epoll (per CPU-s)"),
             div(get(s, "torsion-epoll", "merit"), get(s, RAW, "merit")),
@@ -312,7 +327,7 @@ fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
             "{}× tokio's",
         );
     }
-    let s = find("pingpong", "c100");
+    let s = find("pp100");
     check(
         "ping-pong 64 B c100: torsion-poll ≥ 0.80× torsion-epoll",
         div(
@@ -323,7 +338,7 @@ fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
         true,
         "{}×",
     );
-    let s = find("stream", "");
+    let s = find("stream");
     check(
         "streaming: torsion-epoll ≥ 0.95× raw-epoll (per CPU-s)",
         div(get(s, "torsion-epoll", "merit"), get(s, RAW, "merit")),
@@ -331,7 +346,7 @@ fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
         true,
         "{}×",
     );
-    let s = find("churn", "");
+    let s = find("churn");
     check(
         "churn: torsion-epoll ≥ 0.95× raw-epoll (per CPU-s)",
         div(get(s, "torsion-epoll", "merit"), get(s, RAW, "merit")),
@@ -339,7 +354,7 @@ fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
         true,
         "{}×",
     );
-    let s = find("idle", "");
+    let s = find("idle");
     check(
         "idle: torsion-epoll ≤ 512 bytes per connection",
         get(s, "torsion-epoll", "merit"),
@@ -408,7 +423,7 @@ fn svg(scen: &[Scenario]) -> String {
             body,
             r#"<text x="10" y="{:.0}" font-weight="bold">{} ({unit})</text>"#,
             y,
-            esc(&s.label)
+            esc(&title(s))
         );
         y += 8.0;
         for (name, v) in &vals {

@@ -364,6 +364,7 @@ fn stream(cfg: &Config, chunk: usize, inflight: usize) -> Report {
     report.put("size", chunk);
     let ep = Epoll::new().expect("epoll_create1");
     let fd = connect_all(cfg, 1)[0];
+    let _ = sys::set_nodelay(fd);
     ep.add(fd, EPOLLIN | EPOLLOUT | EPOLLET, 0)
         .expect("epoll_ctl");
     let out: Vec<u8> = (0..chunk).map(|i| (i % 251) as u8).collect();
