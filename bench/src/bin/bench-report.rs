@@ -202,7 +202,7 @@ fn title(s: &Scenario) -> String {
         .unwrap_or_else(|| "?".into());
     match s.label.as_str() {
         "pp100" | "pp1000" => format!("ping-pong, 64 B, {conns} connections"),
-        "stream" => "streaming through one connection (64 KiB writes)".into(),
+        "stream" => "streaming through one connection (256 KiB writes)".into(),
         "churn" => format!("churn: connect, one 64 B echo, close with RST ({conns} in flight)"),
         "idle" => format!("idle: {conns} connections, one echo each"),
         other => other.to_string(),
