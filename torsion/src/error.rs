@@ -34,6 +34,10 @@ pub enum Error {
     ReactorNotRestartable,
     /// A [`Handle`](crate::Handle) was used after its reactor was dropped.
     ReactorGone,
+    /// A producer is already registered with this transport.
+    ProducerAlreadyRegistered,
+    /// An address could not be used (not an IP socket address, or none given).
+    BadAddress(String),
 }
 
 impl fmt::Display for Error {
@@ -53,6 +57,10 @@ impl fmt::Display for Error {
             Error::ReactorAlreadyRunning => f.write_str("the reactor is already running"),
             Error::ReactorNotRestartable => f.write_str("the reactor cannot be restarted"),
             Error::ReactorGone => f.write_str("the reactor has been dropped"),
+            Error::ProducerAlreadyRegistered => {
+                f.write_str("a producer is already registered with this transport")
+            }
+            Error::BadAddress(a) => write!(f, "bad address: {a}"),
         }
     }
 }
@@ -87,6 +95,14 @@ pub enum Reason {
     Panicked(String),
     /// The reactor shut down while the descriptor was still registered.
     ReactorShutdown,
+    /// The peer refused the connection (Twisted's `ConnectionRefusedError`).
+    ConnectionRefused,
+    /// The connection attempt timed out (Twisted's `TimeoutError`).
+    TimedOut,
+    /// The host name could not be resolved (Twisted's `DNSLookupError`), with the detail.
+    HostNotFound(String),
+    /// The attempt was cancelled with `stop_connecting` (Twisted's `UserError`).
+    UserCancelled,
 }
 
 impl Reason {
@@ -110,6 +126,10 @@ impl fmt::Display for Reason {
             Reason::ConnectionAborted => f.write_str("connection was aborted"),
             Reason::Panicked(msg) => write!(f, "user code panicked: {msg}"),
             Reason::ReactorShutdown => f.write_str("the reactor shut down"),
+            Reason::ConnectionRefused => f.write_str("connection was refused by other side"),
+            Reason::TimedOut => f.write_str("connection attempt timed out"),
+            Reason::HostNotFound(d) => write!(f, "host not found: {d}"),
+            Reason::UserCancelled => f.write_str("connection attempt was cancelled"),
         }
     }
 }

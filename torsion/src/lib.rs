@@ -8,19 +8,26 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod defer;
 pub mod error;
+pub mod task;
 pub mod testing;
 pub mod time;
 
+pub use defer::{Deferred, Failure};
 pub use error::{Error, Reason};
 pub use time::{DelayedCall, DelayedCallError, ReactorTime};
 
 pub mod poller;
+pub mod protocol;
 pub mod reactor;
 mod sys;
+pub mod tcp;
 
 pub use poller::Backend;
+pub use protocol::{ClientFactory, Factory, HalfClose, Producer, Protocol, ProtocolFactory};
 pub use reactor::{FileDescriptor, Handle, Reactor, Task};
+pub use tcp::{Connector, ListeningPort, Transport};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

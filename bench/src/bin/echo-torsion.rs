@@ -1,20 +1,39 @@
-//! `echo-torsion --port N [--backend select|poll|epoll]`: the torsion echo server.
-//!
-//! A stub until torsion's TCP layer lands on main: it prints why and exits with status 3, which
-//! `bench/run.sh` reads as "skip this server".
+//! `echo-torsion --port N [--backend select|poll|epoll]`: the torsion echo server, a
+//! [`Protocol`] whose `data_received` writes the data back, on the chosen reactor backend.
 
 use bench::args::Args;
+use torsion::{Backend, Factory, Protocol, Reactor, Transport};
+
+struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        transport.write(data);
+    }
+}
 
 fn main() {
     let args = Args::from_env();
-    let _port: u16 = args.require("port");
-    let backend = args.get_str("backend").unwrap_or("epoll");
-    if !matches!(backend, "select" | "poll" | "epoll") {
-        eprintln!("echo-torsion: unknown --backend {backend:?} (select|poll|epoll)");
-        std::process::exit(2);
+    let port: u16 = args.require("port");
+    let backend: Backend = args
+        .get_str("backend")
+        .unwrap_or("epoll")
+        .parse()
+        .unwrap_or_else(|e| {
+            eprintln!("echo-torsion: {e} (select|poll|epoll)");
+            std::process::exit(2)
+        });
+    bench::sys::raise_nofile_limit();
+    let reactor = Reactor::with_backend(backend).expect("reactor");
+    let opts = torsion::tcp::ListenOptions {
+        backlog: 4096,
+        ..Default::default()
+    };
+    if let Err(e) =
+        reactor.listen_tcp_with(("127.0.0.1", port), Factory::for_protocol(|| Echo), opts)
+    {
+        eprintln!("echo-torsion: cannot listen on 127.0.0.1:{port}: {e}");
+        std::process::exit(1);
     }
-    // TODO(issue 6): write the real server once torsion's TCP API is on main: a Protocol whose
-    // data_received writes the data back, a factory listening on 127.0.0.1:port, reactor.run().
-    eprintln!("torsion TCP not merged yet");
-    std::process::exit(3);
+    reactor.run().expect("reactor run");
 }

@@ -168,8 +168,9 @@ pub(crate) struct Inner {
     /// Reused buffers (taken out while in use, so no borrow spans user code).
     events: Cell<Vec<Event>>,
     thread_calls: Cell<Vec<ThreadCall>>,
-    #[allow(dead_code)] // used by the transports
     read_buf: Cell<Vec<u8>>,
+    /// Listening ports per factory (keyed by the factory's address), for start/stop hooks.
+    factory_ports: RefCell<std::collections::HashMap<usize, usize>>,
 }
 
 impl Drop for Inner {
@@ -213,7 +214,6 @@ impl std::fmt::Debug for Reactor {
 }
 
 /// Size of the shared read buffer that transports read into.
-#[allow(dead_code)] // used by the transports
 pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
 
 impl Reactor {
@@ -250,6 +250,7 @@ impl Reactor {
                 events: Cell::new(Vec::with_capacity(1024)),
                 thread_calls: Cell::new(Vec::new()),
                 read_buf: Cell::new(Vec::new()),
+                factory_ports: RefCell::default(),
             }),
         })
     }
@@ -525,11 +526,22 @@ impl Reactor {
         self.guard("connection_lost", || desc.connection_lost(self, reason));
     }
 
+    /// Adds `delta` to the number of ports open for the factory `key`; returns the new count.
+    pub(crate) fn factory_ports(&self, key: usize, delta: isize) -> usize {
+        let mut map = self.inner.factory_ports.borrow_mut();
+        let n = map.entry(key).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+        let n = *n;
+        if n == 0 {
+            map.remove(&key);
+        }
+        n
+    }
+
     // ------------------------------------------------------------------ shared read buffer
 
     /// Runs `f` with the reactor's shared read buffer (64 KiB), so that reads allocate nothing.
     /// Re-entrant calls get a fresh buffer.
-    #[allow(dead_code)] // used by the transports
     pub(crate) fn with_read_buffer<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         let mut buf = self.inner.read_buf.take();
         if buf.len() < READ_BUFFER_SIZE {

@@ -167,3 +167,21 @@ macro_rules! reactor_test {
         )*
     };
 }
+
+/// Sets this process's soft RLIMIT_NOFILE (capped at the hard limit), to test behaviour at
+/// descriptor exhaustion. Use it in a child process: it affects the whole process.
+///
+/// # Errors
+/// The system error.
+pub fn set_open_files_limit(soft: u64) -> io::Result<()> {
+    sys::set_nofile_limit(soft)
+}
+
+/// Restores SIGPIPE's default action (terminate the process), as some host programs do, to
+/// check that torsion never lets a write to a vanished peer raise it.
+///
+/// # Errors
+/// The system error.
+pub fn restore_default_sigpipe() -> io::Result<()> {
+    sys::default_sigpipe()
+}

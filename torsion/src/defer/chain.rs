@@ -1,0 +1,380 @@
+//! The type-erased engine behind [`Deferred`](super::Deferred): one shared chain of stages,
+//! run iteratively.
+//!
+//! Values travel as `Box<dyn Any>` holding an `Option<T>`: a stage takes the `T` out and, when
+//! its output has the same type, puts the output back into the same box, so a chain of
+//! same-typed callbacks allocates nothing per stage beyond the stage closure itself.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use super::failure::{AlreadyCalled, Cancelled, Failure};
+
+/// A value in the chain: a `Box<Option<T>>` for the current type `T`.
+pub(crate) type Value = Box<dyn Any>;
+/// The current result of a chain.
+pub(crate) type Outcome = Result<Value, Failure>;
+/// One stage (callback/errback pair), erased.
+pub(crate) type Stage = Box<dyn FnOnce(Outcome) -> StageOut>;
+
+/// What a stage produced.
+pub(crate) enum StageOut {
+    /// A result (value or failure) for the next stage.
+    Done(Outcome),
+    /// Another Deferred: the chain waits for it and goes on with its result.
+    Chained(Rc<Chain>),
+}
+
+/// Boxes `v` as a chain value.
+#[inline]
+pub(crate) fn put_value<U: 'static>(v: U) -> Value {
+    Box::new(Some(v))
+}
+
+/// Runs `f` on the `T` inside a chain value and turns its step into the stage's output,
+/// writing a same-typed output back into the same box (one dynamic type check per stage).
+#[inline]
+pub(crate) fn map_value<T: 'static, U: 'static>(
+    mut v: Value,
+    f: impl FnOnce(T) -> super::Step<U>,
+) -> StageOut {
+    let slot = v
+        .downcast_mut::<Option<T>>()
+        .expect("torsion: a Deferred stage received a value of another type");
+    let t = slot
+        .take()
+        .expect("torsion: a Deferred value was taken twice");
+    match f(t) {
+        super::Step::Value(u) => {
+            let slot: &mut dyn Any = slot;
+            match slot.downcast_mut::<Option<U>>() {
+                Some(slot) => {
+                    *slot = Some(u);
+                    StageOut::Done(Ok(v))
+                }
+                None => StageOut::Done(Ok(Box::new(Some(u)))),
+            }
+        }
+        super::Step::Failure(f) => StageOut::Done(Err(f)),
+        super::Step::Deferred(d) => StageOut::Chained(d.chain),
+    }
+}
+
+/// Takes the `T` out of a chain value.
+#[inline]
+pub(crate) fn take_value<T: 'static>(mut v: Value) -> T {
+    v.downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+        .expect("torsion: a Deferred stage received a value of another type")
+}
+
+/// Erased canceller: gets the chain being cancelled.
+pub(crate) type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
+
+struct State {
+    /// `callback` or `errback` has been called.
+    fired: bool,
+    /// The current result; `None` before firing, while a stage runs, while waiting on another
+    /// Deferred, and after the result was handed to an outer chain or taken.
+    result: Option<Outcome>,
+    stages: VecDeque<Stage>,
+    /// User pauses (`pause`/`unpause`).
+    paused: u32,
+    /// The Deferred returned by a stage, which this chain waits for.
+    waiting: Option<Rc<Chain>>,
+    /// The chain waiting for this one (this one was returned by one of its stages).
+    parent: Option<Rc<Chain>>,
+    /// A loop is running this chain's stages (re-entrant calls leave the work to it).
+    running: bool,
+    canceller: Option<Canceller>,
+    /// Cancelled without a canceller: the next late fire is ignored once.
+    suppress_already_called: bool,
+}
+
+/// One Deferred: its state and the type its `callback` takes.
+pub(crate) struct Chain {
+    st: RefCell<State>,
+    pub(crate) input: TypeId,
+}
+
+impl Chain {
+    pub(crate) fn new(input: TypeId, canceller: Option<Canceller>) -> Rc<Chain> {
+        Rc::new(Chain {
+            st: RefCell::new(State {
+                fired: false,
+                result: None,
+                stages: VecDeque::new(),
+                paused: 0,
+                waiting: None,
+                parent: None,
+                running: false,
+                canceller,
+                suppress_already_called: false,
+            }),
+            input,
+        })
+    }
+
+    /// A chain already fired with `outcome`.
+    pub(crate) fn fired(input: TypeId, outcome: Outcome) -> Rc<Chain> {
+        let c = Chain::new(input, None);
+        {
+            let mut st = c.st.borrow_mut();
+            st.fired = true;
+            st.result = Some(outcome);
+        }
+        c
+    }
+
+    pub(crate) fn called(&self) -> bool {
+        self.st.borrow().fired
+    }
+
+    pub(crate) fn paused(&self) -> u32 {
+        self.st.borrow().paused
+    }
+
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.st.borrow().waiting.is_some()
+    }
+
+    /// True when the chain has a result that no stage is about to consume.
+    pub(crate) fn has_result(&self) -> bool {
+        let st = self.st.borrow();
+        st.result.is_some() && st.stages.is_empty() && !st.running
+    }
+
+    /// Fires the chain (`callback` / `errback`).
+    pub(crate) fn fire(self: &Rc<Self>, outcome: Outcome) -> Result<(), AlreadyCalled> {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.fired {
+                if st.suppress_already_called {
+                    st.suppress_already_called = false;
+                    drop(st);
+                    drop(outcome);
+                    return Ok(());
+                }
+                return Err(AlreadyCalled);
+            }
+            st.fired = true;
+            st.result = Some(outcome);
+        }
+        self.run();
+        Ok(())
+    }
+
+    /// Appends a stage; runs it at once if the chain has fired and is not paused.
+    pub(crate) fn add(self: &Rc<Self>, stage: Stage) {
+        let fired = {
+            let mut st = self.st.borrow_mut();
+            st.stages.push_back(stage);
+            st.fired
+        };
+        if fired {
+            self.run();
+        }
+    }
+
+    pub(crate) fn pause(&self) {
+        self.st.borrow_mut().paused += 1;
+    }
+
+    /// Undoes one `pause`; an `unpause` with no pause is ignored.
+    pub(crate) fn unpause(self: &Rc<Self>) {
+        let run = {
+            let mut st = self.st.borrow_mut();
+            st.paused = st.paused.saturating_sub(1);
+            st.paused == 0 && st.fired
+        };
+        if run {
+            self.run();
+        }
+    }
+
+    /// Twisted's `cancel`: an unfired chain runs its canceller and, unless that fired it,
+    /// errbacks with [`Cancelled`]; a chain waiting on another Deferred cancels that one
+    /// (iteratively, however deep the nesting).
+    pub(crate) fn cancel(self: &Rc<Self>) {
+        let mut target = self.clone();
+        loop {
+            let next = {
+                let mut st = target.st.borrow_mut();
+                if st.fired {
+                    match &st.waiting {
+                        Some(inner) => inner.clone(),
+                        None => return,
+                    }
+                } else {
+                    let canceller = st.canceller.take();
+                    if canceller.is_none() {
+                        st.suppress_already_called = true;
+                    }
+                    drop(st);
+                    if let Some(c) = canceller {
+                        c(&target);
+                    }
+                    if !target.called() {
+                        let _ = target.fire(Err(Failure::new(Cancelled)));
+                    }
+                    return;
+                }
+            };
+            target = next;
+        }
+    }
+
+    /// Takes the result if the chain has one and nothing is pending.
+    pub(crate) fn take_result(&self) -> Option<Outcome> {
+        let mut st = self.st.borrow_mut();
+        if st.running || !st.stages.is_empty() || st.waiting.is_some() {
+            return None;
+        }
+        st.result.take()
+    }
+
+    /// Runs stages, handing results outward to waiting chains, without recursion.
+    pub(crate) fn run(self: &Rc<Self>) {
+        let mut cur = self.clone();
+        while let Some(parent) = cur.run_stages() {
+            cur = parent;
+        }
+    }
+
+    /// Runs this chain's stages until it is exhausted, paused or waiting. When exhausted with a
+    /// parent waiting on it, hands the result to the parent and returns the parent to continue.
+    fn run_stages(self: &Rc<Self>) -> Option<Rc<Chain>> {
+        let mut st = self.st.borrow_mut();
+        if st.running || !st.fired {
+            return None;
+        }
+        st.running = true;
+        loop {
+            if st.paused > 0 || st.waiting.is_some() || st.result.is_none() {
+                st.running = false;
+                return None;
+            }
+            let Some(stage) = st.stages.pop_front() else {
+                st.running = false;
+                let parent = st.parent.take()?;
+                let result = st.result.take();
+                drop(st);
+                {
+                    let mut pst = parent.st.borrow_mut();
+                    pst.result = result;
+                    pst.waiting = None;
+                }
+                return Some(parent);
+            };
+            let input = st.result.take().expect("checked above");
+            drop(st);
+            let out = match catch_unwind(AssertUnwindSafe(move || stage(input))) {
+                Ok(out) => out,
+                Err(payload) => StageOut::Done(Err(Failure::from_panic(payload))),
+            };
+            match out {
+                StageOut::Done(o) => {
+                    st = self.st.borrow_mut();
+                    st.result = Some(o);
+                }
+                StageOut::Chained(inner) => {
+                    self.chain_to(inner);
+                    st = self.st.borrow_mut();
+                }
+            }
+        }
+    }
+
+    /// A stage returned `inner`: take its result now if it has one, else wait for it.
+    fn chain_to(self: &Rc<Self>, inner: Rc<Chain>) {
+        let mut ist = inner.st.borrow_mut();
+        let ready = ist.fired
+            && !ist.running
+            && ist.paused == 0
+            && ist.waiting.is_none()
+            && ist.stages.is_empty()
+            && ist.result.is_some();
+        if ready {
+            let r = ist.result.take();
+            drop(ist);
+            self.st.borrow_mut().result = r;
+            return;
+        }
+        assert!(
+            ist.parent.is_none(),
+            "torsion: a Deferred can be returned by only one callback"
+        );
+        ist.parent = Some(self.clone());
+        drop(ist);
+        self.st.borrow_mut().waiting = Some(inner);
+    }
+}
+
+/// What a dropped chain still owns: dropping it may drop other chains (a stage closure may own
+/// a Deferred, which owns its stages, and so on), so nested drops are queued and run by the
+/// outermost one in a loop instead of recursing.
+type Remains = (
+    VecDeque<Stage>,
+    Option<Outcome>,
+    Option<Rc<Chain>>,
+    Option<Rc<Chain>>,
+    Option<Canceller>,
+);
+
+thread_local! {
+    static DROPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LATER: RefCell<Vec<Remains>> = const { RefCell::new(Vec::new()) };
+}
+
+fn queue_for_later(remains: Remains) -> Result<(), Remains> {
+    let mut slot = Some(remains);
+    match LATER.try_with(|l| l.borrow_mut().push(slot.take().expect("once"))) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(slot.take().expect("not pushed")),
+    }
+}
+
+/// Resets `DROPPING` even if a destructor panics.
+struct DropGuard;
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        let _ = DROPPING.try_with(|d| d.set(false));
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        let st = self.st.get_mut();
+        let result = st.result.take();
+        if let Some(Err(f)) = &result {
+            tracing::error!("Unhandled error in Deferred:\n{:?}", f);
+        }
+        let remains: Remains = (
+            std::mem::take(&mut st.stages),
+            result,
+            st.waiting.take(),
+            st.parent.take(),
+            st.canceller.take(),
+        );
+        // (During thread-local teardown the queue may be gone: then drop inline.)
+        match DROPPING.try_with(|d| d.replace(true)) {
+            Ok(true) => {
+                if let Err(remains) = queue_for_later(remains) {
+                    drop(remains);
+                }
+            }
+            Ok(false) => {
+                let _guard = DropGuard;
+                drop(remains);
+                while let Some(next) = LATER.try_with(|l| l.borrow_mut().pop()).ok().flatten() {
+                    drop(next);
+                }
+            }
+            Err(_) => drop(remains),
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! Deferreds: Twisted's callback/errback chains, typed.
+//!
+//! A [`Deferred<T>`] stands for a result of type `T` that is not there yet. It is fired once,
+//! with [`callback`](Deferred::callback) (a value) or [`errback`](Deferred::errback) (a
+//! [`Failure`]), and runs a chain of stages on that result, exactly as Twisted's
+//! `twisted.internet.defer.Deferred`:
+//!
+//! * **Firing.** A Deferred fires once; firing again is an [`AlreadyCalled`] error.
+//! * **Stages.** [`add_callbacks(cb, eb)`](Deferred::add_callbacks) adds one stage;
+//!   [`add_callback`](Deferred::add_callback) adds `(cb, pass-through)`,
+//!   [`add_errback`](Deferred::add_errback) `(pass-through, eb)` and
+//!   [`add_both`](Deferred::add_both) `(f, f)`. A stage gets the result of the previous one: a
+//!   value goes to its callback, a failure to its errback. A callback that fails at stage N sends
+//!   its failure to the errback of stage N+1, never to its own stage's errback; an errback that
+//!   returns a value switches the chain back to callbacks.
+//! * **Late stages.** Stages added after the Deferred fired run at once, synchronously.
+//! * **Chaining.** A callback that returns a Deferred pauses the chain until that one fires;
+//!   the chain then goes on with its result. The chain is run by a loop, never by recursion, so
+//!   100,000 nested Deferreds or a chain of 100,000 stages run in a small stack.
+//! * **Pausing and cancelling.** [`pause`](Deferred::pause)/[`unpause`](Deferred::unpause)
+//!   keep a counter. [`cancel`](Deferred::cancel) runs the canceller given to
+//!   [`with_canceller`](Deferred::with_canceller); if that did not fire the Deferred, it errbacks
+//!   with [`Cancelled`]. Without a canceller, the next late `callback`/`errback` is ignored once
+//!   (the producer did not know its result was no longer wanted). Cancelling a Deferred that waits
+//!   on another one cancels that one.
+//! * **Timeouts.** [`add_timeout`](Deferred::add_timeout) cancels the Deferred when the time is
+//!   up and turns the resulting [`Cancelled`] failure into [`TimedOut`].
+//! * **Failures** ([`Failure`]) hold any error type, its message and the backtrace of where they
+//!   were made. A panic in a callback is caught and becomes a failure ([`Panicked`]) instead of
+//!   unwinding through the reactor.
+//! * **Futures.** A Deferred can be awaited (it implements `IntoFuture`; dropping the future
+//!   before the result arrives cancels the Deferred), and [`ensure_deferred`] /
+//!   [`Deferred::from_future`] run a future on the reactor's local executor as a Deferred
+//!   (cancelling the Deferred drops the future; its error or panic becomes the [`Failure`]).
+//! * **Unhandled errors.** When the last handle to a Deferred whose chain ended in a failure is
+//!   dropped, `Unhandled error in Deferred:` and the failure are logged (with `tracing::error!`)
+//!   right then — not whenever a garbage collector gets round to it, as in Twisted.
+//!
+//! ```
+//! use torsion::defer::{Deferred, Failure};
+//!
+//! let d = Deferred::<u32>::new();
+//! let fire = d.resolver(); // keep a way to fire it before adding stages
+//! let d = d
+//!     .add_callback(|n| Ok(n * 2))                 // u32 -> u32
+//!     .add_callback(|n| Ok(format!("{n} apples"))) // u32 -> String
+//!     .add_errback(|f: Failure| Ok(format!("no apples ({f})")));
+//! fire.callback(21).unwrap();
+//! assert_eq!(d.try_result().unwrap().unwrap(), "42 apples");
+//! ```
+//!
+//! # Differences from Twisted forced by typing
+//!
+//! * **The type changes along the chain.** `add_callback` consumes the `Deferred<T>` and returns
+//!   a `Deferred<U>` for the same chain (Twisted returns the same object). The compiler checks
+//!   that each stage takes what the previous one gives. Because a handle is consumed when a
+//!   stage is added, a `Deferred` is not `Clone`.
+//! * **Firing needs the input type.** [`callback`](Deferred::callback) takes the chain's *input*
+//!   type. On a handle returned by `add_callback` whose type differs from the input, take a
+//!   [`Resolver`] first (with [`resolver`](Deferred::resolver)): it is the cloneable,
+//!   fire-only handle, typed by the input. Calling `callback` on a handle whose type is not the
+//!   input type panics (the compiler cannot see this one).
+//! * **Callbacks return a [`Step`]-like value.** A callback returns `Result<U, Failure>` (`Ok`
+//!   for a value, `Err` for a failure, so `?` re-raises), a `Deferred<U>` to wait on, or a
+//!   [`Step<U>`] to choose among the three at run time; [`map`](Deferred::map) takes a plain
+//!   `FnOnce(T) -> U`. An errback gets the [`Failure`] by value and returns the same kinds.
+//!   `add_both` gets a `Result<T, Failure>`.
+//! * **A returned Deferred is consumed.** A Deferred returned by a callback is moved into the
+//!   chain, so nothing can be added to it afterwards (Twisted leaves it with result `None`).
+//! * **`pause` and waiting are separate.** In Twisted, waiting on a returned Deferred is an
+//!   internal `pause()`, so a stray `unpause()` could resume a chain whose result is still a
+//!   Deferred; here the user's pause counter is separate from the waiting state, and an
+//!   `unpause` with no `pause` is ignored (Twisted lets the counter go negative).
+//! * **Results are taken, not shared.** Reading a result (with
+//!   [`try_result`](Deferred::try_result), awaiting, or a stage) moves it out. DeferredList
+//!   without `consume_errors` leaves a copy of each input failure (same type name, message and
+//!   backtrace text) in the input Deferred, so it is logged as unhandled just as in Twisted.
+//! * **Unhandled-error timing.** Logged at drop of the last handle (including [`Resolver`]s),
+//!   which is deterministic. A Deferred kept alive by a reference cycle (for example a callback
+//!   holding a resolver of its own Deferred, or two never-fired Deferreds waiting on each other)
+//!   is never dropped and never logs.
+//! * **Panics.** The panic hook still runs (so a panicking callback prints its usual message),
+//!   and the failure's backtrace is the one of the place that caught the panic.
+
+mod bridge;
+mod chain;
+mod failure;
+mod future;
+mod list;
+mod sync;
+
+use std::any::TypeId;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Duration;
+
+use chain::{map_value, put_value, take_value, Chain, Outcome, StageOut};
+
+pub use bridge::{ensure_deferred, IntoDeferred, LocalFuture, LocalSpawn};
+pub use failure::{
+    AlreadyCalled, Cancelled, Failure, FailureGroup, FirstError, Message, Panicked, TimedOut,
+};
+pub use future::DeferredFuture;
+pub use list::{gather_results, race, DeferredList, ListResult};
+pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore, QueueOverflow, QueueUnderflow};
+
+use crate::time::ReactorTime;
+
+/// A result of type `T` that will arrive later, with a chain of callbacks and errbacks to run on
+/// it (Twisted's `Deferred`). See the [module docs](self) for the rules.
+#[must_use = "a Deferred does nothing unless fired, and its failure is logged as unhandled if dropped"]
+pub struct Deferred<T> {
+    chain: Rc<Chain>,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// The fire-only, cloneable handle of a [`Deferred`], typed by the Deferred's input type.
+///
+/// It keeps the Deferred alive (a failure is logged as unhandled only once every handle is gone).
+pub struct Resolver<T> {
+    chain: Rc<Chain>,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> Clone for Resolver<T> {
+    fn clone(&self) -> Self {
+        Resolver {
+            chain: self.chain.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// What a callback or errback may return: a value, a failure, or a Deferred to wait on.
+///
+/// Implemented for `Result<U, Failure>`, [`Deferred<U>`] and [`Step<U>`].
+pub trait IntoStep {
+    /// The value type the chain has after this stage.
+    type Output: 'static;
+    /// Converts into a [`Step`].
+    fn into_step(self) -> Step<Self::Output>;
+}
+
+/// A stage's result, chosen at run time (a Twisted callback may return a value or a Deferred).
+pub enum Step<U> {
+    /// Go on with this value.
+    Value(U),
+    /// Go on with this failure.
+    Failure(Failure),
+    /// Wait for this Deferred and go on with its result.
+    Deferred(Deferred<U>),
+}
+
+impl<U: 'static> IntoStep for Result<U, Failure> {
+    type Output = U;
+    #[inline]
+    fn into_step(self) -> Step<U> {
+        match self {
+            Ok(u) => Step::Value(u),
+            Err(f) => Step::Failure(f),
+        }
+    }
+}
+
+impl<U: 'static> IntoStep for Deferred<U> {
+    type Output = U;
+    fn into_step(self) -> Step<U> {
+        Step::Deferred(self)
+    }
+}
+
+impl<U: 'static> IntoStep for Step<U> {
+    type Output = U;
+    fn into_step(self) -> Step<U> {
+        self
+    }
+}
+
+#[inline]
+fn step_out<U: 'static>(step: Step<U>) -> StageOut {
+    match step {
+        Step::Value(u) => StageOut::Done(Ok(put_value(u))),
+        Step::Failure(f) => StageOut::Done(Err(f)),
+        Step::Deferred(d) => StageOut::Chained(d.chain),
+    }
+}
+
+fn outcome_into<T: 'static>(o: Outcome) -> Result<T, Failure> {
+    o.map(|v| take_value::<T>(v))
+}
+
+impl<T: 'static> Default for Deferred<T> {
+    fn default() -> Self {
+        Deferred::new()
+    }
+}
+
+impl<T: 'static> Deferred<T> {
+    fn from_chain(chain: Rc<Chain>) -> Deferred<T> {
+        Deferred {
+            chain,
+            _t: PhantomData,
+        }
+    }
+
+    fn retype<U>(self) -> Deferred<U> {
+        Deferred {
+            chain: self.chain,
+            _t: PhantomData,
+        }
+    }
+
+    /// A new, unfired Deferred with no canceller.
+    pub fn new() -> Deferred<T> {
+        Deferred::from_chain(Chain::new(TypeId::of::<T>(), None))
+    }
+
+    /// A new Deferred whose [`cancel`](Deferred::cancel) runs `canceller` (Twisted's
+    /// `Deferred(canceller)`). The canceller may fire the Deferred through the resolver it gets;
+    /// if it does not, the Deferred errbacks with [`Cancelled`].
+    pub fn with_canceller<F: FnOnce(&Resolver<T>) + 'static>(canceller: F) -> Deferred<T> {
+        let c: chain::Canceller = Box::new(move |chain: &Rc<Chain>| {
+            canceller(&Resolver {
+                chain: chain.clone(),
+                _t: PhantomData,
+            })
+        });
+        Deferred::from_chain(Chain::new(TypeId::of::<T>(), Some(c)))
+    }
+
+    /// A Deferred already fired with `value` (Twisted's `succeed`).
+    pub fn succeed(value: T) -> Deferred<T> {
+        Deferred::from_chain(Chain::fired(TypeId::of::<T>(), Ok(Box::new(Some(value)))))
+    }
+
+    /// A Deferred already failed with `failure` (Twisted's `fail`).
+    pub fn fail(failure: impl Into<Failure>) -> Deferred<T> {
+        Deferred::from_chain(Chain::fired(TypeId::of::<T>(), Err(failure.into())))
+    }
+
+    fn check_input(&self, what: &str) {
+        assert!(
+            self.chain.input == TypeId::of::<T>(),
+            "torsion: Deferred::{what} called on a handle whose type ({}) is not the Deferred's \
+             input type; take a Resolver before adding callbacks",
+            std::any::type_name::<T>()
+        );
+    }
+
+    /// Fires the Deferred with `value` (Twisted's `callback`).
+    ///
+    /// # Errors
+    /// [`AlreadyCalled`] when it has already been fired (unless it was cancelled without a
+    /// canceller and this is the first late fire, which is ignored).
+    ///
+    /// # Panics
+    /// When `T` is not the Deferred's input type (see the [module docs](self)).
+    pub fn callback(&self, value: T) -> Result<(), AlreadyCalled> {
+        self.resolve(Ok(value), "callback")
+    }
+
+    /// Fires the Deferred with a failure (Twisted's `errback`).
+    ///
+    /// # Errors
+    /// As [`callback`](Deferred::callback).
+    ///
+    /// # Panics
+    /// As [`callback`](Deferred::callback).
+    pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
+        self.resolve(Err(failure.into()), "errback")
+    }
+
+    fn resolve(&self, r: Result<T, Failure>, what: &str) -> Result<(), AlreadyCalled> {
+        if !self.chain.called() {
+            // A fired chain only refuses (or ignores) the value, whatever its type.
+            self.check_input(what);
+        }
+        self.chain.fire(r.map(|v| put_value(v)))
+    }
+
+    /// A fire-only handle typed by the input type, to keep before adding stages.
+    ///
+    /// # Panics
+    /// When `T` is not the Deferred's input type.
+    pub fn resolver(&self) -> Resolver<T> {
+        self.check_input("resolver");
+        Resolver {
+            chain: self.chain.clone(),
+            _t: PhantomData,
+        }
+    }
+
+    /// Adds one stage: `callback` runs on a value, `errback` on a failure (Twisted's
+    /// `addCallbacks`). Whatever either returns is the next stage's input.
+    pub fn add_callbacks<C, E, R1, R2>(self, callback: C, errback: E) -> Deferred<R1::Output>
+    where
+        C: FnOnce(T) -> R1 + 'static,
+        E: FnOnce(Failure) -> R2 + 'static,
+        R1: IntoStep,
+        R2: IntoStep<Output = R1::Output>,
+    {
+        self.chain.add(Box::new(move |o: Outcome| match o {
+            Ok(v) => map_value(v, |t: T| callback(t).into_step()),
+            Err(f) => step_out(errback(f).into_step()),
+        }));
+        self.retype()
+    }
+
+    /// Adds `(callback, pass-through)` (Twisted's `addCallback`).
+    pub fn add_callback<C, R>(self, callback: C) -> Deferred<R::Output>
+    where
+        C: FnOnce(T) -> R + 'static,
+        R: IntoStep,
+    {
+        self.chain.add(Box::new(move |o: Outcome| match o {
+            Ok(v) => map_value(v, |t: T| callback(t).into_step()),
+            Err(f) => StageOut::Done(Err(f)),
+        }));
+        self.retype()
+    }
+
+    /// Adds `(pass-through, errback)` (Twisted's `addErrback`). The errback may recover with a
+    /// value of the same type, which switches the chain back to callbacks.
+    pub fn add_errback<E, R>(self, errback: E) -> Deferred<T>
+    where
+        E: FnOnce(Failure) -> R + 'static,
+        R: IntoStep<Output = T>,
+    {
+        self.chain.add(Box::new(move |o: Outcome| match o {
+            Ok(v) => StageOut::Done(Ok(v)),
+            Err(f) => step_out(errback(f).into_step()),
+        }));
+        self
+    }
+
+    /// Adds `(f, f)` (Twisted's `addBoth`): `f` gets the value or the failure as a `Result`.
+    pub fn add_both<F, R>(self, f: F) -> Deferred<R::Output>
+    where
+        F: FnOnce(Result<T, Failure>) -> R + 'static,
+        R: IntoStep,
+    {
+        self.chain.add(Box::new(move |o: Outcome| match o {
+            Ok(v) => map_value(v, |t: T| f(Ok(t)).into_step()),
+            Err(fl) => step_out(f(Err(fl)).into_step()),
+        }));
+        self.retype()
+    }
+
+    /// Adds a callback that cannot fail: `add_callback(|t| Ok(f(t)))`.
+    pub fn map<U: 'static, F: FnOnce(T) -> U + 'static>(self, f: F) -> Deferred<U> {
+        self.add_callback(move |t| Ok::<U, Failure>(f(t)))
+    }
+
+    /// Adds a stage that fires `other` with this chain's result (Twisted's `chainDeferred`);
+    /// this chain goes on with `()`. An `AlreadyCalled` error from `other` becomes the failure.
+    pub fn chain_deferred(self, other: Resolver<T>) -> Deferred<()> {
+        self.add_both(move |r| other.fire(r).map_err(Failure::new).map(|_| ()))
+    }
+
+    /// Adds one to the pause counter: no stage runs until as many `unpause` calls.
+    pub fn pause(&self) {
+        self.chain.pause();
+    }
+
+    /// Takes one from the pause counter; at zero, a fired Deferred goes on with its stages.
+    pub fn unpause(&self) {
+        self.chain.unpause();
+    }
+
+    /// The number of `pause` calls not yet matched by `unpause`.
+    pub fn paused(&self) -> u32 {
+        self.chain.paused()
+    }
+
+    /// Cancels the Deferred (Twisted's `cancel`; see the [module docs](self)). Cancelling a
+    /// fired Deferred does nothing, unless it waits on a Deferred returned by a callback, which
+    /// is cancelled instead.
+    pub fn cancel(&self) {
+        self.chain.cancel();
+    }
+
+    /// True once `callback` or `errback` was called (Twisted's `called`).
+    pub fn called(&self) -> bool {
+        self.chain.called()
+    }
+
+    /// True when the Deferred has a final result no stage is waiting to process: it has fired,
+    /// is not waiting on another Deferred, and is neither paused with stages left nor running.
+    pub fn has_result(&self) -> bool {
+        self.chain.has_result()
+    }
+
+    /// True while the chain waits for a Deferred returned by one of its callbacks.
+    pub fn is_waiting(&self) -> bool {
+        self.chain.is_waiting()
+    }
+
+    /// Takes the result if there is one (like Twisted's test helpers `successResultOf` and
+    /// `failureResultOf`), or gives the Deferred back. A failure taken this way is handled.
+    ///
+    /// # Errors
+    /// The Deferred itself, when it has no result yet.
+    pub fn try_result(self) -> Result<Result<T, Failure>, Deferred<T>> {
+        match self.chain.take_result() {
+            Some(o) => Ok(outcome_into::<T>(o)),
+            None => Err(self),
+        }
+    }
+
+    /// Cancels the Deferred if it has not fired within `timeout` on `clock`, and turns the
+    /// [`Cancelled`] failure of that cancellation into [`TimedOut`] (Twisted's `addTimeout`).
+    /// The timer is cancelled as soon as the Deferred fires. The timeout stage is added at the
+    /// current end of the chain.
+    pub fn add_timeout<C: ReactorTime + ?Sized>(self, timeout: Duration, clock: &C) -> Deferred<T> {
+        let timed_out = Rc::new(std::cell::Cell::new(false));
+        let flag = timed_out.clone();
+        let chain = self.chain.clone();
+        let call = clock.schedule_boxed(
+            timeout,
+            Box::new(move || {
+                flag.set(true);
+                chain.cancel();
+            }),
+        );
+        self.chain.add(Box::new(move |o: Outcome| {
+            if call.active() {
+                let _ = call.cancel();
+            }
+            match o {
+                Err(f) if timed_out.get() && f.check::<Cancelled>() => {
+                    StageOut::Done(Err(Failure::new(TimedOut { after: timeout })))
+                }
+                o => StageOut::Done(o),
+            }
+        }));
+        self
+    }
+
+    /// Adds an erased stage (for the crate's own helpers that pass results through untouched).
+    pub(crate) fn add_raw(self, stage: chain::Stage) -> Deferred<T> {
+        self.chain.add(stage);
+        self
+    }
+}
+
+impl<T: 'static> Resolver<T> {
+    /// Fires the Deferred with `value` (Twisted's `callback`).
+    ///
+    /// # Errors
+    /// [`AlreadyCalled`], as [`Deferred::callback`].
+    pub fn callback(&self, value: T) -> Result<(), AlreadyCalled> {
+        self.fire(Ok(value))
+    }
+
+    /// Fires the Deferred with a failure (Twisted's `errback`).
+    ///
+    /// # Errors
+    /// [`AlreadyCalled`], as [`Deferred::callback`].
+    pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
+        self.fire(Err(failure.into()))
+    }
+
+    /// Fires with a value or a failure.
+    ///
+    /// # Errors
+    /// [`AlreadyCalled`], as [`Deferred::callback`].
+    pub fn fire(&self, result: Result<T, Failure>) -> Result<(), AlreadyCalled> {
+        self.chain.fire(result.map(|v| put_value(v)))
+    }
+
+    /// True once the Deferred was fired.
+    pub fn called(&self) -> bool {
+        self.chain.called()
+    }
+
+    /// Cancels the Deferred, as [`Deferred::cancel`].
+    pub fn cancel(&self) {
+        self.chain.cancel();
+    }
+}
+
+impl<T> fmt::Debug for Deferred<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if !self.chain.called() {
+            "pending"
+        } else if self.chain.is_waiting() {
+            "waiting"
+        } else {
+            "fired"
+        };
+        f.debug_struct("Deferred")
+            .field("type", &std::any::type_name::<T>())
+            .field("state", &state)
+            .field("paused", &self.chain.paused())
+            .finish()
+    }
+}
+
+impl<T> fmt::Debug for Resolver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("type", &std::any::type_name::<T>())
+            .field("called", &self.chain.called())
+            .finish()
+    }
+}
+
+/// A Deferred already fired with `value` (Twisted's `succeed`).
+pub fn succeed<T: 'static>(value: T) -> Deferred<T> {
+    Deferred::succeed(value)
+}
+
+/// A Deferred already failed with `failure` (Twisted's `fail`).
+pub fn fail<T: 'static>(failure: impl Into<Failure>) -> Deferred<T> {
+    Deferred::fail(failure)
+}
+
+/// Calls `f` and wraps what it returns in a Deferred (Twisted's `maybeDeferred`): a value in a
+/// fired Deferred, a failure (or a panic) in a failed one, a Deferred as it is.
+pub fn maybe_deferred<F, R>(f: F) -> Deferred<R::Output>
+where
+    F: FnOnce() -> R,
+    R: IntoStep,
+{
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => match r.into_step() {
+            Step::Value(v) => Deferred::succeed(v),
+            Step::Failure(fl) => Deferred::fail(fl),
+            Step::Deferred(d) => d,
+        },
+        Err(payload) => Deferred::fail(Failure::from_panic(payload)),
+    }
+}

@@ -1,0 +1,379 @@
+//! Outgoing connections: resolution off the reactor thread, non-blocking connect, timeout.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use super::connection::{Connection, Transport};
+use crate::protocol::ClientFactory;
+use crate::reactor::Inner;
+use crate::{sys, DelayedCall, FileDescriptor, Reactor, Reason, Task};
+
+enum State {
+    Disconnected,
+    /// Waiting for the name lookup (`task`), or for the next iteration (an IP literal).
+    Resolving {
+        task: Option<Task>,
+        timer: DelayedCall,
+    },
+    Connecting {
+        attempt: Rc<Attempt>,
+        timer: DelayedCall,
+    },
+    Connected(Transport),
+}
+
+pub(crate) struct ConnectorInner {
+    me: Weak<ConnectorInner>,
+    reactor: Weak<Inner>,
+    host: String,
+    port: u16,
+    timeout: Duration,
+    factory: Rc<dyn ClientFactory>,
+    state: RefCell<State>,
+    factory_started: Cell<bool>,
+}
+
+/// An outgoing connection's handle (Twisted's `IConnector`).
+///
+/// Given to the [`ClientFactory`] callbacks; [`connect`](Connector::connect) starts a new
+/// attempt (to retry after a failure, or reconnect after a loss).
+#[derive(Clone)]
+pub struct Connector {
+    inner: Rc<ConnectorInner>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("host", &self.inner.host)
+            .field("port", &self.inner.port)
+            .finish()
+    }
+}
+
+/// The reason a failed `connect(2)` gives.
+fn connect_reason(e: io::Error) -> Reason {
+    if sys::is_refused(&e) {
+        Reason::ConnectionRefused
+    } else if e.kind() == io::ErrorKind::TimedOut {
+        Reason::TimedOut
+    } else {
+        Reason::lost(e)
+    }
+}
+
+impl Connector {
+    pub(crate) fn new(
+        r: &Reactor,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+    ) -> Connector {
+        Connector {
+            inner: Rc::new_cyclic(|me| ConnectorInner {
+                me: me.clone(),
+                reactor: Rc::downgrade(&r.inner),
+                host: host.to_string(),
+                port,
+                timeout,
+                factory,
+                state: RefCell::new(State::Disconnected),
+                factory_started: Cell::new(false),
+            }),
+        }
+    }
+
+    /// The host and port this connector connects to.
+    pub fn destination(&self) -> (&str, u16) {
+        (&self.inner.host, self.inner.port)
+    }
+
+    /// The transport while connected.
+    pub fn transport(&self) -> Option<Transport> {
+        match &*self.inner.state.borrow() {
+            State::Connected(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// True while resolving or connecting.
+    pub fn connecting(&self) -> bool {
+        matches!(
+            *self.inner.state.borrow(),
+            State::Resolving { .. } | State::Connecting { .. }
+        )
+    }
+
+    /// Starts a connection attempt. Does nothing unless disconnected.
+    pub fn connect(&self) {
+        let c = &*self.inner;
+        let Some(r) = c.reactor() else { return };
+        if !matches!(*c.state.borrow(), State::Disconnected) {
+            return;
+        }
+        if !c.factory_started.replace(true) {
+            c.factory.start_factory();
+        }
+        let me = self.inner.clone();
+        let timer = r.call_later(c.timeout, move |r| me.fail(r, Reason::TimedOut));
+        match c.host.parse::<IpAddr>() {
+            Ok(ip) => {
+                *c.state.borrow_mut() = State::Resolving { task: None, timer };
+                let me = self.inner.clone();
+                // The attempt starts on the next iteration: never inside connect().
+                r.call_soon(move |r| me.attempt(r, Ok(vec![SocketAddr::new(ip, me.port)])));
+            }
+            Err(_) => {
+                *c.state.borrow_mut() = State::Resolving { task: None, timer };
+                let lookup = resolve(c.host.clone(), c.port);
+                let me = self.inner.clone();
+                let task = r.spawn_local(async move {
+                    let result = lookup.await;
+                    if let Some(r) = me.reactor() {
+                        me.attempt(&r, result);
+                    }
+                });
+                if let State::Resolving { task: slot, .. } = &mut *c.state.borrow_mut() {
+                    *slot = Some(task);
+                }
+            }
+        }
+        c.factory.started_connecting(self);
+    }
+
+    /// Cancels a running attempt; the factory's `client_connection_failed` gets
+    /// [`Reason::UserCancelled`] and nothing else follows. Does nothing when not connecting.
+    pub fn stop_connecting(&self) {
+        if !self.connecting() {
+            return;
+        }
+        if let Some(r) = self.inner.reactor() {
+            self.inner.fail(&r, Reason::UserCancelled);
+        }
+    }
+
+    /// Stops connecting, or closes the established connection (`lose_connection`).
+    pub fn disconnect(&self) {
+        let t = self.transport();
+        match t {
+            Some(t) => t.lose_connection(),
+            None => self.stop_connecting(),
+        }
+    }
+}
+
+impl ConnectorInner {
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.upgrade().map(|inner| Reactor { inner })
+    }
+
+    fn handle(&self) -> Connector {
+        Connector {
+            inner: self.me.upgrade().expect("alive"),
+        }
+    }
+
+    /// Resolution finished: start the connect.
+    fn attempt(&self, r: &Reactor, addrs: io::Result<Vec<SocketAddr>>) {
+        let timer = match &*self.state.borrow() {
+            State::Resolving { timer, .. } => timer.clone(),
+            _ => return, // cancelled or timed out meanwhile
+        };
+        let addr = match addrs {
+            Ok(a) if !a.is_empty() => a[0],
+            Ok(_) => {
+                return self.fail(
+                    r,
+                    Reason::HostNotFound(format!("{}: no address", self.host)),
+                )
+            }
+            Err(e) => return self.fail(r, Reason::HostNotFound(format!("{}: {e}", self.host))),
+        };
+        let sock = match sys::tcp_socket(&addr) {
+            Ok(s) => s,
+            Err(e) => return self.fail(r, Reason::lost(e)),
+        };
+        let attempt = Rc::new(Attempt {
+            fd: sock.as_raw_fd(),
+            sock: RefCell::new(Some(sock)),
+            connector: self.me.clone(),
+        });
+        *self.state.borrow_mut() = State::Connecting {
+            attempt: attempt.clone(),
+            timer,
+        };
+        match sys::connect(attempt.fd, &addr) {
+            Ok(_) => {
+                if let Err(e) = r.add_writer(attempt.clone()) {
+                    self.fail(r, Reason::lost(io::Error::other(e.to_string())));
+                }
+            }
+            Err(e) => self.fail(r, connect_reason(e)),
+        }
+    }
+
+    /// Leaves the current state, cleaning up its attempt, timer or resolution.
+    fn reset(&self, r: &Reactor) -> State {
+        let old = std::mem::replace(&mut *self.state.borrow_mut(), State::Disconnected);
+        match &old {
+            State::Resolving { task, timer } => {
+                if let Some(t) = task {
+                    t.cancel();
+                }
+                let _ = timer.cancel();
+            }
+            State::Connecting { attempt, timer } => {
+                r.remove_writer(&**attempt);
+                drop(attempt.sock.borrow_mut().take());
+                let _ = timer.cancel();
+            }
+            _ => {}
+        }
+        old
+    }
+
+    fn fail(&self, r: &Reactor, reason: Reason) {
+        if !matches!(
+            self.reset(r),
+            State::Resolving { .. } | State::Connecting { .. }
+        ) {
+            return;
+        }
+        let me = self.handle();
+        self.factory.client_connection_failed(&me, reason);
+        self.maybe_stop_factory();
+    }
+
+    fn maybe_stop_factory(&self) {
+        if matches!(*self.state.borrow(), State::Disconnected)
+            && self.factory_started.replace(false)
+        {
+            self.factory.stop_factory();
+        }
+    }
+
+    fn connected(&self, r: &Reactor) {
+        let attempt = match &*self.state.borrow() {
+            State::Connecting { attempt, .. } => attempt.clone(),
+            _ => return,
+        };
+        r.remove_writer(&*attempt);
+        let sock = attempt.sock.borrow_mut().take();
+        self.reset(r);
+        let Some(sock) = sock else { return };
+        let peer = match sys::peer_addr(sock.as_raw_fd()) {
+            Ok(p) => p,
+            Err(e) => return self.fail_after_reset(connect_reason(e)),
+        };
+        let Some(protocol) = self.factory.build_protocol(peer) else {
+            return self.fail_after_reset(Reason::ConnectionLost(None));
+        };
+        let me = self.me.clone();
+        let on_lost = Box::new(move |_: &Reactor, reason: Reason| {
+            if let Some(c) = me.upgrade() {
+                c.lost(reason);
+            }
+        });
+        match Connection::establish(r, sock, peer, protocol, Some(on_lost)) {
+            Some(t) => *self.state.borrow_mut() = State::Connected(t),
+            None => self.fail_after_reset(Reason::ConnectionLost(None)),
+        }
+    }
+
+    fn fail_after_reset(&self, reason: Reason) {
+        let me = self.handle();
+        self.factory.client_connection_failed(&me, reason);
+        self.maybe_stop_factory();
+    }
+
+    fn lost(&self, reason: Reason) {
+        *self.state.borrow_mut() = State::Disconnected;
+        let me = self.handle();
+        self.factory.client_connection_lost(&me, reason);
+        self.maybe_stop_factory();
+    }
+}
+
+/// A connection attempt waiting for writability.
+struct Attempt {
+    fd: RawFd,
+    sock: RefCell<Option<OwnedFd>>,
+    connector: Weak<ConnectorInner>,
+}
+
+impl FileDescriptor for Attempt {
+    fn fileno(&self) -> RawFd {
+        self.fd
+    }
+
+    fn do_write(&self, r: &Reactor) -> Result<(), Reason> {
+        let Some(c) = self.connector.upgrade() else {
+            return Ok(());
+        };
+        match sys::take_socket_error(self.fd) {
+            Ok(None) => c.connected(r),
+            Ok(Some(e)) | Err(e) => c.fail(r, connect_reason(e)),
+        }
+        Ok(())
+    }
+
+    fn connection_lost(&self, r: &Reactor, reason: Reason) {
+        if let Some(c) = self.connector.upgrade() {
+            c.fail(r, reason);
+        }
+    }
+}
+
+/// Resolves `host` on a helper thread; the returned future completes on the reactor thread.
+fn resolve(host: String, port: u16) -> Lookup {
+    let slot: Arc<Mutex<LookupSlot>> = Arc::default();
+    let s = slot.clone();
+    std::thread::spawn(move || {
+        let result = (host.as_str(), port)
+            .to_socket_addrs()
+            .map(|a| a.collect::<Vec<_>>());
+        let waker = {
+            let mut slot = s.lock().unwrap_or_else(|p| p.into_inner());
+            slot.result = Some(result);
+            slot.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    });
+    Lookup { slot }
+}
+
+#[derive(Default)]
+struct LookupSlot {
+    result: Option<io::Result<Vec<SocketAddr>>>,
+    waker: Option<Waker>,
+}
+
+struct Lookup {
+    slot: Arc<Mutex<LookupSlot>>,
+}
+
+impl Future for Lookup {
+    type Output = io::Result<Vec<SocketAddr>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Listening sockets: accept with a per-wakeup budget, survive descriptor exhaustion.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use super::connection::Connection;
+use crate::protocol::ProtocolFactory;
+use crate::reactor::Inner;
+use crate::{sys, DelayedCall, Error, FileDescriptor, Reactor, Reason};
+
+/// Connections accepted per readiness event at most, so that a flood of connects cannot starve
+/// the other descriptors.
+const ACCEPT_BUDGET: usize = 64;
+
+/// How long the listener stops accepting when the process is out of descriptors and it has no
+/// spare one to shed pending clients with.
+const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+
+/// Options for [`Reactor::listen_tcp_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ListenOptions {
+    /// The accept queue's length (default 1024).
+    pub backlog: i32,
+    /// SO_REUSEADDR (default on, so a restarted server can bind at once).
+    pub reuse_addr: bool,
+    /// For IPv6 addresses: accept IPv6 only (default true).
+    pub v6_only: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: 1024,
+            reuse_addr: true,
+            v6_only: true,
+        }
+    }
+}
+
+pub(crate) struct Listener {
+    me: Weak<Listener>,
+    fd: RawFd,
+    sock: RefCell<Option<OwnedFd>>,
+    reactor: Weak<Inner>,
+    factory: Rc<dyn ProtocolFactory>,
+    factory_key: usize,
+    addr: SocketAddr,
+    /// A spare descriptor, closed to accept-and-drop pending clients when the process is out of
+    /// descriptors (so that the listener does not spin on a readable socket it cannot serve).
+    reserve: RefCell<Option<File>>,
+    paused: RefCell<Option<DelayedCall>>,
+    accepted: Cell<u64>,
+    shed: Cell<u64>,
+}
+
+/// A listening TCP port (Twisted's `IListeningPort`).
+///
+/// Dropping the handle does not stop listening; call [`stop_listening`](Self::stop_listening).
+#[derive(Clone)]
+pub struct ListeningPort {
+    inner: Rc<Listener>,
+}
+
+impl std::fmt::Debug for ListeningPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListeningPort")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+impl ListeningPort {
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.inner.addr.port()
+    }
+
+    /// Stops listening and closes the socket; established connections are not affected.
+    /// The factory's `stop_factory` runs if this was its last port. Idempotent.
+    pub fn stop_listening(&self) {
+        let l = &*self.inner;
+        if l.sock.borrow().is_none() {
+            return;
+        }
+        if let Some(r) = l.reactor() {
+            r.remove_reader(l);
+            if let Some(p) = l.paused.borrow_mut().take() {
+                let _ = p.cancel();
+            }
+            drop(l.sock.borrow_mut().take());
+            l.reserve.borrow_mut().take();
+            if r.factory_ports(l.factory_key, -1) == 0 {
+                l.factory.stop_factory();
+            }
+        } else {
+            drop(l.sock.borrow_mut().take());
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.inner.accepted.get()
+    }
+
+    /// Pending clients closed unserved because the process was out of descriptors.
+    pub fn shed(&self) -> u64 {
+        self.inner.shed.get()
+    }
+}
+
+impl Listener {
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.upgrade().map(|inner| Reactor { inner })
+    }
+
+    fn accept_one(&self, r: &Reactor, sock: OwnedFd, peer: SocketAddr) {
+        self.accepted.set(self.accepted.get() + 1);
+        match self.factory.build_protocol(peer) {
+            Some(protocol) => {
+                Connection::establish(r, sock, peer, protocol, None);
+            }
+            None => drop(sock), // refused by the factory
+        }
+    }
+
+    /// Out of descriptors: use the spare one to accept and close pending clients, or pause.
+    fn exhausted(&self, r: &Reactor) {
+        let spare = self.reserve.borrow_mut().take();
+        if spare.is_some() {
+            drop(spare);
+            for _ in 0..ACCEPT_BUDGET {
+                match sys::accept(self.fd) {
+                    Ok((c, _)) => {
+                        drop(c);
+                        self.shed.set(self.shed.get() + 1);
+                    }
+                    Err(_) => break,
+                }
+            }
+            *self.reserve.borrow_mut() = File::open("/dev/null").ok();
+            if self.reserve.borrow().is_some() {
+                return;
+            }
+        }
+        tracing::warn!(addr = %self.addr, "out of file descriptors: pausing accepts");
+        r.remove_reader(self);
+        let me = self.me.clone();
+        let call = r.call_later(EXHAUSTED_PAUSE, move |r| {
+            if let Some(l) = me.upgrade() {
+                l.paused.borrow_mut().take();
+                if l.sock.borrow().is_some() {
+                    if l.reserve.borrow().is_none() {
+                        *l.reserve.borrow_mut() = File::open("/dev/null").ok();
+                    }
+                    let _ = r.add_reader(l);
+                }
+            }
+        });
+        *self.paused.borrow_mut() = Some(call);
+    }
+}
+
+impl FileDescriptor for Listener {
+    fn fileno(&self) -> RawFd {
+        self.fd
+    }
+
+    fn do_read(&self, r: &Reactor) -> Result<(), Reason> {
+        for _ in 0..ACCEPT_BUDGET {
+            if self.sock.borrow().is_none() {
+                break;
+            }
+            match sys::accept(self.fd) {
+                Ok((sock, peer)) => self.accept_one(r, sock, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if sys::is_fd_exhaustion(&e) => {
+                    self.exhausted(r);
+                    break;
+                }
+                Err(e) if sys::is_transient_accept_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(addr = %self.addr, error = %e, "accept failed");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn connection_lost(&self, r: &Reactor, reason: Reason) {
+        tracing::debug!(addr = %self.addr, %reason, "listening port closed by the reactor");
+        let _ = r;
+        ListeningPort {
+            inner: self.me.upgrade().expect("alive"),
+        }
+        .stop_listening();
+    }
+}
+
+pub(crate) fn listen(
+    r: &Reactor,
+    addr: SocketAddr,
+    factory: Rc<dyn ProtocolFactory>,
+    factory_key: usize,
+    opts: ListenOptions,
+) -> Result<ListeningPort, Error> {
+    let sock = sys::tcp_socket(&addr)?;
+    let fd = sock.as_raw_fd();
+    if opts.reuse_addr {
+        sys::set_reuseaddr(fd)?;
+    }
+    if addr.is_ipv6() {
+        sys::set_v6only(fd, opts.v6_only)?;
+    }
+    sys::bind(fd, &addr)?;
+    sys::listen(fd, opts.backlog)?;
+    let bound = sys::local_addr(fd)?;
+    let listener = Rc::new_cyclic(|me| Listener {
+        me: me.clone(),
+        fd,
+        sock: RefCell::new(Some(sock)),
+        reactor: Rc::downgrade(&r.inner),
+        factory,
+        factory_key,
+        addr: bound,
+        reserve: RefCell::new(File::open("/dev/null").ok()),
+        paused: RefCell::new(None),
+        accepted: Cell::new(0),
+        shed: Cell::new(0),
+    });
+    r.add_reader(listener.clone())?;
+    if r.factory_ports(factory_key, 1) == 1 {
+        listener.factory.start_factory();
+    }
+    Ok(ListeningPort { inner: listener })
+}

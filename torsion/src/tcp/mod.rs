@@ -1,0 +1,116 @@
+//! TCP: listening ports, outgoing connectors, and the [`Transport`] of a connection.
+//!
+//! # Examples
+//! An echo server and a client that checks the echo, on one reactor:
+//! ```
+//! use std::time::Duration;
+//! use torsion::{Factory, Protocol, Reactor, Transport};
+//!
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, t: &Transport, data: &[u8]) {
+//!         t.write(data);
+//!     }
+//! }
+//!
+//! struct Client(Vec<u8>);
+//! impl Protocol for Client {
+//!     fn connection_made(&mut self, t: &Transport) {
+//!         t.write(b"ping");
+//!     }
+//!     fn data_received(&mut self, t: &Transport, data: &[u8]) {
+//!         self.0.extend_from_slice(data);
+//!         if self.0 == b"ping" {
+//!             t.reactor().unwrap().stop().unwrap();
+//!         }
+//!     }
+//! }
+//!
+//! let reactor = Reactor::new()?;
+//! let port = reactor.listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Echo))?;
+//! let client = Factory::for_protocol(|| Client(Vec::new()));
+//! reactor.connect_tcp("127.0.0.1", port.port(), client, Duration::from_secs(5));
+//! reactor.run()?;
+//! # Ok::<(), torsion::Error>(())
+//! ```
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::protocol::{ClientFactory, ProtocolFactory};
+use crate::{Error, Reactor};
+
+mod buffer;
+mod connection;
+mod connector;
+mod listener;
+
+pub use connection::{Transport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+pub use connector::Connector;
+pub use listener::{ListenOptions, ListeningPort};
+
+fn first_addr<A: ToSocketAddrs>(addr: A) -> Result<SocketAddr, Error> {
+    addr.to_socket_addrs()
+        .map_err(|e| Error::BadAddress(e.to_string()))?
+        .next()
+        .ok_or_else(|| Error::BadAddress("no address given".into()))
+}
+
+impl Reactor {
+    /// Listens on `addr` (port 0 picks a free port), building a protocol per connection with
+    /// `factory` (Twisted's `listenTCP`). IPv4 and IPv6; SO_REUSEADDR on; backlog 1024.
+    ///
+    /// # Errors
+    /// The system error (address in use, permission), or [`Error::BadAddress`].
+    pub fn listen_tcp<A, F>(
+        &self,
+        addr: A,
+        factory: impl Into<Rc<F>>,
+    ) -> Result<ListeningPort, Error>
+    where
+        A: ToSocketAddrs,
+        F: ProtocolFactory + 'static,
+    {
+        self.listen_tcp_with(addr, factory, ListenOptions::default())
+    }
+
+    /// [`listen_tcp`](Reactor::listen_tcp) with explicit options.
+    ///
+    /// # Errors
+    /// As [`listen_tcp`](Reactor::listen_tcp).
+    pub fn listen_tcp_with<A, F>(
+        &self,
+        addr: A,
+        factory: impl Into<Rc<F>>,
+        opts: ListenOptions,
+    ) -> Result<ListeningPort, Error>
+    where
+        A: ToSocketAddrs,
+        F: ProtocolFactory + 'static,
+    {
+        let factory: Rc<F> = factory.into();
+        let key = Rc::as_ptr(&factory) as *const u8 as usize;
+        listener::listen(self, first_addr(addr)?, factory, key, opts)
+    }
+
+    /// Connects to `host:port` (Twisted's `connectTCP`); `host` is an IP address or a name,
+    /// resolved on a helper thread. The attempt starts on the next iteration and fails with
+    /// [`Reason::TimedOut`](crate::Reason::TimedOut) after `timeout`. The factory's callbacks
+    /// report the outcome.
+    pub fn connect_tcp<F>(
+        &self,
+        host: &str,
+        port: u16,
+        factory: impl Into<Rc<F>>,
+        timeout: Duration,
+    ) -> Connector
+    where
+        F: ClientFactory + 'static,
+    {
+        let factory: Rc<F> = factory.into();
+        let c = Connector::new(self, host, port, factory, timeout);
+        c.connect();
+        c
+    }
+}
