@@ -293,11 +293,11 @@ if [ "$MICRO" = 1 ]; then
         taskset -c 0 cargo bench -q -p bench --bench "$b" -- --sample-count "$MICRO_SAMPLES" \
             2>&1 | tee -a "$MICROFILE" >&2 || note "microbenchmark $b failed"
     done
-    # TODO(issue 6): the Deferred chain benchmark (callbacks per second), once the Deferred
-    # module lands (branch `deferred`): a divan bench in bench/benches/deferred.rs running a
+    # TODO(issue 6): the Deferred chain benchmark (callbacks per second). torsion::defer is on
+    # main now (merged into this branch); still to write: a divan bench in bench/benches/deferred.rs running a
     # chain of N add_callback calls, and the same chain in Twisted, run here from $VENV with
     # timeit, for the ">= 50x Twisted" ratio.
-    note "Deferred chain benchmark: not written yet (waits for the Deferred module)"
+    note "Deferred chain benchmark: not written yet (TODO in bench/run.sh)"
 fi
 
 echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (after)" >> "$META"
