@@ -27,13 +27,14 @@ struct Log {
 
 type DataHook = Box<dyn FnMut(&Transport, &[u8])>;
 type MadeHook = Box<dyn FnMut(&Transport)>;
+type LostHook = Box<dyn FnMut(&Reason)>;
 
 /// A protocol that records everything and runs optional hooks.
 struct Rec {
     log: Rc<Log>,
     on_made: Option<MadeHook>,
     on_data: Option<DataHook>,
-    on_lost: Option<Box<dyn FnMut(&Reason)>>,
+    on_lost: Option<LostHook>,
 }
 
 impl Rec {
