@@ -336,3 +336,67 @@ reactor_test! {
         port.stop_listening();
     }
 }
+
+reactor_test! {
+    fn panicking_protocols_lose_their_connection_and_nothing_else(reactor) {
+        struct Boom {
+            on_made: bool,
+        }
+        impl Protocol for Boom {
+            fn connection_made(&mut self, _: &Transport) {
+                if self.on_made {
+                    panic!("connection_made boom");
+                }
+            }
+            fn data_received(&mut self, t: &Transport, data: &[u8]) {
+                if data == b"boom" {
+                    panic!("data_received boom");
+                }
+                t.write(data);
+            }
+        }
+        let n = Rc::new(Cell::new(0u32));
+        let n2 = n.clone();
+        let factory = Factory::for_protocol(move || {
+            n2.set(n2.get() + 1);
+            match n2.get() {
+                1 => panic!("build_protocol boom"),
+                2 => Boom { on_made: true },
+                _ => Boom { on_made: false },
+            }
+        });
+        let port = reactor.listen_tcp("127.0.0.1:0", factory).unwrap();
+        let addr = port.address();
+        let client = std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            for msg in [&b"one"[..], b"two", b"boom", b"four"] {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(secs(10))).unwrap();
+                c.write_all(msg).unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 16];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            got.extend_from_slice(&buf[..k]);
+                            if got == msg {
+                                break;
+                            }
+                        }
+                    }
+                }
+                outcomes.push(got);
+            }
+            outcomes
+        });
+        run_until(reactor, secs(20), || client.is_finished());
+        let outcomes = client.join().unwrap();
+        // build_protocol and connection_made panics close those connections; data_received's
+        // panic closes its own; the listener keeps serving.
+        assert_eq!(outcomes, [b"".to_vec(), b"".to_vec(), b"".to_vec(), b"four".to_vec()]);
+        settle(reactor, 1);
+        assert_eq!(port.accepted(), 4);
+        port.stop_listening();
+    }
+}
