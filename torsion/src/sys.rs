@@ -152,7 +152,10 @@ pub(crate) fn epoll_wait(
         };
         match cvt_long(r) {
             Ok(n) => return Ok(n as usize),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => *use_pwait2 = false,
+            // ENOSYS: an old kernel; EPERM: a seccomp filter that does not know the call.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
+                *use_pwait2 = false
+            }
             Err(e) => return Err(e),
         }
     }
@@ -325,9 +328,10 @@ pub(crate) fn current_thread() -> ThreadId {
     ThreadId(unsafe { libc::pthread_self() })
 }
 
-/// Sends `sig` to `thread`. The caller keeps `thread` alive (joining it later).
+/// Sends `sig` to `thread`. Only called by `testing::signal_storm`, whose target thread is
+/// blocked inside the same `thread::scope` and so cannot have exited.
 pub(crate) fn signal_thread(thread: ThreadId, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: pthread_kill on a thread id; the caller guarantees the thread has not been joined.
+    // SAFETY: `thread` is alive (see above), so its pthread_t is valid for pthread_kill.
     let r = unsafe { libc::pthread_kill(thread.0, sig) };
     if r == 0 {
         Ok(())

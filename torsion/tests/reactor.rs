@@ -423,18 +423,6 @@ reactor_test! {
 
     fn a_signal_storm_never_surfaces_eintr(reactor) {
         torsion::testing::install_noop_signal_handler(libc_sigusr1()).unwrap();
-        let target = torsion::testing::SignalTarget::current();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let s = stop.clone();
-        let storm = std::thread::spawn(move || {
-            let mut sent = 0;
-            while !s.load(Ordering::Relaxed) {
-                target.send(libc_sigusr1()).unwrap();
-                sent += 1;
-                std::thread::sleep(ms(1));
-            }
-            sent
-        });
         let (w, _peer) = pair();
         reactor.add_reader(w.clone()).unwrap();
         let start = Instant::now();
@@ -445,9 +433,8 @@ reactor_test! {
             r.remove_reader(&*w);
             r.stop().unwrap();
         });
-        let result = reactor.run();
-        stop.store(true, Ordering::Relaxed);
-        let sent = storm.join().unwrap();
+        let (result, sent) =
+            torsion::testing::signal_storm(libc_sigusr1(), ms(1), || reactor.run()).unwrap();
         result.unwrap();
         assert!(fired.get().unwrap() >= ms(300));
         assert!(sent > 50, "only {sent} signals sent");

@@ -219,9 +219,13 @@ reactor_test! {
         let c = TcpStream::connect(port.address()).unwrap();
         run_until(reactor, secs(10), || seen.transport.borrow().is_some());
         let t = transport(&seen);
-        // Fill the socket and our buffer: the peer never reads.
-        for _ in 0..64 {
+        // Fill the socket and our buffer: the peer never reads. (Loopback may take several MiB
+        // before the kernel pushes back: write until our own buffer holds something.)
+        for _ in 0..1024 {
             t.write(&[1u8; 64 * 1024]);
+            if t.buffered() > 0 {
+                break;
+            }
         }
         assert!(t.buffered() > 0);
         // The peer resets: close with unread data in its receive queue sends RST.
@@ -273,11 +277,13 @@ reactor_test! {
         let t = transport(&seen);
         t.write(b"bye");
         t.lose_write_connection();
-        t.write(b"ignored after lose_write_connection");
+        // As Twisted: accepted until the write side is actually shut, then dropped.
+        t.write(b", really");
         run_until(reactor, secs(10), || seen.write_lost.get() == 1);
+        t.write(b"dropped after the shutdown");
         let mut got = Vec::new();
         c.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"bye");
+        assert_eq!(got, b"bye, really");
         c.write_all(b"still heard").unwrap();
         run_until(reactor, secs(10), || seen.data.borrow().len() == 11);
         drop(c);
@@ -397,6 +403,121 @@ reactor_test! {
         assert_eq!(outcomes, [b"".to_vec(), b"".to_vec(), b"".to_vec(), b"four".to_vec()]);
         settle(reactor, 1);
         assert_eq!(port.accepted(), 4);
+        port.stop_listening();
+    }
+}
+
+reactor_test! {
+    fn shutdown_closes_connections_that_are_not_registered(reactor) {
+        let seen = Rc::new(Seen::default());
+        let port = reactor.listen_tcp("127.0.0.1:0", keeper_factory(&seen, HalfClose::Close)).unwrap();
+        let mut c = TcpStream::connect(port.address()).unwrap();
+        c.set_read_timeout(Some(secs(10))).unwrap();
+        run_until(reactor, secs(10), || seen.transport.borrow().is_some());
+        // Paused: not in the registry any more, yet it must not outlive the reactor's run.
+        transport(&seen).pause_producing();
+        // A close deferred during the shutdown itself also completes.
+        let s2 = seen.clone();
+        reactor.add_system_event_trigger(torsion::reactor::Phase::Before, torsion::reactor::SystemEvent::Shutdown, move |_| {
+            let _ = &s2;
+        });
+        // A timer scheduled by a shutdown trigger never runs.
+        reactor.add_system_event_trigger(torsion::reactor::Phase::After, torsion::reactor::SystemEvent::Shutdown, |r| {
+            r.call_later(Duration::ZERO, |_| panic!("a timer ran after the shutdown"));
+        });
+        reactor.call_when_running(|r| r.stop().unwrap());
+        reactor.run().unwrap();
+        assert_eq!(*seen.lost.borrow(), ["ReactorShutdown"]);
+        let mut got = Vec::new();
+        assert_eq!(c.read_to_end(&mut got).unwrap(), 0, "the socket was closed");
+        for call in reactor.delayed_calls() {
+            call.cancel().unwrap();
+        }
+        drop(port);
+    }
+
+    fn a_pull_producer_that_does_not_write_does_not_spin(reactor) {
+        struct Lazy {
+            asked: Cell<u32>,
+        }
+        impl Producer for Lazy {
+            fn resume_producing(&self) {
+                self.asked.set(self.asked.get() + 1);
+            }
+        }
+        let seen = Rc::new(Seen::default());
+        let port = reactor.listen_tcp("127.0.0.1:0", keeper_factory(&seen, HalfClose::Close)).unwrap();
+        let mut c = TcpStream::connect(port.address()).unwrap();
+        c.set_read_timeout(Some(secs(10))).unwrap();
+        run_until(reactor, secs(10), || seen.transport.borrow().is_some());
+        let t = transport(&seen);
+        let lazy = Rc::new(Lazy { asked: Cell::new(0) });
+        t.register_producer(lazy.clone(), false).unwrap();
+        for _ in 0..20 {
+            reactor.iterate(Some(Duration::from_millis(2))).unwrap();
+        }
+        assert_eq!(lazy.asked.get(), 1, "asked again although it wrote nothing");
+        // It writes later: it is asked for more once the socket took it.
+        t.write(b"late chunk");
+        run_until(reactor, secs(10), || lazy.asked.get() == 2);
+        t.unregister_producer();
+        t.lose_connection();
+        run_until(reactor, secs(10), || !seen.lost.borrow().is_empty());
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"late chunk");
+        port.stop_listening();
+    }
+
+    fn bad_descriptors_are_refused_without_harm(reactor) {
+        use std::os::fd::{AsRawFd, RawFd};
+        struct Fd(RawFd);
+        impl torsion::FileDescriptor for Fd {
+            fn fileno(&self) -> RawFd {
+                self.0
+            }
+        }
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(reactor.add_reader(Rc::new(Fd(-1))).is_err());
+        let first = Rc::new(Fd(a.as_raw_fd()));
+        reactor.add_reader(first.clone()).unwrap();
+        // Another object with the same fd number is refused, not merged.
+        assert!(reactor.add_writer(Rc::new(Fd(a.as_raw_fd()))).is_err());
+        assert_eq!(reactor.descriptor_count(), 1);
+        reactor.remove_reader(&*first);
+        assert_eq!(reactor.descriptor_count(), 0);
+    }
+
+    fn the_connector_is_connected_during_connection_made_and_survives_panics(reactor) {
+        let port = reactor.listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Echo)).unwrap();
+        struct Quitter;
+        impl Protocol for Quitter {
+            fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+            fn connection_lost(&mut self, _: Reason) {
+                panic!("connection_lost boom");
+            }
+        }
+        let lost = Rc::new(RefCell::new(Vec::new()));
+        let l = lost.clone();
+        let made_connected = Rc::new(Cell::new(false));
+        let m = made_connected.clone();
+        let connector_slot: Rc<RefCell<Option<torsion::Connector>>> = Rc::default();
+        let slot = connector_slot.clone();
+        let factory = Factory::for_protocol(|| Quitter).on_client_connection_lost(move |_, c, reason| {
+            l.borrow_mut().push(format!("{reason:?}"));
+            assert!(c.transport().is_none());
+        });
+        let c = reactor.connect_tcp("127.0.0.1", port.port(), factory, secs(5));
+        *slot.borrow_mut() = Some(c.clone());
+        run_until(reactor, secs(10), || c.transport().is_some());
+        m.set(c.transport().is_some_and(|t| t.connected()));
+        c.disconnect();
+        // connection_lost panics: the connector is told all the same, and can reconnect.
+        run_until(reactor, secs(10), || lost.borrow().len() == 1);
+        assert!(made_connected.get());
+        assert_eq!(*lost.borrow(), ["ConnectionDone"]);
+        settle(reactor, 1);
+        connector_slot.borrow_mut().take();
         port.stop_listening();
     }
 }

@@ -1,6 +1,6 @@
 //! The reactor: one event loop per thread (Twisted's `reactor`).
 //!
-//! A [`Reactor`] waits on file descriptors through a [`Poller`](crate::poller::Poller) backend
+//! A [`Reactor`] waits on file descriptors through a [`Poller`] backend
 //! (select, poll or epoll, chosen at run time), and dispatches readiness events, timers
 //! ([`Reactor::call_later`]), queued calls ([`Reactor::call_soon`]), calls from other threads
 //! ([`Handle::call_from_thread`]) and futures ([`Reactor::spawn_local`]).
@@ -12,7 +12,8 @@
 //!
 //! 1. **Queued calls.** Run the calls queued with `call_soon` and the calls sent from other
 //!    threads, each batch taken whole: calls queued while a batch runs wait for the next
-//!    iteration, so a callback that queues itself forever cannot starve I/O.
+//!    iteration, so a callback that queues itself forever cannot starve I/O. When this batch
+//!    completed the shutdown sequence, the iteration ends here.
 //! 2. **Timers.** Read the monotonic clock once and run every delayed call due by then, in
 //!    deadline order (equal deadlines in scheduling order). Calls scheduled while this phase
 //!    runs wait for the next iteration even when already due.
@@ -169,6 +170,8 @@ pub(crate) struct Inner {
     events: Cell<Vec<Event>>,
     thread_calls: Cell<Vec<ThreadCall>>,
     read_buf: Cell<Vec<u8>>,
+    /// Open connections by address, registered or not, closed at shutdown.
+    live: RefCell<std::collections::HashMap<usize, std::rc::Weak<dyn FileDescriptor>>>,
     /// Listening ports per factory (keyed by the factory's address), for start/stop hooks.
     factory_ports: RefCell<std::collections::HashMap<usize, usize>>,
 }
@@ -251,6 +254,7 @@ impl Reactor {
                 thread_calls: Cell::new(Vec::new()),
                 read_buf: Cell::new(Vec::new()),
                 factory_ports: RefCell::default(),
+                live: RefCell::default(),
             }),
         })
     }
@@ -310,6 +314,17 @@ impl Reactor {
         self.inner.stopping.set(true);
         self.call_soon(|r| {
             r.fire_event(SystemEvent::Shutdown);
+            // Closes deferred by the shutdown (aborts, failed writes) complete now: after this
+            // iteration nothing runs any more.
+            for _ in 0..64 {
+                let batch = std::mem::take(&mut *r.inner.soon.borrow_mut());
+                if batch.is_empty() {
+                    break;
+                }
+                for f in batch {
+                    r.guard("call_soon", || f(r));
+                }
+            }
             r.inner.finished.set(true);
         });
         Ok(())
@@ -362,6 +377,26 @@ impl Reactor {
                 desc.connection_lost(self, Reason::ReactorShutdown)
             });
         }
+        // Connections that were not registered (paused, half-closed, idle) are closed too, so
+        // that no socket outlives the reactor's run.
+        let live: Vec<_> = (self.inner.live.borrow_mut().drain())
+            .filter_map(|(_, w)| w.upgrade())
+            .collect();
+        for desc in live {
+            self.guard("connection_lost", || {
+                desc.connection_lost(self, Reason::ReactorShutdown)
+            });
+        }
+    }
+
+    /// Tracks an open connection (closed at shutdown even when not registered).
+    pub(crate) fn track(&self, key: usize, desc: std::rc::Weak<dyn FileDescriptor>) {
+        self.inner.live.borrow_mut().insert(key, desc);
+    }
+
+    /// Stops tracking a closed connection.
+    pub(crate) fn untrack(&self, key: usize) {
+        self.inner.live.borrow_mut().remove(&key);
     }
 
     // ------------------------------------------------------------------ calls and timers
@@ -476,9 +511,19 @@ impl Reactor {
         change: impl FnOnce(&mut Interest),
     ) -> Result<(), Error> {
         let fd = desc.fileno();
+        if fd < 0 {
+            // A closed descriptor (Twisted's -1 convention): never touch the registry with it.
+            return Err(Error::Io(std::io::Error::from_raw_os_error(EBADF)));
+        }
         let mut registry = self.inner.registry.borrow_mut();
         let mut poller = self.inner.poller.borrow_mut();
         if let Some((token, entry)) = registry.get_mut(fd) {
+            if let Some(new) = new {
+                if !std::ptr::addr_eq(Rc::as_ptr(new), Rc::as_ptr(&entry.desc)) {
+                    // Another object claims a watched fd number: refuse rather than merge.
+                    return Err(Error::Io(std::io::Error::from_raw_os_error(EEXIST)));
+                }
+            }
             let mut interest = entry.interest;
             change(&mut interest);
             if interest == entry.interest {
@@ -567,6 +612,10 @@ impl Reactor {
     fn run_iteration(&self, cap: Option<Duration>) -> Result<(), Error> {
         // 1. Queued calls: call_soon batch, then the thread batch.
         self.run_queued_calls();
+        if self.inner.finished.get() {
+            // The shutdown completed in this batch: no timer or event runs after it.
+            return Ok(());
+        }
         // 2. Timers due now.
         let now = Instant::now();
         let mark = self.inner.timers.seq_mark();
@@ -676,6 +725,10 @@ impl Reactor {
         }
     }
 }
+
+/// EBADF and EEXIST on Linux (the reactor module does not link libc itself).
+const EBADF: i32 = 9;
+const EEXIST: i32 = 17;
 
 impl ReactorTime for Reactor {
     fn now(&self) -> Instant {

@@ -106,6 +106,7 @@ impl Connection {
         peer: SocketAddr,
         protocol: Box<dyn Protocol>,
         on_lost: Option<OnLost>,
+        on_ready: impl FnOnce(&Transport),
     ) -> Option<Transport> {
         let fd = sock.as_raw_fd();
         let host = sys::local_addr(fd).unwrap_or(peer);
@@ -139,13 +140,21 @@ impl Connection {
             tracing::warn!(%peer, error = %e, "cannot watch a new connection; closing it");
             return None;
         }
+        let weak: Weak<dyn FileDescriptor> = Rc::downgrade(&conn) as Weak<dyn FileDescriptor>;
+        reactor.track(conn.key(), weak);
         let t = Transport { conn };
+        on_ready(&t);
         t.conn.with_protocol(&t, |p, t| p.connection_made(t));
         Some(t)
     }
 
     fn reactor(&self) -> Option<Reactor> {
         self.reactor.upgrade().map(|inner| Reactor { inner })
+    }
+
+    /// This connection's key in the reactor's set of open connections.
+    fn key(&self) -> usize {
+        self as *const Connection as usize
     }
 
     fn rc(&self) -> Rc<Connection> {
@@ -256,16 +265,30 @@ impl Connection {
         self.set_reading(r, false);
         self.set_writing(r, false);
         drop(self.sock.borrow_mut().take());
+        r.untrack(self.key());
+        // Each piece of user code on its own: a panic in one must not skip the others (the
+        // connector's bookkeeping in `on_lost` above all).
+        let guard = |what: &str, f: &mut dyn FnMut()| {
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                let msg = crate::error::panic_message(&*payload);
+                tracing::error!(peer = %self.peer, message = %msg, "{what} panicked");
+            }
+        };
         if let Some(p) = producer {
-            p.stop_producing();
+            guard("stop_producing", &mut || p.stop_producing());
         }
         let protocol = self.protocol.borrow_mut().take();
         if let Some(mut p) = protocol {
-            p.connection_lost(reason.clone());
+            guard("connection_lost", &mut || p.connection_lost(reason.clone()));
         }
         let on_lost = self.on_lost.borrow_mut().take();
         if let Some(f) = on_lost {
-            f(r, reason);
+            let mut f = Some(f);
+            guard("client_connection_lost", &mut || {
+                if let Some(f) = f.take() {
+                    f(r, reason.clone())
+                }
+            });
         }
     }
 
@@ -326,7 +349,9 @@ impl Connection {
             self.maybe_resume_streaming();
             return Ok(());
         }
-        // Empty: ask a pull producer for more, resume a streaming one.
+        // Empty: stop watching for writability first (a write re-registers), then ask a pull
+        // producer for more, resume a streaming one.
+        self.set_writing(r, false);
         let pull = {
             let st = self.st.borrow();
             st.producer.clone().filter(|_| !st.streaming)
@@ -359,17 +384,10 @@ impl Connection {
                 return Err(Reason::ConnectionDone);
             }
         }
-        // A pull producer is asked again each time the socket can take more, so the writer
-        // stays registered while one is present even if its last chunk went out at once.
-        if empty && !self.has_pull_producer() {
-            self.set_writing(r, false);
+        if !empty {
+            self.set_writing(r, true);
         }
         Ok(())
-    }
-
-    fn has_pull_producer(&self) -> bool {
-        let st = self.st.borrow();
-        st.producer.is_some() && !st.streaming
     }
 
     fn maybe_resume_streaming(&self) {
@@ -426,7 +444,8 @@ impl Transport {
         let Some(r) = c.reactor() else { return };
         let (need_writer, pause, failed) = {
             let mut st = c.st.borrow_mut();
-            if st.closed || st.doomed || st.write_shut != WriteShut::Open {
+            // As Twisted: writes are accepted until the write side is actually shut.
+            if st.closed || st.doomed || st.write_shut == WriteShut::Done {
                 return;
             }
             let mut skip = 0;
@@ -457,7 +476,10 @@ impl Transport {
                     }
                 }
             }
-            let need_writer = !st.buf.is_empty() && !st.writing;
+            // A pull producer is asked for more when the socket can take it: after any write
+            // while one is registered, watch for writability even if nothing was buffered.
+            let pull = st.producer.is_some() && !st.streaming;
+            let need_writer = (!st.buf.is_empty() || pull) && !st.writing;
             let pause = if st.streaming && !st.producer_paused && st.buf.len() > st.high {
                 st.producer_paused = true;
                 st.producer.clone()
@@ -573,9 +595,6 @@ impl Transport {
         if closed {
             producer.stop_producing();
         } else if !streaming {
-            if let Some(r) = c.reactor() {
-                c.set_writing(&r, true);
-            }
             producer.resume_producing();
         }
         Ok(())

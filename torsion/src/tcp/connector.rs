@@ -309,16 +309,27 @@ impl ConnectorInner {
             Ok(p) => p,
             Err(e) => return self.fail_after_reset(connect_reason(e)),
         };
-        let Some(protocol) = self.factory.build_protocol(peer) else {
-            return self.fail_after_reset(Reason::ConnectionLost(None));
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.factory.build_protocol(peer)
+        }));
+        let protocol = match built {
+            Ok(Some(p)) => p,
+            Ok(None) => return self.fail_after_reset(Reason::ConnectionLost(None)),
+            Err(payload) => {
+                let msg = crate::error::panic_message(&*payload);
+                tracing::error!(%peer, message = %msg, "build_protocol panicked; connection closed");
+                return self.fail_after_reset(Reason::Panicked(msg));
+            }
         };
         // A strong reference: the connector must outlive the connection even when the user
         // dropped its handle (the cycle ends when the connection closes and this runs).
         let me = self.me.upgrade().expect("alive");
         let on_lost = Box::new(move |_: &Reactor, reason: Reason| me.lost(reason));
-        match Connection::establish(r, sock, peer, protocol, Some(on_lost)) {
-            Some(t) => *self.state.borrow_mut() = State::Connected(t),
-            None => self.fail_after_reset(Reason::ConnectionLost(None)),
+        // Connected before connection_made runs, so the protocol may already use the connector
+        // (disconnect, transport), as in Twisted.
+        let on_ready = |t: &Transport| *self.state.borrow_mut() = State::Connected(t.clone());
+        if Connection::establish(r, sock, peer, protocol, Some(on_lost), on_ready).is_none() {
+            self.fail_after_reset(Reason::ConnectionLost(None));
         }
     }
 

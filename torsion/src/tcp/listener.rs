@@ -130,7 +130,7 @@ impl Listener {
         }));
         match built {
             Ok(Some(protocol)) => {
-                Connection::establish(r, sock, peer, protocol, None);
+                Connection::establish(r, sock, peer, protocol, None, |_| {});
             }
             Ok(None) => drop(sock), // refused by the factory
             Err(payload) => {

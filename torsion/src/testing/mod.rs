@@ -29,23 +29,37 @@ pub fn thread_cpu_time() -> io::Result<Duration> {
     sys::thread_cpu_time()
 }
 
-/// A thread that a test can send signals to (to check that EINTR never surfaces).
-#[derive(Debug, Clone, Copy)]
-pub struct SignalTarget(sys::ThreadId);
-
-impl SignalTarget {
-    /// The calling thread. Keep it alive (join it) while signals may be sent.
-    pub fn current() -> SignalTarget {
-        SignalTarget(sys::current_thread())
-    }
-
-    /// Sends signal number `sig` (e.g. `libc::SIGUSR1`, 10 on Linux) to the thread.
-    ///
-    /// # Errors
-    /// The system error.
-    pub fn send(&self, sig: i32) -> io::Result<()> {
-        sys::signal_thread(self.0, sig)
-    }
+/// Runs `f` on the calling thread while a helper thread sends it signal `sig` (e.g.
+/// `libc::SIGUSR1`, 10 on Linux) every `every`, to check that EINTR never surfaces. The helper
+/// stops and is joined before this returns, so the signalled thread is alive for every signal.
+/// Returns `f`'s result and the number of signals sent. Install a handler first
+/// ([`install_noop_signal_handler`]): the default action of most signals ends the process.
+///
+/// # Errors
+/// The system error when a signal cannot be sent.
+pub fn signal_storm<R>(sig: i32, every: Duration, f: impl FnOnce() -> R) -> io::Result<(R, u64)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let target = sys::current_thread();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let storm = scope.spawn(|| -> io::Result<u64> {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // The target is the thread running `f` below, which cannot exit before this
+                // scope ends: `stop` is set and this thread joined first.
+                sys::signal_thread(target, sig)?;
+                sent += 1;
+                std::thread::sleep(every);
+            }
+            Ok(sent)
+        });
+        let result = f();
+        stop.store(true, Ordering::Relaxed);
+        let sent = storm
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        Ok((result, sent))
+    })
 }
 
 /// Installs a do-nothing handler for `sig` without `SA_RESTART`, so that a blocking system call
