@@ -99,16 +99,18 @@ impl fmt::Debug for Transport {
 }
 
 impl Connection {
-    /// Wraps a connected socket, starts reading and calls `connection_made`.
+    /// Wraps a connected socket, starts reading and calls `connection_made`. `host` is the
+    /// socket's local address when the caller knows it (else it is asked for).
     pub(crate) fn establish(
         reactor: &Reactor,
         sock: OwnedFd,
         peer: SocketAddr,
+        host: Option<SocketAddr>,
         protocol: Box<dyn Protocol>,
         on_lost: Option<OnLost>,
     ) -> Option<Transport> {
         let fd = sock.as_raw_fd();
-        let host = sys::local_addr(fd).unwrap_or(peer);
+        let host = host.unwrap_or_else(|| sys::local_addr(fd).unwrap_or(peer));
         let conn = Rc::new_cyclic(|me| Connection {
             me: me.clone(),
             fd,

@@ -283,7 +283,7 @@ impl ConnectorInner {
                 c.lost(reason);
             }
         });
-        match Connection::establish(r, sock, peer, protocol, Some(on_lost)) {
+        match Connection::establish(r, sock, peer, None, protocol, Some(on_lost)) {
             Some(t) => *self.state.borrow_mut() = State::Connected(t),
             None => self.fail_after_reset(Reason::ConnectionLost(None)),
         }

@@ -127,7 +127,10 @@ impl Listener {
         self.accepted.set(self.accepted.get() + 1);
         match self.factory.build_protocol(peer) {
             Some(protocol) => {
-                Connection::establish(r, sock, peer, protocol, None);
+                // Bound to a specific address, the listener knows every accepted socket's local
+                // address: no getsockname per connection.
+                let host = (!self.addr.ip().is_unspecified()).then_some(self.addr);
+                Connection::establish(r, sock, peer, host, protocol, None);
             }
             None => drop(sock), // refused by the factory
         }
