@@ -376,15 +376,8 @@ impl Reactor {
     /// Runs `f` once, `delay` from now (Twisted's `callLater`). Never early; `Duration::MAX`
     /// schedules a call that will not run in practice.
     pub fn call_later<F: FnOnce(&Reactor) + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
-        let weak = Rc::downgrade(&self.inner);
-        self.inner.timers.schedule(
-            delay,
-            Box::new(move || {
-                if let Some(inner) = weak.upgrade() {
-                    f(&Reactor { inner });
-                }
-            }),
-        )
+        // The timer phase passes the reactor to the call: no reference to it is kept.
+        self.inner.timers.schedule_reactor(delay, f)
     }
 
     /// The pending delayed calls, earliest first (Twisted's `getDelayedCalls`).
@@ -572,8 +565,8 @@ impl Reactor {
         // 2. Timers due now.
         let now = Instant::now();
         let mark = self.inner.timers.seq_mark();
-        while let Some(f) = self.inner.timers.pop_due(now, mark) {
-            self.guard("delayed call", f);
+        while let Some(call) = self.inner.timers.pop_due(now, mark) {
+            self.guard("delayed call", || call.run(Some(self)));
         }
         // 3. Timeout.
         let timeout = if !self.inner.soon.borrow().is_empty()
