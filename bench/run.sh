@@ -206,11 +206,13 @@ for sc in $SCENARIOS; do
     args=$(scenario_args "$sc")
     [ -z "$args" ] && { note "unknown scenario $sc"; continue; }
     label=$sc # bench-report turns it into a title
-    for s in $AVAILABLE; do
-        if [ "$sc" = idle ] && [ "$s" = torsion-select ]; then
-            continue # select() cannot watch descriptors past FD_SETSIZE (1,024)
-        fi
-        for r in $(seq 1 "$REPS"); do
+    # Rounds outside, servers inside: each round runs every server once, so that a burst of
+    # other work on the machine spreads over the servers instead of hitting one server's runs.
+    for r in $(seq 1 "$REPS"); do
+        for s in $AVAILABLE; do
+            if [ "$sc" = idle ] && [ "$s" = torsion-select ]; then
+                continue # select() cannot watch descriptors past FD_SETSIZE (1,024)
+            fi
             if ! start_server "$s" && ! start_server "$s"; then
                 echo "server=$s label=$label run=$r failed=start" >> "$RUNS"
                 note "$s failed to start: $(tail -c 200 "$SERVER_ERR" | tr '\n' ' ')"
