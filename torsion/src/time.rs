@@ -417,12 +417,24 @@ impl RadixHeap {
             let b = self.first_bucket()?;
             // Liveness is checked only where it matters (it costs a visit to every call): stale
             // entries are re-bucketed like live ones and dropped when they reach bucket 0.
-            let Some(min) = self.buckets[b].iter().min_by_key(|e| wide(e.key)) else {
+            // One pass for the smallest and the largest key.
+            let mut it = self.buckets[b].iter().enumerate();
+            let Some((_, first)) = it.next() else {
                 self.mark_empty(b);
                 continue;
             };
-            if min.key.0 > now {
-                if !min.is_live() {
+            let (mut min_at, mut min, mut max) = (0, wide(first.key), wide(first.key));
+            for (i, e) in it {
+                let k = wide(e.key);
+                if k < min {
+                    (min_at, min) = (i, k);
+                }
+                max = max.max(k);
+            }
+            let min_entry = &self.buckets[b][min_at];
+            let min = min_entry.key;
+            if min.0 > now {
+                if !min_entry.is_live() {
                     // Never report a cancelled call's deadline: drop this bucket's stale entries.
                     let before = self.buckets[b].len();
                     self.buckets[b].retain(Entry::is_live);
@@ -432,15 +444,10 @@ impl RadixHeap {
                     }
                     continue;
                 }
-                self.hint = Some(min.key);
-                return Some(min.key);
+                self.hint = Some(min);
+                return Some(min);
             }
-            let min = min.key;
-            let max = self.buckets[b]
-                .iter()
-                .map(|e| e.key)
-                .max_by_key(|&k| wide(k))
-                .unwrap_or(min);
+            let max: Key = ((max >> 64) as u64, max as u64);
             self.hint = None;
             self.mark_empty(b);
             let mut moving = std::mem::take(&mut self.buckets[b]);
