@@ -657,6 +657,9 @@ impl TimerQueue {
 
     /// The deadline of the earliest pending call.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        if self.inner.borrow().live == 0 {
+            return None;
+        }
         let now = self.nanos(self.now());
         let key = self.inner.borrow_mut().heap.min_live(now)?;
         Some(self.base + Duration::from_nanos(key.0))
