@@ -110,3 +110,119 @@ fn select_client_rejects_bad_ports_and_unknown_backends() {
         String::from_utf8_lossy(&out.stderr).contains("valid backends are select, poll and epoll")
     );
 }
+
+/// Runs an example server that prints its address on its first line; returns the child and
+/// the port.
+fn start_server(name: &str, args: &[&str]) -> (KillOnDrop, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(example(name))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap();
+    let port = addr
+        .trim_end_matches(['.', ','])
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (KillOnDrop(child), port)
+}
+
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn echo_example_echoes_on_each_backend() {
+    use std::io::Read;
+    for backend in ["select", "poll", "epoll"] {
+        let (_server, port) = start_server("echo", &["--port", "0", "--backend", backend]);
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"hello, echo").unwrap();
+        let mut got = [0u8; 11];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello, echo", "{backend}");
+    }
+}
+
+#[test]
+fn chat_example_broadcasts_lines_to_the_others() {
+    use std::io::{BufRead, BufReader};
+    let (_server, port) = start_server("chat", &["--port", "0"]);
+    let connect = || {
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut welcome = String::new();
+        r.read_line(&mut welcome).unwrap();
+        assert!(welcome.starts_with("Welcome"), "{welcome}");
+        (c, r)
+    };
+    let (mut a, _ra) = connect();
+    let (_b, mut rb) = connect();
+    let (_c, mut rc) = connect();
+    a.write_all(b"hello, ").unwrap();
+    a.write_all(b"room\n").unwrap();
+    for r in [&mut rb, &mut rc] {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("<127.0.0.1:") && line.ends_with("> hello, room\n"),
+            "{line:?}"
+        );
+    }
+}
+
+#[test]
+fn tcp_client_example_talks_and_reports_failures() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    let out = Command::new(example("tcp_client"))
+        .args(["localhost", &port.to_string(), "howdy"])
+        .output()
+        .unwrap();
+    server.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("Reply: howdy"), "{stdout}");
+    assert!(
+        stdout.contains("Connection closed: connection was closed cleanly."),
+        "{stdout}"
+    );
+    // Nothing listens on a just-freed port: refused.
+    let free = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(example("tcp_client"))
+        .args(["127.0.0.1", &free.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Connection failed: connection was refused")
+    );
+}

@@ -168,9 +168,23 @@ impl Connection {
             tracing::error!(peer = %self.peer, "nested protocol callback skipped");
             return R::default();
         };
-        match slot.as_mut() {
-            Some(p) => f(&mut **p, t),
-            None => R::default(),
+        let Some(p) = slot.as_mut() else {
+            return R::default();
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut **p, t)));
+        drop(slot);
+        match result {
+            Ok(r) => r,
+            Err(payload) => {
+                // A panicking protocol loses its connection, and only its connection: the
+                // listener or connector that called connection_made carries on.
+                let msg = crate::error::panic_message(&*payload);
+                tracing::error!(peer = %self.peer, message = %msg, "a protocol callback panicked; closing its connection");
+                if let Some(r) = self.reactor() {
+                    self.doom(&r, Reason::Panicked(msg), false);
+                }
+                R::default()
+            }
         }
     }
 

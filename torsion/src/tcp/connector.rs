@@ -23,9 +23,11 @@ enum State {
         task: Option<Task>,
         timer: DelayedCall,
     },
+    /// `connect(2)` in progress; `rest` holds the addresses still to try, next one last.
     Connecting {
         attempt: Rc<Attempt>,
         timer: DelayedCall,
+        rest: Vec<SocketAddr>,
     },
     Connected(Transport),
 }
@@ -188,36 +190,69 @@ impl ConnectorInner {
             State::Resolving { timer, .. } => timer.clone(),
             _ => return, // cancelled or timed out meanwhile
         };
-        let addr = match addrs {
-            Ok(a) if !a.is_empty() => a[0],
+        let mut addrs = match addrs {
+            Ok(a) if !a.is_empty() => a,
             Ok(_) => {
-                return self.fail(
-                    r,
-                    Reason::HostNotFound(format!("{}: no address", self.host)),
-                )
+                let reason = Reason::HostNotFound(format!("{}: no address", self.host));
+                return self.fail(r, reason);
             }
             Err(e) => return self.fail(r, Reason::HostNotFound(format!("{}: {e}", self.host))),
         };
+        // IPv4 first, as Twisted's connectTCP; each address is tried in turn until one
+        // connects (within the one timeout). `rest` is popped from the end.
+        addrs.sort_by_key(|a| a.is_ipv6());
+        addrs.reverse();
+        self.try_next(r, timer, addrs, Reason::ConnectionRefused);
+    }
+
+    /// Starts `connect(2)` to the last address of `rest`; with none left, fails with `last`.
+    fn try_next(&self, r: &Reactor, timer: DelayedCall, mut rest: Vec<SocketAddr>, last: Reason) {
+        let Some(addr) = rest.pop() else {
+            *self.state.borrow_mut() = State::Resolving { task: None, timer };
+            return self.fail(r, last);
+        };
         let sock = match sys::tcp_socket(&addr) {
             Ok(s) => s,
-            Err(e) => return self.fail(r, Reason::lost(e)),
+            Err(e) => return self.try_next(r, timer, rest, Reason::lost(e)),
         };
         let attempt = Rc::new(Attempt {
             fd: sock.as_raw_fd(),
             sock: RefCell::new(Some(sock)),
-            connector: self.me.clone(),
+            connector: self.me.upgrade().expect("alive"),
         });
         *self.state.borrow_mut() = State::Connecting {
             attempt: attempt.clone(),
             timer,
+            rest,
         };
-        match sys::connect(attempt.fd, &addr) {
-            Ok(_) => {
-                if let Err(e) = r.add_writer(attempt.clone()) {
-                    self.fail(r, Reason::lost(io::Error::other(e.to_string())));
-                }
+        let result = sys::connect(attempt.fd, &addr)
+            .map_err(connect_reason)
+            .and_then(|_| {
+                r.add_writer(attempt)
+                    .map_err(|e| Reason::lost(io::Error::other(e.to_string())))
+            });
+        if let Err(reason) = result {
+            self.attempt_failed(r, reason);
+        }
+    }
+
+    /// The current address failed: try the next one, or report the failure.
+    fn attempt_failed(&self, r: &Reactor, reason: Reason) {
+        let next = match &mut *self.state.borrow_mut() {
+            State::Connecting {
+                attempt,
+                timer,
+                rest,
+            } if !rest.is_empty() => Some((attempt.clone(), timer.clone(), std::mem::take(rest))),
+            _ => None,
+        };
+        match next {
+            Some((attempt, timer, rest)) => {
+                r.remove_writer(&*attempt);
+                drop(attempt.sock.borrow_mut().take());
+                self.try_next(r, timer, rest, reason);
             }
-            Err(e) => self.fail(r, connect_reason(e)),
+            None => self.fail(r, reason),
         }
     }
 
@@ -231,7 +266,7 @@ impl ConnectorInner {
                 }
                 let _ = timer.cancel();
             }
-            State::Connecting { attempt, timer } => {
+            State::Connecting { attempt, timer, .. } => {
                 r.remove_writer(&**attempt);
                 drop(attempt.sock.borrow_mut().take());
                 let _ = timer.cancel();
@@ -277,12 +312,10 @@ impl ConnectorInner {
         let Some(protocol) = self.factory.build_protocol(peer) else {
             return self.fail_after_reset(Reason::ConnectionLost(None));
         };
-        let me = self.me.clone();
-        let on_lost = Box::new(move |_: &Reactor, reason: Reason| {
-            if let Some(c) = me.upgrade() {
-                c.lost(reason);
-            }
-        });
+        // A strong reference: the connector must outlive the connection even when the user
+        // dropped its handle (the cycle ends when the connection closes and this runs).
+        let me = self.me.upgrade().expect("alive");
+        let on_lost = Box::new(move |_: &Reactor, reason: Reason| me.lost(reason));
         match Connection::establish(r, sock, peer, None, protocol, Some(on_lost)) {
             Some(t) => *self.state.borrow_mut() = State::Connected(t),
             None => self.fail_after_reset(Reason::ConnectionLost(None)),
@@ -303,11 +336,13 @@ impl ConnectorInner {
     }
 }
 
-/// A connection attempt waiting for writability.
+/// A connection attempt waiting for writability. It holds its connector strongly, so that an
+/// attempt whose `Connector` handle was dropped still reports to the factory (the cycle ends
+/// when the attempt leaves the connector's state).
 struct Attempt {
     fd: RawFd,
     sock: RefCell<Option<OwnedFd>>,
-    connector: Weak<ConnectorInner>,
+    connector: Rc<ConnectorInner>,
 }
 
 impl FileDescriptor for Attempt {
@@ -316,20 +351,16 @@ impl FileDescriptor for Attempt {
     }
 
     fn do_write(&self, r: &Reactor) -> Result<(), Reason> {
-        let Some(c) = self.connector.upgrade() else {
-            return Ok(());
-        };
+        let c = &self.connector;
         match sys::take_socket_error(self.fd) {
             Ok(None) => c.connected(r),
-            Ok(Some(e)) | Err(e) => c.fail(r, connect_reason(e)),
+            Ok(Some(e)) | Err(e) => c.attempt_failed(r, connect_reason(e)),
         }
         Ok(())
     }
 
     fn connection_lost(&self, r: &Reactor, reason: Reason) {
-        if let Some(c) = self.connector.upgrade() {
-            c.fail(r, reason);
-        }
+        self.connector.fail(r, reason);
     }
 }
 

@@ -125,14 +125,22 @@ impl Listener {
 
     fn accept_one(&self, r: &Reactor, sock: OwnedFd, peer: SocketAddr) {
         self.accepted.set(self.accepted.get() + 1);
-        match self.factory.build_protocol(peer) {
-            Some(protocol) => {
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.factory.build_protocol(peer)
+        }));
+        match built {
+            Ok(Some(protocol)) => {
                 // Bound to a specific address, the listener knows every accepted socket's local
                 // address: no getsockname per connection.
                 let host = (!self.addr.ip().is_unspecified()).then_some(self.addr);
                 Connection::establish(r, sock, peer, host, protocol, None);
             }
-            None => drop(sock), // refused by the factory
+            Ok(None) => drop(sock), // refused by the factory
+            Err(payload) => {
+                let msg = crate::error::panic_message(&*payload);
+                tracing::error!(%peer, message = %msg, "build_protocol panicked; connection closed");
+                drop(sock);
+            }
         }
     }
 

@@ -1,0 +1,67 @@
+//! A TCP client: sends a message, prints the reply, and stops when the server closes.
+//! Connection failures (refused, timed out, host not found) arrive at the client factory.
+//!
+//! ```text
+//! cargo run --example echo &                       # a server to talk to
+//! cargo run --example tcp_client -- localhost 8000 "hello, world"
+//! ```
+
+use std::time::Duration;
+
+use torsion::{Factory, Protocol, Reactor, Reason, Transport};
+
+struct Client {
+    message: String,
+    reply: Vec<u8>,
+}
+
+impl Protocol for Client {
+    fn connection_made(&mut self, t: &Transport) {
+        println!("Connected to {} from {}.", t.peer(), t.host());
+        t.write(self.message.as_bytes());
+    }
+
+    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+        self.reply.extend_from_slice(data);
+        if self.reply.len() >= self.message.len() {
+            t.lose_connection();
+        }
+    }
+
+    fn connection_lost(&mut self, reason: Reason) {
+        println!("Reply: {}", String::from_utf8_lossy(&self.reply));
+        println!("Connection closed: {reason}.");
+    }
+}
+
+fn main() -> Result<(), torsion::Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let host = args.first().map_or("127.0.0.1", String::as_str);
+    let port = args.get(1).and_then(|p| p.parse().ok()).unwrap_or(8000);
+    let message = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "hello, world".into());
+    let reactor = Reactor::new()?;
+    let failed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let (r1, r2, f) = (reactor.clone(), reactor.clone(), failed.clone());
+    let factory = Factory::for_protocol(move || Client {
+        message: message.clone(),
+        reply: Vec::new(),
+    })
+    .on_client_connection_failed(move |_, _, reason| {
+        eprintln!("Connection failed: {reason}.");
+        f.set(true);
+        let _ = r1.stop();
+    })
+    // One connection, then stop.
+    .on_client_connection_lost(move |_, _, _| {
+        let _ = r2.stop();
+    });
+    reactor.connect_tcp(host, port, factory, Duration::from_secs(10));
+    reactor.run()?;
+    if failed.get() {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! More TCP behaviour on every backend: factory hooks, retries, socket options, reading pause,
+//! producers and lose_connection, RST mid-write, half-close, refusal, fairness.
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use torsion::{
+    reactor_test, Factory, HalfClose, Producer, Protocol, ProtocolFactory, Reactor, Reason,
+    Transport,
+};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn run_until(r: &Reactor, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting");
+        r.iterate(Some(Duration::from_millis(20))).unwrap();
+    }
+}
+
+fn settle(r: &Reactor, n: usize) {
+    run_until(r, secs(10), || r.descriptor_count() == n);
+}
+
+struct Echo;
+impl Protocol for Echo {
+    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+        t.write(data);
+    }
+}
+
+/// Keeps the transport and what arrived, for tests to drive from outside.
+#[derive(Default)]
+struct Seen {
+    transport: RefCell<Option<Transport>>,
+    data: RefCell<Vec<u8>>,
+    lost: RefCell<Vec<String>>,
+    write_lost: Cell<u32>,
+}
+
+struct Keeper {
+    seen: Rc<Seen>,
+    half_close: HalfClose,
+}
+impl Protocol for Keeper {
+    fn connection_made(&mut self, t: &Transport) {
+        *self.seen.transport.borrow_mut() = Some(t.clone());
+    }
+    fn data_received(&mut self, _: &Transport, data: &[u8]) {
+        self.seen.data.borrow_mut().extend_from_slice(data);
+    }
+    fn connection_lost(&mut self, reason: Reason) {
+        self.seen.lost.borrow_mut().push(format!("{reason:?}"));
+        self.seen.transport.borrow_mut().take();
+    }
+    fn read_connection_lost(&mut self, _: &Transport) -> HalfClose {
+        self.seen.lost.borrow_mut().push("read-closed".into());
+        self.half_close
+    }
+    fn write_connection_lost(&mut self, _: &Transport) {
+        self.seen.write_lost.set(self.seen.write_lost.get() + 1);
+    }
+}
+
+fn keeper_factory(seen: &Rc<Seen>, half_close: HalfClose) -> Factory<Rc<Seen>> {
+    Factory::with_state(seen.clone(), move |s, _| Keeper {
+        seen: (**s).clone(),
+        half_close,
+    })
+}
+
+fn transport(seen: &Seen) -> Transport {
+    seen.transport.borrow().clone().expect("connected")
+}
+
+reactor_test! {
+    fn factory_start_and_stop_hooks_follow_the_first_and_last_port(reactor) {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (a, b) = (log.clone(), log.clone());
+        let factory = Rc::new(
+            Factory::for_protocol(|| Echo)
+                .on_start(move |_| a.borrow_mut().push("start"))
+                .on_stop(move |_| b.borrow_mut().push("stop")),
+        );
+        let p1 = reactor.listen_tcp("127.0.0.1:0", factory.clone()).unwrap();
+        let p2 = reactor.listen_tcp("127.0.0.1:0", factory.clone()).unwrap();
+        assert_eq!(*log.borrow(), ["start"]);
+        p1.stop_listening();
+        assert_eq!(*log.borrow(), ["start"]);
+        p2.stop_listening();
+        p2.stop_listening();
+        assert_eq!(*log.borrow(), ["start", "stop"]);
+    }
+
+    fn refused_factory_closes_the_connection(reactor) {
+        struct Picky;
+        impl ProtocolFactory for Picky {
+            fn build_protocol(&self, _: SocketAddr) -> Option<Box<dyn Protocol>> {
+                None
+            }
+        }
+        let port = reactor.listen_tcp("127.0.0.1:0", Picky).unwrap();
+        let mut c = TcpStream::connect(port.address()).unwrap();
+        c.set_read_timeout(Some(secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let reader = std::thread::spawn(move || c.read_to_end(&mut buf).map(|_| buf.len()));
+        run_until(reactor, secs(10), || reader.is_finished());
+        assert!(matches!(reader.join().unwrap(), Ok(0) | Err(_)));
+        port.stop_listening();
+    }
+
+    fn a_connector_retries_from_client_connection_failed(reactor) {
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = std_listener.local_addr().unwrap().port();
+        drop(std_listener);
+        let attempts = Rc::new(Cell::new(0));
+        let seen = Rc::new(Seen::default());
+        let a = attempts.clone();
+        let r = reactor.clone();
+        let server: Rc<RefCell<Option<torsion::ListeningPort>>> = Rc::default();
+        let s = server.clone();
+        let factory = keeper_factory(&seen, HalfClose::Close).on_client_connection_failed(move |_, connector, reason| {
+            assert!(matches!(reason, Reason::ConnectionRefused), "{reason:?}");
+            a.set(a.get() + 1);
+            if a.get() == 2 {
+                // Now start the server, then retry.
+                *s.borrow_mut() = Some(r.listen_tcp(("127.0.0.1", port), Factory::for_protocol(|| Echo)).unwrap());
+            }
+            connector.connect();
+        });
+        let connector = reactor.connect_tcp("127.0.0.1", port, factory, secs(5));
+        run_until(reactor, secs(10), || seen.transport.borrow().is_some());
+        assert_eq!(attempts.get(), 2);
+        assert!(connector.transport().is_some());
+        connector.disconnect();
+        run_until(reactor, secs(10), || !seen.lost.borrow().is_empty());
+        settle(reactor, 1);
+        server.borrow_mut().take().unwrap().stop_listening();
+    }
+
+    fn addresses_and_socket_options(reactor) {
+        let seen = Rc::new(Seen::default());
+        let port = reactor.listen_tcp("127.0.0.1:0", keeper_factory(&seen, HalfClose::Close)).unwrap();
+        let c = TcpStream::connect(port.address()).unwrap();
+        run_until(reactor, secs(10), || seen.transport.borrow().is_some());
+        let t = transport(&seen);
+        assert_eq!(t.host(), port.address());
+        assert_eq!(t.peer(), c.local_addr().unwrap());
+        for on in [true, false] {
+            t.set_tcp_nodelay(on).unwrap();
+            assert_eq!(t.tcp_nodelay().unwrap(), on);
+            t.set_tcp_keepalive(on).unwrap();
+            assert_eq!(t.tcp_keepalive().unwrap(), on);
+        }
+        t.abort_connection();
+        run_until(reactor, secs(10), || !seen.lost.borrow().is_empty());
+        assert!(t.set_tcp_nodelay(true).is_err(), "options fail cleanly after close");
+        drop(c);
+        port.stop_listening();
+    }
+
+    fn pause_and_resume_reading(reactor) {
+        let seen = Rc::new(Seen::default());
+        let port = reactor.listen_tcp("127.0.0.1:0", keeper_factory(&seen, HalfClose::Close)).unwrap();
+        let mut c = TcpStream::connect(port.address()).unwrap();
+        run_until(reactor, secs(10), || seen.transport.borrow().is_some());
+        let t = transport(&seen);
+        t.pause_producing();
+        c.write_all(b"while paused").unwrap();
+        for _ in 0..10 {
+            reactor.iterate(Some(Duration::from_millis(5))).unwrap();
+        }
+        assert!(seen.data.borrow().is_empty());
+        t.resume_producing();
+        run_until(reactor, secs(10), || seen.data.borrow().len() == 12);
+        drop(c);
+        run_until(reactor, secs(10), || !seen.lost.borrow().is_empty());
+        assert_eq!(seen.lost.borrow().last().unwrap(), "ConnectionDone");
+        port.stop_listening();
+    }
+
+    fn lose_connection_waits_for_the_producer_to_unregister(reactor) {
+        struct Idle;
+        impl Producer for Idle {
+            fn resume_producing(&self) {}
+        }
+        let seen = Rc::new(Seen::default());
+        let port = reactor.listen_tcp("127.0.0.1:0", keeper_factory(&seen, HalfClose::Close)).unwrap();
+        let mut c = TcpStream::connect(port.address()).unwrap();
+        c.set_read_timeout(Some(secs(10))).unwrap();
+        run_until(reactor, secs(10), || seen.transport.borrow().is_some());
+        let t = transport(&seen);
+        t.register_producer(Rc::new(Idle), true).unwrap();
+        assert!(matches!(t.register_producer(Rc::new(Idle), true), Err(torsion::Error::ProducerAlreadyRegistered)));
+        t.write(b"data");
+        t.lose_connection();
+        for _ in 0..10 {
+            reactor.iterate(Some(Duration::from_millis(5))).unwrap();
+        }
+        assert!(seen.lost.borrow().is_empty(), "closed while a producer was registered");
+        t.unregister_producer();
+        run_until(reactor, secs(10), || !seen.lost.borrow().is_empty());
+        assert_eq!(*seen.lost.borrow(), ["ConnectionDone"]);
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"data");
+        port.stop_listening();
+    }
+
+    fn a_peer_reset_in_the_middle_of_a_write_ends_in_one_connection_lost(reactor) {
+        let seen = Rc::new(Seen::default());
+        let port = reactor.listen_tcp("127.0.0.1:0", keeper_factory(&seen, HalfClose::Close)).unwrap();
+        let c = TcpStream::connect(port.address()).unwrap();
+        run_until(reactor, secs(10), || seen.transport.borrow().is_some());
+        let t = transport(&seen);
+        // Fill the socket and our buffer: the peer never reads.
+        for _ in 0..64 {
+            t.write(&[1u8; 64 * 1024]);
+        }
+        assert!(t.buffered() > 0);
+        // The peer resets: close with unread data in its receive queue sends RST.
+        drop(c);
+        let mut iterations = 0;
+        run_until(reactor, secs(10), || {
+            iterations += 1;
+            !seen.lost.borrow().is_empty()
+        });
+        for _ in 0..5 {
+            reactor.iterate(Some(Duration::from_millis(5))).unwrap();
+        }
+        assert_eq!(seen.lost.borrow().len(), 1, "{:?}", seen.lost.borrow());
+        assert!(seen.lost.borrow()[0].starts_with("ConnectionLost"), "{:?}", seen.lost.borrow());
+        assert!(iterations < 100, "busy loop: {iterations} iterations");
+        assert!(!t.connected());
+        t.write(b"after close: dropped");
+        port.stop_listening();
+    }
+
+    fn half_close_keeps_writing_after_the_peers_fin(reactor) {
+        let seen = Rc::new(Seen::default());
+        let port = reactor.listen_tcp("127.0.0.1:0", keeper_factory(&seen, HalfClose::KeepWriting)).unwrap();
+        let mut c = TcpStream::connect(port.address()).unwrap();
+        c.set_read_timeout(Some(secs(10))).unwrap();
+        c.write_all(b"question").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        run_until(reactor, secs(10), || seen.lost.borrow().first().is_some_and(|s| s == "read-closed"));
+        let t = transport(&seen);
+        assert_eq!(&*seen.data.borrow(), b"question");
+        t.write(b"answer");
+        t.lose_write_connection();
+        // Our FIN after the peer's: the connection is done.
+        run_until(reactor, secs(10), || seen.lost.borrow().len() == 2);
+        assert_eq!(*seen.lost.borrow(), ["read-closed", "ConnectionDone"]);
+        assert_eq!(seen.write_lost.get(), 1);
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"answer");
+        port.stop_listening();
+    }
+
+    fn lose_write_connection_sends_fin_and_keeps_reading(reactor) {
+        let seen = Rc::new(Seen::default());
+        let port = reactor.listen_tcp("127.0.0.1:0", keeper_factory(&seen, HalfClose::Close)).unwrap();
+        let mut c = TcpStream::connect(port.address()).unwrap();
+        c.set_read_timeout(Some(secs(10))).unwrap();
+        run_until(reactor, secs(10), || seen.transport.borrow().is_some());
+        let t = transport(&seen);
+        t.write(b"bye");
+        t.lose_write_connection();
+        t.write(b"ignored after lose_write_connection");
+        run_until(reactor, secs(10), || seen.write_lost.get() == 1);
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"bye");
+        c.write_all(b"still heard").unwrap();
+        run_until(reactor, secs(10), || seen.data.borrow().len() == 11);
+        drop(c);
+        run_until(reactor, secs(10), || seen.lost.borrow().iter().any(|s| s == "ConnectionDone"));
+        port.stop_listening();
+    }
+
+    fn a_busy_connection_does_not_starve_the_others(reactor) {
+        struct Sink;
+        impl Protocol for Sink {
+            fn data_received(&mut self, t: &Transport, data: &[u8]) {
+                if data.starts_with(b"ping") {
+                    t.write(b"pong");
+                }
+            }
+        }
+        let port = reactor.listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Sink)).unwrap();
+        let addr = port.address();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let flood = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let chunk = vec![b'x'; 256 * 1024];
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if c.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let pinger = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(secs(30))).unwrap();
+            let mut worst = Duration::ZERO;
+            for _ in 0..20 {
+                let start = Instant::now();
+                c.write_all(b"ping").unwrap();
+                let mut b = [0u8; 4];
+                c.read_exact(&mut b).unwrap();
+                worst = worst.max(start.elapsed());
+            }
+            worst
+        });
+        while !pinger.is_finished() {
+            reactor.iterate(Some(Duration::from_millis(10))).unwrap();
+        }
+        let worst = pinger.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while !flood.is_finished() {
+            reactor.iterate(Some(Duration::from_millis(10))).unwrap();
+        }
+        flood.join().unwrap();
+        settle(reactor, 1);
+        // Microseconds when fair; a starved connection would wait for the flood to stop.
+        assert!(worst < secs(2), "worst ping under flood: {worst:?}");
+        port.stop_listening();
+    }
+}
+
+reactor_test! {
+    fn panicking_protocols_lose_their_connection_and_nothing_else(reactor) {
+        struct Boom {
+            on_made: bool,
+        }
+        impl Protocol for Boom {
+            fn connection_made(&mut self, _: &Transport) {
+                if self.on_made {
+                    panic!("connection_made boom");
+                }
+            }
+            fn data_received(&mut self, t: &Transport, data: &[u8]) {
+                if data == b"boom" {
+                    panic!("data_received boom");
+                }
+                t.write(data);
+            }
+        }
+        let n = Rc::new(Cell::new(0u32));
+        let n2 = n.clone();
+        let factory = Factory::for_protocol(move || {
+            n2.set(n2.get() + 1);
+            match n2.get() {
+                1 => panic!("build_protocol boom"),
+                2 => Boom { on_made: true },
+                _ => Boom { on_made: false },
+            }
+        });
+        let port = reactor.listen_tcp("127.0.0.1:0", factory).unwrap();
+        let addr = port.address();
+        let client = std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            for msg in [&b"one"[..], b"two", b"boom", b"four"] {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(secs(10))).unwrap();
+                c.write_all(msg).unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 16];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            got.extend_from_slice(&buf[..k]);
+                            if got == msg {
+                                break;
+                            }
+                        }
+                    }
+                }
+                outcomes.push(got);
+            }
+            outcomes
+        });
+        run_until(reactor, secs(20), || client.is_finished());
+        let outcomes = client.join().unwrap();
+        // build_protocol and connection_made panics close those connections; data_received's
+        // panic closes its own; the listener keeps serving.
+        assert_eq!(outcomes, [b"".to_vec(), b"".to_vec(), b"".to_vec(), b"four".to_vec()]);
+        settle(reactor, 1);
+        assert_eq!(port.accepted(), 4);
+        port.stop_listening();
+    }
+}
