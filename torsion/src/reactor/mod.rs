@@ -13,9 +13,9 @@
 //! 1. **Queued calls.** Run the calls queued with `call_soon` and the calls sent from other
 //!    threads, each batch taken whole: calls queued while a batch runs wait for the next
 //!    iteration, so a callback that queues itself forever cannot starve I/O.
-//! 2. **Timers.** Read the monotonic clock once and run every delayed call due by then, in
-//!    deadline order (equal deadlines in scheduling order). Calls scheduled while this phase
-//!    runs wait for the next iteration even when already due.
+//! 2. **Timers.** If any delayed call is pending, read the monotonic clock once and run every
+//!    delayed call due by then, in deadline order (equal deadlines in scheduling order). Calls
+//!    scheduled while this phase runs wait for the next iteration even when already due.
 //! 3. **Timeout.** Compute how long the poller may block: zero when calls are queued or the
 //!    reactor is stopping; until the earliest timer otherwise; forever when nothing is due
 //!    (an idle reactor uses no CPU). `iterate(Some(t))` caps it at `t`.
