@@ -324,5 +324,5 @@ if [ -s "$OUT/strace-summary.txt" ]; then
     rm -f "$OUT/strace-summary.txt"
 fi
 "$BIN/bench-report" --runs "$RUNS" --syscalls "$SYSFILE" --micro "$MICROFILE" --deferred "$DEFERFILE" --meta "$META" \
-    --notes "$NOTES" --md bench/RESULTS.md --svg bench/results.svg
+    --notes "$NOTES" --analysis bench/ANALYSIS.md --md bench/RESULTS.md --svg bench/results.svg
 echo "== done: bench/RESULTS.md, bench/results.svg (raw lines in $OUT/)" >&2

@@ -1,5 +1,5 @@
 //! `bench-report --runs FILE [--syscalls FILE] [--micro FILE] [--deferred FILE] [--meta FILE]
-//! --md OUT --svg OUT`:
+//! [--notes FILE] [--analysis FILE] --md OUT --svg OUT`:
 //! turns the raw lines that `bench/run.sh` collected into `bench/RESULTS.md` (tables of
 //! medians, ratios to the raw epoll loop and to tokio current_thread, the issue's targets) and
 //! `bench/results.svg` (a bar chart written by hand).
@@ -552,6 +552,10 @@ fn main() {
         .get_str("micro")
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
+    let analysis = args
+        .get_str("analysis")
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     let notes = args
         .get_str("notes")
         .and_then(|p| std::fs::read_to_string(p).ok())
@@ -605,6 +609,11 @@ fn main() {
         md.push_str("## Microbenchmarks (divan)\n\n```text\n");
         md.push_str(micro.trim_end());
         md.push_str("\n```\n\n");
+    }
+    if !analysis.is_empty() {
+        md.push_str("## Analysis\n\n");
+        md.push_str(analysis.trim_end());
+        md.push_str("\n\n");
     }
     if !notes.is_empty() {
         md.push_str("## Notes\n\n");
