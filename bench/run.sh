@@ -50,10 +50,11 @@ mkdir -p "$OUT"
 RUNS=$OUT/runs.txt
 SYSFILE=$OUT/syscalls.txt
 MICROFILE=$OUT/micro.txt
+DEFERFILE=$OUT/deferred.txt
 META=$OUT/meta.txt
 NOTES=$OUT/notes.txt
 : > "$RUNS"; : > "$SYSFILE"; : > "$NOTES"
-if [ "$MICRO" = 1 ]; then : > "$MICROFILE"; fi
+if [ "$MICRO" = 1 ]; then : > "$MICROFILE"; : > "$DEFERFILE"; fi
 
 note() { echo "run.sh: $*" >&2; echo "- $*" >> "$NOTES"; }
 
@@ -205,11 +206,13 @@ for sc in $SCENARIOS; do
     args=$(scenario_args "$sc")
     [ -z "$args" ] && { note "unknown scenario $sc"; continue; }
     label=$sc # bench-report turns it into a title
-    for s in $AVAILABLE; do
-        if [ "$sc" = idle ] && [ "$s" = torsion-select ]; then
-            continue # select() cannot watch descriptors past FD_SETSIZE (1,024)
-        fi
-        for r in $(seq 1 "$REPS"); do
+    # Rounds outside, servers inside: each round runs every server once, so that a burst of
+    # other work on the machine spreads over the servers instead of hitting one server's runs.
+    for r in $(seq 1 "$REPS"); do
+        for s in $AVAILABLE; do
+            if [ "$sc" = idle ] && [ "$s" = torsion-select ]; then
+                continue # select() cannot watch descriptors past FD_SETSIZE (1,024)
+            fi
             if ! start_server "$s" && ! start_server "$s"; then
                 echo "server=$s label=$label run=$r failed=start" >> "$RUNS"
                 note "$s failed to start: $(tail -c 200 "$SERVER_ERR" | tr '\n' ' ')"
@@ -293,11 +296,15 @@ if [ "$MICRO" = 1 ]; then
         taskset -c 0 cargo bench -q -p bench --bench "$b" -- --sample-count "$MICRO_SAMPLES" \
             2>&1 | tee -a "$MICROFILE" >&2 || note "microbenchmark $b failed"
     done
-    # TODO(issue 6): the Deferred chain benchmark (callbacks per second). torsion::defer is on
-    # main now (merged into this branch); still to write: a divan bench in bench/benches/deferred.rs running a
-    # chain of N add_callback calls, and the same chain in Twisted, run here from $VENV with
-    # timeit, for the ">= 50x Twisted" ratio.
-    note "Deferred chain benchmark: not written yet (TODO in bench/run.sh)"
+    # The Deferred chain: the same 100,000-callback chain on torsion and on Twisted (best of
+    # 20 rounds each, pinned to core 0), for the ">= 50x Twisted's" ratio.
+    taskset -c 0 $NICE "$BIN/deferred-bench" --stages 100000 --rounds 20 >> "$DEFERFILE" \
+        || note "deferred-bench failed"
+    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import twisted' 2>/dev/null; then
+        taskset -c 0 $NICE "$VENV/bin/python" bench/twisted/deferred_bench.py --stages 100000 \
+            --rounds 20 >> "$DEFERFILE" || note "Twisted's Deferred chain benchmark failed"
+    fi
+    sed 's/^/  /' "$DEFERFILE" >&2
 fi
 
 echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (after)" >> "$META"
@@ -316,6 +323,6 @@ if [ -s "$OUT/strace-summary.txt" ]; then
     { echo; echo '```text'; cat "$OUT/strace-summary.txt"; echo '```'; } >> "$NOTES"
     rm -f "$OUT/strace-summary.txt"
 fi
-"$BIN/bench-report" --runs "$RUNS" --syscalls "$SYSFILE" --micro "$MICROFILE" --meta "$META" \
-    --notes "$NOTES" --md bench/RESULTS.md --svg bench/results.svg
+"$BIN/bench-report" --runs "$RUNS" --syscalls "$SYSFILE" --micro "$MICROFILE" --deferred "$DEFERFILE" --meta "$META" \
+    --notes "$NOTES" --analysis bench/ANALYSIS.md --md bench/RESULTS.md --svg bench/results.svg
 echo "== done: bench/RESULTS.md, bench/results.svg (raw lines in $OUT/)" >&2

@@ -1,10 +1,12 @@
-//! `bench-report --runs FILE [--syscalls FILE] [--micro FILE] [--meta FILE] --md OUT --svg OUT`:
+//! `bench-report --runs FILE [--syscalls FILE] [--micro FILE] [--deferred FILE] [--meta FILE]
+//! [--notes FILE] [--analysis FILE] --md OUT --svg OUT`:
 //! turns the raw lines that `bench/run.sh` collected into `bench/RESULTS.md` (tables of
 //! medians, ratios to the raw epoll loop and to tokio current_thread, the issue's targets) and
 //! `bench/results.svg` (a bar chart written by hand).
 //!
 //! Input lines are `key=value` pairs: the load generator's output with `server=`, `label=` and
-//! `run=` prepended by the runner; `--syscalls` lines are `server= syscalls= ops= per_msg=`.
+//! `run=` prepended by the runner; `--syscalls` lines are `server= syscalls= ops= per_msg=`;
+//! `--deferred` lines are `impl= stages= run_per_s= total_per_s=`; `--micro` is divan's text.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -155,6 +157,7 @@ fn collect(runs: &[Line]) -> Vec<Scenario> {
 fn fmt_num(v: Option<f64>) -> String {
     match v {
         None => "–".into(),
+        Some(v) if v >= 10_000_000.0 => format!("{:.1}M", v / 1e6),
         Some(v) if v >= 100_000.0 => format!("{:.0}k", v / 1000.0),
         Some(v) if v >= 10_000.0 => format!("{:.1}k", v / 1000.0),
         Some(v) if v >= 100.0 => format!("{v:.0}"),
@@ -287,7 +290,7 @@ fn failed_note(c: &Cell) -> String {
 }
 
 /// The issue's targets, checked where the data exists.
-fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
+fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line], deferred: &[Line], micro: &str) {
     let find = |label: &str| scen.iter().find(|s| s.label == label);
     let get = |s: Option<&Scenario>, server: &str, k: &str| -> Option<f64> {
         s.and_then(|s| s.cells.get(server)).and_then(|c| {
@@ -374,11 +377,30 @@ fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
         false,
         "{}",
     );
-    rows.push((
-        "Deferred callbacks/s ≥ 50× Twisted's".into(),
-        "not measured yet (TODO: Deferred module)".into(),
-        None,
-    ));
+    let rate = |who: &str| {
+        deferred
+            .iter()
+            .find(|l| l.get("impl").map(String::as_str) == Some(who))
+            .and_then(|l| l.get("run_per_s"))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    check(
+        "Deferred callbacks/s (100,000-callback chain) ≥ 50× Twisted's",
+        div(rate("torsion"), rate("twisted")),
+        50.0,
+        true,
+        "{}×",
+    );
+    check(
+        "a million timers scheduled and fired: torsion ≤ tokio's wheel (median time)",
+        div(
+            divan_median(micro, "torsion_schedule_and_fire"),
+            divan_median(micro, "tokio_wheel_sleep_and_fire"),
+        ),
+        1.0,
+        false,
+        "{}× tokio's time",
+    );
     let _ = writeln!(out, "| target | measured | met |\n|---|---|---|");
     for (name, shown, ok) in rows {
         let mark = match ok {
@@ -387,6 +409,52 @@ fn targets(out: &mut String, scen: &[Scenario], syscalls: &[Line]) {
             None => "–",
         };
         let _ = writeln!(out, "| {name} | {shown} | {mark} |");
+    }
+    out.push('\n');
+}
+
+/// The median time (seconds) of a divan benchmark, from its text output: the third column of
+/// the benchmark's row (`name  fastest │ slowest │ median │ mean │ ...`).
+fn divan_median(micro: &str, name: &str) -> Option<f64> {
+    let line = micro.lines().find(|l| {
+        l.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+            .split_whitespace()
+            .next()
+            == Some(name)
+    })?;
+    let median = line.split('│').nth(2)?.trim();
+    let (num, unit) = median.split_once(' ')?;
+    let scale = match unit.trim() {
+        "s" => 1.0,
+        "ms" => 1e-3,
+        "µs" => 1e-6,
+        "ns" => 1e-9,
+        _ => return None,
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
+/// The Deferred chain section: callbacks per second on torsion and on Twisted.
+fn deferred_table(out: &mut String, deferred: &[Line]) {
+    out.push_str("## Deferred chain (100,000 callbacks `v + 1`, best of 20 rounds)\n\n");
+    out.push_str(
+        "| implementation | callbacks/s (firing) | callbacks/s (adding + firing) | × Twisted (firing) |\n\
+         |---|---:|---:|---:|\n",
+    );
+    let get = |l: &Line, k: &str| l.get(k).and_then(|v| v.parse::<f64>().ok());
+    let twisted = deferred
+        .iter()
+        .find(|l| l.get("impl").map(String::as_str) == Some("twisted"))
+        .and_then(|l| get(l, "run_per_s"));
+    for l in deferred {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            l.get("impl").map_or("?", String::as_str),
+            fmt_num(get(l, "run_per_s")),
+            fmt_num(get(l, "total_per_s")),
+            ratio(get(l, "run_per_s"), twisted),
+        );
     }
     out.push('\n');
 }
@@ -475,12 +543,17 @@ fn main() {
     let args = Args::from_env();
     let runs = read_lines(args.get_str("runs"));
     let syscalls = read_lines(args.get_str("syscalls"));
+    let deferred = read_lines(args.get_str("deferred"));
     let meta = args
         .get_str("meta")
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
     let micro = args
         .get_str("micro")
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let analysis = args
+        .get_str("analysis")
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
     let notes = args
@@ -505,7 +578,7 @@ fn main() {
         md.push_str("\n```\n\n");
     }
     md.push_str("## Targets (issue 6)\n\n");
-    targets(&mut md, &scen, &syscalls);
+    targets(&mut md, &scen, &syscalls, &deferred, &micro);
     md.push_str("## Echo scenarios\n\n");
     for s in &scen {
         table(&mut md, s);
@@ -529,10 +602,18 @@ fn main() {
         }
         md.push('\n');
     }
+    if !deferred.is_empty() {
+        deferred_table(&mut md, &deferred);
+    }
     if !micro.is_empty() {
         md.push_str("## Microbenchmarks (divan)\n\n```text\n");
         md.push_str(micro.trim_end());
         md.push_str("\n```\n\n");
+    }
+    if !analysis.is_empty() {
+        md.push_str("## Analysis\n\n");
+        md.push_str(analysis.trim_end());
+        md.push_str("\n\n");
     }
     if !notes.is_empty() {
         md.push_str("## Notes\n\n");
@@ -575,5 +656,20 @@ mod tests {
             "{md}"
         );
         assert!(svg(&scen).starts_with("<svg"));
+    }
+
+    #[test]
+    fn divan_medians() {
+        let micro = "timers                  fastest  │ slowest  │ median   │ mean\n\
+                     ├─ tokio_wheel_sleep_and_fire   155.1 ms │ 158 ms │ 155.1 ms │ 156.1 ms │ 3\n\
+                     │                               6.4 Mitem/s │ 6.3 Mitem/s │ 6.4 Mitem/s\n\
+                     ╰─ torsion_schedule_and_fire    517.1 µs │ 545.5 µs │ 529.8 µs │ 530 µs │ 3\n";
+        assert_eq!(
+            divan_median(micro, "tokio_wheel_sleep_and_fire"),
+            Some(0.1551)
+        );
+        let t = divan_median(micro, "torsion_schedule_and_fire").unwrap();
+        assert!((t - 529.8e-6).abs() < 1e-12, "{t}");
+        assert_eq!(divan_median(micro, "absent"), None);
     }
 }

@@ -14,9 +14,9 @@
 //!    threads, each batch taken whole: calls queued while a batch runs wait for the next
 //!    iteration, so a callback that queues itself forever cannot starve I/O. When this batch
 //!    completed the shutdown sequence, the iteration ends here.
-//! 2. **Timers.** Read the monotonic clock once and run every delayed call due by then, in
-//!    deadline order (equal deadlines in scheduling order). Calls scheduled while this phase
-//!    runs wait for the next iteration even when already due.
+//! 2. **Timers.** If any delayed call is pending, read the monotonic clock once and run every
+//!    delayed call due by then, in deadline order (equal deadlines in scheduling order). Calls
+//!    scheduled while this phase runs wait for the next iteration even when already due.
 //! 3. **Timeout.** Compute how long the poller may block: zero when calls are queued or the
 //!    reactor is stopping; until the earliest timer otherwise; forever when nothing is due
 //!    (an idle reactor uses no CPU). `iterate(Some(t))` caps it at `t`.
@@ -216,8 +216,10 @@ impl std::fmt::Debug for Reactor {
     }
 }
 
-/// Size of the shared read buffer that transports read into.
-pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
+/// Size of the shared read buffer that transports read into. One per reactor, not per
+/// connection: 256 KiB lets one `recv` drain a busy stream's socket buffer (streaming through one
+/// connection costs about 1.4x less CPU per byte than with 64 KiB; see bench/RESULTS.md).
+pub(crate) const READ_BUFFER_SIZE: usize = 256 * 1024;
 
 impl Reactor {
     /// A reactor on the default backend: `TORSION_REACTOR` if set, else epoll.
@@ -409,15 +411,8 @@ impl Reactor {
     /// Runs `f` once, `delay` from now (Twisted's `callLater`). Never early; `Duration::MAX`
     /// schedules a call that will not run in practice.
     pub fn call_later<F: FnOnce(&Reactor) + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
-        let weak = Rc::downgrade(&self.inner);
-        self.inner.timers.schedule(
-            delay,
-            Box::new(move || {
-                if let Some(inner) = weak.upgrade() {
-                    f(&Reactor { inner });
-                }
-            }),
-        )
+        // The timer phase passes the reactor to the call: no reference to it is kept.
+        self.inner.timers.schedule_reactor(delay, f)
     }
 
     /// The pending delayed calls, earliest first (Twisted's `getDelayedCalls`).
@@ -585,7 +580,7 @@ impl Reactor {
 
     // ------------------------------------------------------------------ shared read buffer
 
-    /// Runs `f` with the reactor's shared read buffer (64 KiB), so that reads allocate nothing.
+    /// Runs `f` with the reactor's shared read buffer ([`READ_BUFFER_SIZE`]), so that reads allocate nothing.
     /// Re-entrant calls get a fresh buffer.
     pub(crate) fn with_read_buffer<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         let mut buf = self.inner.read_buf.take();
@@ -616,11 +611,13 @@ impl Reactor {
             // The shutdown completed in this batch: no timer or event runs after it.
             return Ok(());
         }
-        // 2. Timers due now.
-        let now = Instant::now();
-        let mark = self.inner.timers.seq_mark();
-        while let Some(f) = self.inner.timers.pop_due(now, mark) {
-            self.guard("delayed call", f);
+        // 2. Timers due now (no clock read when none is pending).
+        if self.inner.timers.len() > 0 {
+            let now = Instant::now();
+            let mark = self.inner.timers.seq_mark();
+            while let Some(call) = self.inner.timers.pop_due(now, mark) {
+                self.guard("delayed call", || call.run(Some(self)));
+            }
         }
         // 3. Timeout.
         let timeout = if !self.inner.soon.borrow().is_empty()

@@ -13,6 +13,9 @@ use crate::protocol::{HalfClose, Producer, Protocol};
 use crate::reactor::Inner;
 use crate::{sys, Error, FileDescriptor, Reactor, Reason};
 
+/// Reads per readiness event at most (see `do_read`).
+const READS_PER_EVENT: usize = 4;
+
 /// Default high-water mark of the write buffer: a streaming producer is paused above it.
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Default low-water mark: a paused streaming producer is resumed at or below it.
@@ -99,17 +102,19 @@ impl fmt::Debug for Transport {
 }
 
 impl Connection {
-    /// Wraps a connected socket, starts reading and calls `connection_made`.
+    /// Wraps a connected socket, starts reading and calls `connection_made`. `host` is the
+    /// socket's local address when the caller knows it (else it is asked for).
     pub(crate) fn establish(
         reactor: &Reactor,
         sock: OwnedFd,
         peer: SocketAddr,
+        host: Option<SocketAddr>,
         protocol: Box<dyn Protocol>,
         on_lost: Option<OnLost>,
         on_ready: impl FnOnce(&Transport),
     ) -> Option<Transport> {
         let fd = sock.as_raw_fd();
-        let host = sys::local_addr(fd).unwrap_or(peer);
+        let host = host.unwrap_or_else(|| sys::local_addr(fd).unwrap_or(peer));
         let conn = Rc::new_cyclic(|me| Connection {
             me: me.clone(),
             fd,
@@ -292,9 +297,11 @@ impl Connection {
         }
     }
 
-    fn read_once(&self, r: &Reactor, t: &Transport) -> Result<(), Reason> {
+    /// One `recv` into the reactor's buffer, delivered to the protocol. Returns whether the
+    /// buffer came back full (more data is probably waiting).
+    fn read_once(&self, r: &Reactor, t: &Transport) -> Result<bool, Reason> {
         enum Got {
-            Data,
+            Data(bool),
             Eof,
             Nothing,
         }
@@ -302,7 +309,7 @@ impl Connection {
             Ok(0) => Ok(Got::Eof),
             Ok(n) => {
                 self.with_protocol(t, |p, t| p.data_received(t, &buf[..n]));
-                Ok(Got::Data)
+                Ok(Got::Data(n == buf.len()))
             }
             Err(e)
                 if matches!(
@@ -314,10 +321,11 @@ impl Connection {
             }
             Err(e) => Err(Reason::lost(e)),
         })?;
-        if let Got::Eof = got {
-            return self.read_eof(r, t);
+        match got {
+            Got::Eof => self.read_eof(r, t).map(|()| false),
+            Got::Data(full) => Ok(full),
+            Got::Nothing => Ok(false),
         }
-        Ok(())
     }
 
     fn read_eof(&self, r: &Reactor, t: &Transport) -> Result<(), Reason> {
@@ -416,7 +424,19 @@ impl FileDescriptor for Connection {
             return Ok(());
         }
         let t = Transport { conn: self.rc() };
-        self.read_once(r, &t)
+        // A read that fills the buffer is followed by another (a busy stream then costs no
+        // extra poll per buffer), as long as the protocol still wants data; a short read means
+        // the socket is drained. Bounded, so that one stream cannot starve the others.
+        for _ in 0..READS_PER_EVENT {
+            if !self.read_once(r, &t)? {
+                break;
+            }
+            let st = self.st.borrow();
+            if !st.reading || st.closed || st.doomed {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn do_write(&self, r: &Reactor) -> Result<(), Reason> {

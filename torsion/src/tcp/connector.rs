@@ -328,7 +328,7 @@ impl ConnectorInner {
         // Connected before connection_made runs, so the protocol may already use the connector
         // (disconnect, transport), as in Twisted.
         let on_ready = |t: &Transport| *self.state.borrow_mut() = State::Connected(t.clone());
-        if Connection::establish(r, sock, peer, protocol, Some(on_lost), on_ready).is_none() {
+        if Connection::establish(r, sock, peer, None, protocol, Some(on_lost), on_ready).is_none() {
             self.fail_after_reset(Reason::ConnectionLost(None));
         }
     }

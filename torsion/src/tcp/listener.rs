@@ -130,7 +130,10 @@ impl Listener {
         }));
         match built {
             Ok(Some(protocol)) => {
-                Connection::establish(r, sock, peer, protocol, None, |_| {});
+                // Bound to a specific address, the listener knows every accepted socket's local
+                // address: no getsockname per connection.
+                let host = (!self.addr.ip().is_unspecified()).then_some(self.addr);
+                Connection::establish(r, sock, peer, host, protocol, None, |_| {});
             }
             Ok(None) => drop(sock), // refused by the factory
             Err(payload) => {

@@ -62,15 +62,15 @@ impl Clock {
 
     /// Schedules `f` to run once the clock has advanced by `delay`.
     pub fn call_later<F: FnOnce() + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
-        self.queue.schedule(delay, Box::new(f))
+        self.queue.schedule(delay, f)
     }
 
     /// Moves time forward by `amount` and runs every call that is then due.
     pub fn advance(&self, amount: Duration) {
         let now = crate::time::deadline_after(self.now(), amount);
         self.queue.set_fake_now(now);
-        while let Some(f) = self.queue.pop_due(now, u64::MAX) {
-            f();
+        while let Some(call) = self.queue.pop_due(now, u64::MAX) {
+            call.run(None);
         }
     }
 
