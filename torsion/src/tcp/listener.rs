@@ -164,6 +164,15 @@ impl Listener {
             }
         }
         tracing::warn!(addr = %self.addr, "out of file descriptors: pausing accepts");
+        self.pause(r);
+    }
+
+    /// Stops accepting for [`EXHAUSTED_PAUSE`], so that a listener whose accepts keep failing
+    /// (no descriptors, no kernel memory) does not spin on its level-triggered readiness.
+    fn pause(&self, r: &Reactor) {
+        if self.paused.borrow().is_some() {
+            return;
+        }
         r.remove_reader(self);
         let me = self.me.clone();
         let call = r.call_later(EXHAUSTED_PAUSE, move |r| {
@@ -200,7 +209,8 @@ impl FileDescriptor for Listener {
                 }
                 Err(e) if sys::is_transient_accept_error(&e) => continue,
                 Err(e) => {
-                    tracing::error!(addr = %self.addr, error = %e, "accept failed");
+                    tracing::error!(addr = %self.addr, error = %e, "accept failed; pausing accepts");
+                    self.pause(r);
                     break;
                 }
             }
