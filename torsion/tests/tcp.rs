@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use torsion::testing::run_until;
 use torsion::{
     reactor_test, ClientFactory, Connector, Factory, Producer, Protocol, ProtocolFactory, Reactor,
     Reason, Transport,
@@ -88,15 +89,6 @@ struct Echo;
 impl Protocol for Echo {
     fn data_received(&mut self, t: &Transport, data: &[u8]) {
         t.write(data);
-    }
-}
-
-/// Iterates until `done()` or the deadline (a generous one: the machine is shared).
-fn run_until(r: &Reactor, limit: Duration, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting");
-        r.iterate(Some(Duration::from_millis(50))).unwrap();
     }
 }
 

@@ -7,6 +7,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use torsion::testing::run_until;
 use torsion::{
     reactor_test, Factory, HalfClose, Producer, Protocol, ProtocolFactory, Reactor, Reason,
     Transport,
@@ -14,14 +15,6 @@ use torsion::{
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-fn run_until(r: &Reactor, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting");
-        r.iterate(Some(Duration::from_millis(20))).unwrap();
-    }
 }
 
 fn settle(r: &Reactor, n: usize) {

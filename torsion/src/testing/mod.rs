@@ -199,3 +199,21 @@ pub fn set_open_files_limit(soft: u64) -> io::Result<()> {
 pub fn restore_default_sigpipe() -> io::Result<()> {
     sys::default_sigpipe()
 }
+
+/// Iterates `reactor` (at most 20 ms per poll) until `done()` is true.
+///
+/// # Panics
+/// When `limit` passes first: a test that waits on real I/O fails instead of hanging. Give a
+/// generous limit; the machine running the tests may be busy.
+pub fn run_until(reactor: &Reactor, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run_until: still waiting after {limit:?}"
+        );
+        reactor
+            .iterate(Some(Duration::from_millis(20)))
+            .expect("the reactor's poller failed");
+    }
+}
