@@ -288,6 +288,12 @@ pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     cvt_size(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
 }
 
+/// True when `fd` is an open descriptor of this process.
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; an invalid fd is reported as EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
 /// Sets or clears O_NONBLOCK.
 #[allow(dead_code)] // used by the transports
 pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {

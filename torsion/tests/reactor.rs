@@ -525,3 +525,28 @@ fn handle_after_drop_reports_reactor_gone() {
         Err(Error::ReactorGone)
     ));
 }
+
+reactor_test! {
+    fn a_descriptor_closed_while_registered_does_not_stop_the_loop(reactor) {
+        let (w, _peer) = pair();
+        reactor.add_reader(w.clone()).unwrap();
+        // A user bug: the fd is closed before it is deregistered.
+        w.close();
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        reactor.call_later(ms(20), move |_| f.set(true));
+        let start = Instant::now();
+        while !fired.get() {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            reactor.iterate(Some(ms(5))).unwrap(); // never an error
+        }
+        if reactor.backend() == Backend::Epoll {
+            // epoll forgets a closed fd by itself: no event, so the registration stays.
+            reactor.remove_reader(&*w);
+        } else {
+            // select and poll report it: the descriptor is dropped and told why.
+            assert_eq!(reactor.descriptor_count(), 0);
+            assert_eq!(w.lost.borrow().len(), 1, "{:?}", w.lost.borrow());
+        }
+    }
+}

@@ -86,7 +86,27 @@ impl Poller for SelectPoller {
                 }
             }
         }
-        let n = interrupted_ok(sys::pselect(self.max_fd + 1, &mut rd, &mut wr, timeout))?;
+        let n = match interrupted_ok(sys::pselect(self.max_fd + 1, &mut rd, &mut wr, timeout)) {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+                // A registered descriptor was closed before it was deregistered. Report the
+                // closed ones as hung up (as poll(2) does with POLLNVAL), so that the reactor
+                // drops them, instead of failing the whole loop.
+                for (fd, slot) in live.iter().enumerate() {
+                    if let Some((token, _)) = slot {
+                        if !sys::fd_is_open(fd as RawFd) {
+                            events.push(Event {
+                                token: *token,
+                                readable: false,
+                                writable: false,
+                                hangup: true,
+                            });
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            other => other?,
+        };
         if n == 0 {
             return Ok(());
         }
