@@ -1,5 +1,5 @@
 """Callbacks per second of one long Deferred chain on Twisted: the chain of
-bench/src/bin/deferred-bench.rs (``stages`` callbacks ``lambda v: v + 1``, fired with 0, best of
+torsion/examples/deferred_bench.rs (``stages`` callbacks ``lambda v: v + 1``, fired with 0, best of
 ``rounds``). Prints ``impl=twisted stages=N run_per_s=.. total_per_s=..``."""
 
 import argparse

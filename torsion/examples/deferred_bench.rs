@@ -2,7 +2,8 @@
 //!
 //! Run with `cargo run --release -p torsion --example deferred_bench [stages] [rounds]`
 //! (defaults: 100,000 stages, 20 rounds). Prints the best round: the rate of running the
-//! callbacks once fired, and the rate including adding them.
+//! callbacks once fired, and the rate including adding them, then the same figures as one
+//! `impl=torsion stages= run_per_s= total_per_s=` line for `bench/run.sh`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -37,5 +38,10 @@ fn main() {
         rate(best_run) / 1e6,
         best_run.as_nanos() as f64 / stages as f64,
         rate(best_total) / 1e6,
+    );
+    println!(
+        "impl=torsion stages={stages} run_per_s={:.0} total_per_s={:.0}",
+        rate(best_run),
+        rate(best_total)
     );
 }

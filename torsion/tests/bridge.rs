@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use torsion::defer::{
     ensure_deferred, Cancelled, Deferred, Failure, LocalFuture, LocalSpawn, Panicked,
 };
+use torsion::testing::{failure_result_of as failure, success_result_of as value};
 
 #[derive(Debug)]
 struct Boom;
@@ -105,22 +106,6 @@ impl LocalSpawn for MiniExec {
                 drop(fut);
             }
         })
-    }
-}
-
-fn value<T: 'static>(d: Deferred<T>) -> T {
-    match d.try_result() {
-        Ok(Ok(v)) => v,
-        Ok(Err(f)) => panic!("failure {f:?}"),
-        Err(d) => panic!("no result: {d:?}"),
-    }
-}
-
-fn failure<T: 'static>(d: Deferred<T>) -> Failure {
-    match d.try_result() {
-        Ok(Err(f)) => f,
-        Ok(Ok(_)) => panic!("expected a failure"),
-        Err(d) => panic!("no result: {d:?}"),
     }
 }
 

@@ -14,6 +14,7 @@ use torsion::defer::{
     FirstError, ListResult, Panicked, QueueOverflow, QueueUnderflow, Step, TimedOut,
 };
 use torsion::testing::Clock;
+use torsion::testing::{failure_result_of as failure, success_result_of as value};
 
 #[derive(Debug, PartialEq)]
 struct Boom(&'static str);
@@ -32,22 +33,6 @@ impl fmt::Display for Other {
     }
 }
 impl std::error::Error for Other {}
-
-fn value<T: 'static>(d: Deferred<T>) -> T {
-    match d.try_result() {
-        Ok(Ok(v)) => v,
-        Ok(Err(f)) => panic!("expected a value, got failure {f:?}"),
-        Err(d) => panic!("expected a result, Deferred is {d:?}"),
-    }
-}
-
-fn failure<T: 'static>(d: Deferred<T>) -> Failure {
-    match d.try_result() {
-        Ok(Err(f)) => f,
-        Ok(Ok(_)) => panic!("expected a failure, got a value"),
-        Err(d) => panic!("expected a result, Deferred is {d:?}"),
-    }
-}
 
 type Log = Rc<RefCell<Vec<String>>>;
 

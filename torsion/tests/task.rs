@@ -8,6 +8,7 @@ use std::time::Duration;
 use torsion::defer::{Cancelled, Deferred, Failure, Panicked};
 use torsion::task::{defer_later, LoopingCall};
 use torsion::testing::Clock;
+use torsion::testing::{failure_result_of as failure, success_result_of as value};
 
 #[derive(Debug)]
 struct Boom;
@@ -22,22 +23,6 @@ const S: Duration = Duration::from_secs(1);
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-fn value<T: 'static>(d: Deferred<T>) -> T {
-    match d.try_result() {
-        Ok(Ok(v)) => v,
-        Ok(Err(f)) => panic!("failure {f:?}"),
-        Err(d) => panic!("no result: {d:?}"),
-    }
-}
-
-fn failure<T: 'static>(d: Deferred<T>) -> Failure {
-    match d.try_result() {
-        Ok(Err(f)) => f,
-        Ok(Ok(_)) => panic!("expected a failure"),
-        Err(d) => panic!("no result: {d:?}"),
-    }
 }
 
 #[test]

@@ -217,3 +217,27 @@ pub fn run_until(reactor: &Reactor, limit: Duration, mut done: impl FnMut() -> b
             .expect("the reactor's poller failed");
     }
 }
+
+/// The value a fired Deferred holds (Twisted trial's `successResultOf`).
+///
+/// # Panics
+/// When the Deferred has no result yet, or holds a failure (shown in the message).
+pub fn success_result_of<T: 'static>(d: crate::Deferred<T>) -> T {
+    match d.try_result() {
+        Ok(Ok(v)) => v,
+        Ok(Err(f)) => panic!("expected a value, got failure {f:?}"),
+        Err(d) => panic!("expected a result, Deferred is {d:?}"),
+    }
+}
+
+/// The failure a fired Deferred holds (Twisted trial's `failureResultOf`); it counts as handled.
+///
+/// # Panics
+/// When the Deferred has no result yet, or holds a value.
+pub fn failure_result_of<T: 'static>(d: crate::Deferred<T>) -> crate::Failure {
+    match d.try_result() {
+        Ok(Err(f)) => f,
+        Ok(Ok(_)) => panic!("expected a failure, got a value"),
+        Err(d) => panic!("expected a result, Deferred is {d:?}"),
+    }
+}
