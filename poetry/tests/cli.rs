@@ -430,11 +430,13 @@ fn progress_bars_only_on_a_terminal() {
         &poem_path("science.txt").to_string_lossy(),
     ]);
     let cmd = format!("{} get {}", env!("CARGO_BIN_EXE_poetry"), s.port);
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("TERM", "xterm")
-        .output()
-        .unwrap();
+    let out = torsion::testing::output_within(
+        std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("TERM", "xterm"),
+        common::RUN_LIMIT,
+    )
+    .unwrap();
     let tty = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{tty}");
     assert!(tty.contains("\u{1b}["), "no bar drawn: {tty:?}");

@@ -96,14 +96,15 @@ fn the_tutorials_client_against_our_server() {
         "100",
         &poem_path("ecstasy.txt").to_string_lossy(),
     ]);
-    let out = Command::new("python3")
-        .args([
+    let out = torsion::testing::output_within(
+        Command::new("python3").args([
             &script("get_poetry.py"),
             &ours.port.to_string(),
             &format!("127.0.0.1:{}", ours.port),
-        ])
-        .output()
-        .unwrap();
+        ]),
+        common::RUN_LIMIT,
+    )
+    .unwrap();
     assert!(
         out.status.success(),
         "{}",

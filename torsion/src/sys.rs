@@ -88,7 +88,7 @@ pub(crate) fn eventfd_drain(fd: RawFd) -> io::Result<()> {
 // epoll.
 
 pub(crate) use libc::epoll_event as EpollEvent;
-pub(crate) use libc::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+pub(crate) use libc::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
 pub(crate) use libc::{EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD};
 
 /// A new close-on-exec epoll instance.

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use torsion::testing::output_within;
+
+/// How long one run of an example may take: a hang fails the test instead of stalling it.
+const LIMIT: Duration = Duration::from_secs(180);
+
 /// The path of an example binary built by `cargo test` next to this test binary.
 fn example(name: &str) -> PathBuf {
     let mut p = std::env::current_exe().unwrap();
@@ -64,11 +69,13 @@ fn select_client_fetches_poems_on_every_backend() {
     for backend in ["select", "poll", "epoll"] {
         let (p1, t1) = slow_server(ECSTASY, 300, 1);
         let (p2, t2) = slow_server(SCIENCE, 100, 1);
-        let out = Command::new(example("select_client"))
-            .args([p1.to_string(), format!("127.0.0.1:{p2}")])
-            .env("TORSION_REACTOR", backend)
-            .output()
-            .unwrap();
+        let out = output_within(
+            Command::new(example("select_client"))
+                .args([p1.to_string(), format!("127.0.0.1:{p2}")])
+                .env("TORSION_REACTOR", backend),
+            LIMIT,
+        )
+        .unwrap();
         t1.join().unwrap();
         t2.join().unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
@@ -94,17 +101,16 @@ fn select_client_fetches_poems_on_every_backend() {
 
 #[test]
 fn select_client_rejects_bad_ports_and_unknown_backends() {
-    let out = Command::new(example("select_client"))
-        .arg("10x1")
-        .output()
-        .unwrap();
+    let out = output_within(Command::new(example("select_client")).arg("10x1"), LIMIT).unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Ports must be integers."));
-    let out = Command::new(example("select_client"))
-        .arg("1")
-        .env("TORSION_REACTOR", "kqueue")
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(example("select_client"))
+            .arg("1")
+            .env("TORSION_REACTOR", "kqueue"),
+        LIMIT,
+    )
+    .unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("valid backends are select, poll and epoll")
@@ -199,10 +205,11 @@ fn tcp_client_example_talks_and_reports_failures() {
         s.read_exact(&mut buf).unwrap();
         s.write_all(&buf).unwrap();
     });
-    let out = Command::new(example("tcp_client"))
-        .args(["localhost", &port.to_string(), "howdy"])
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(example("tcp_client")).args(["localhost", &port.to_string(), "howdy"]),
+        LIMIT,
+    )
+    .unwrap();
     server.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
@@ -217,10 +224,11 @@ fn tcp_client_example_talks_and_reports_failures() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(example("tcp_client"))
-        .args(["127.0.0.1", &free.to_string()])
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(example("tcp_client")).args(["127.0.0.1", &free.to_string()]),
+        LIMIT,
+    )
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Connection failed: connection was refused")

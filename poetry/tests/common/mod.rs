@@ -4,6 +4,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// How long any one `poetry` run may take before the test fails (a hang must fail, not stall
+/// the suite).
+pub const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 /// The `poetry` binary built for these tests.
 pub fn poetry() -> Command {
@@ -62,9 +67,9 @@ impl Drop for Server {
     }
 }
 
-/// Runs `poetry ARGS...` to completion.
+/// Runs `poetry ARGS...` to completion; kills it and panics after [`RUN_LIMIT`].
 pub fn run(args: &[&str]) -> Output {
-    poetry().args(args).output().expect("run poetry")
+    torsion::testing::output_within(poetry().args(args), RUN_LIMIT).expect("run poetry")
 }
 
 /// stdout and stderr as text.

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::{interrupted_ok, Event, Interest, Poller, Token};
+use super::{interrupted_ok, Event, Interest, Poller, Token, Trigger};
 use crate::sys::{self, EpollEvent};
 use crate::Error;
 
@@ -28,8 +28,11 @@ impl EpollPoller {
     }
 }
 
-fn flags(interest: Interest) -> u32 {
-    let mut f = 0;
+fn flags(interest: Interest, trigger: Trigger) -> u32 {
+    let mut f = match trigger {
+        Trigger::Level => 0,
+        Trigger::Edge => sys::EPOLLET as u32,
+    };
     if interest.read {
         f |= (sys::EPOLLIN | sys::EPOLLRDHUP) as u32;
     }
@@ -44,13 +47,33 @@ impl Poller for EpollPoller {
         "epoll"
     }
 
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error> {
-        sys::epoll_ctl(&self.ep, sys::EPOLL_CTL_ADD, fd, flags(interest), token)?;
+    fn edge_triggered(&self) -> bool {
+        true
+    }
+
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> Result<(), Error> {
+        let f = flags(interest, trigger);
+        sys::epoll_ctl(&self.ep, sys::EPOLL_CTL_ADD, fd, f, token)?;
         Ok(())
     }
 
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error> {
-        sys::epoll_ctl(&self.ep, sys::EPOLL_CTL_MOD, fd, flags(interest), token)?;
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> Result<(), Error> {
+        // EPOLL_CTL_MOD re-checks readiness: an edge-triggered descriptor that is ready for the
+        // new interest is reported by the next wait.
+        let f = flags(interest, trigger);
+        sys::epoll_ctl(&self.ep, sys::EPOLL_CTL_MOD, fd, f, token)?;
         Ok(())
     }
 
@@ -71,7 +94,7 @@ impl Poller for EpollPoller {
                 token,
                 readable: bits & (sys::EPOLLIN | sys::EPOLLRDHUP) as u32 != 0,
                 writable: bits & sys::EPOLLOUT as u32 != 0,
-                hangup: bits & (sys::EPOLLHUP | sys::EPOLLERR) as u32 != 0,
+                hangup: bits & (sys::EPOLLHUP | sys::EPOLLERR | sys::EPOLLRDHUP) as u32 != 0,
             }
         }));
         Ok(())

@@ -1,7 +1,11 @@
 //! Readiness backends behind one [`Poller`] contract: select(2), poll(2) and epoll(7).
 //!
-//! All backends are level-triggered: a descriptor that stays readable is reported again on every
-//! poll until it is drained or deregistered. They know descriptors and tokens, nothing about
+//! Registrations are level-triggered by default: a descriptor that stays readable is reported
+//! again on every poll until it is drained or deregistered. A registration may ask for
+//! [`Trigger::Edge`] instead (reported when new readiness arrives, and when the registration is
+//! made or changed while the descriptor is ready); backends that cannot do that (select, poll)
+//! report it level-triggered, which is a superset of the edge-triggered reports, and say so
+//! with [`Poller::edge_triggered`]. Backends know descriptors and tokens, nothing about
 //! transports. The reactor registers a descriptor only while it has a non-empty
 //! [`Interest`], and deregisters it before it is closed.
 //!
@@ -56,6 +60,21 @@ impl Interest {
     }
 }
 
+/// How a registration reports readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trigger {
+    /// Reported on every poll while the descriptor is ready (Twisted's semantics, and the
+    /// default for user descriptors).
+    #[default]
+    Level,
+    /// Reported when readiness arrives, and when the registration is made or changed while the
+    /// descriptor is ready; not again until then. The owner must read until the system call
+    /// would block (a short read of a stream socket counts) or arrange to be called again.
+    /// torsion's own transports use it on epoll: it spares the kernel a re-check of every
+    /// descriptor reported by the previous wait.
+    Edge,
+}
+
 /// One readiness report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event {
@@ -65,7 +84,9 @@ pub struct Event {
     pub readable: bool,
     /// The descriptor can be written.
     pub writable: bool,
-    /// The peer hung up or the descriptor is in error (POLLHUP, POLLERR, EPOLLHUP, EPOLLERR).
+    /// The peer hung up, its sending side at least, or the descriptor is in error (POLLHUP,
+    /// POLLRDHUP, POLLERR, POLLNVAL; the EPOLL equivalents). An edge-triggered owner must then
+    /// read to the end of the stream: no further report comes.
     pub hangup: bool,
 }
 
@@ -76,21 +97,41 @@ pub struct Event {
 ///   wait was interrupted by a signal: EINTR never reaches the caller.
 /// * `register` fails with [`Error::FdOutOfRange`] for descriptors the backend cannot watch.
 /// * A timeout of `None` blocks until an event arrives; `Some(ZERO)` does not block.
+/// * A backend that cannot do [`Trigger::Edge`] registers such descriptors level-triggered and
+///   returns `false` from [`edge_triggered`](Poller::edge_triggered).
 pub trait Poller {
     /// The backend's name (`"select"`, `"poll"` or `"epoll"`).
     fn name(&self) -> &'static str;
+
+    /// Whether [`Trigger::Edge`] registrations are edge-triggered on this backend.
+    fn edge_triggered(&self) -> bool {
+        false
+    }
 
     /// Starts watching `fd` for `interest`, reporting events with `token`.
     ///
     /// # Errors
     /// The system error, or [`Error::FdOutOfRange`].
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error>;
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> Result<(), Error>;
 
-    /// Changes the token or interest of a registered descriptor.
+    /// Changes the token or interest of a registered descriptor. An edge-triggered registration
+    /// is reported at once if the descriptor is ready for the new interest.
     ///
     /// # Errors
     /// The system error.
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error>;
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        trigger: Trigger,
+    ) -> Result<(), Error>;
 
     /// Stops watching `fd`. Call it before the descriptor is closed.
     ///
@@ -203,7 +244,8 @@ mod tests {
             let mut p = b.poller().unwrap();
             let (r, w) = crate::sys::pipe().unwrap();
             use std::os::fd::AsRawFd;
-            p.register(r.as_raw_fd(), 7, Interest::READ).unwrap();
+            p.register(r.as_raw_fd(), 7, Interest::READ, Trigger::Level)
+                .unwrap();
             let mut ev = Vec::new();
             p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
             assert!(ev.is_empty(), "{b}: {ev:?}");
@@ -215,7 +257,8 @@ mod tests {
             ev.clear();
             p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
             assert_eq!(ev.len(), 1, "{b}");
-            p.reregister(r.as_raw_fd(), 8, Interest::WRITE).unwrap();
+            p.reregister(r.as_raw_fd(), 8, Interest::WRITE, Trigger::Level)
+                .unwrap();
             ev.clear();
             p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
             assert!(ev.is_empty(), "{b}: {ev:?}");

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{interrupted_ok, Event, Interest, Poller, Token};
+use super::{interrupted_ok, Event, Interest, Poller, Token, Trigger};
 use crate::sys::{self, PollFd};
 use crate::Error;
 
@@ -50,7 +50,13 @@ impl Poller for PollPoller {
         "poll"
     }
 
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error> {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        _: Trigger,
+    ) -> Result<(), Error> {
         if fd < 0 {
             return Err(Error::Io(io::Error::from_raw_os_error(libc::EBADF)));
         }
@@ -63,7 +69,13 @@ impl Poller for PollPoller {
         Ok(())
     }
 
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error> {
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        _: Trigger,
+    ) -> Result<(), Error> {
         let i = *self.index.get(&fd).ok_or_else(missing)?;
         self.fds[i].events = flags(interest);
         self.tokens[i] = token;
@@ -95,7 +107,7 @@ impl Poller for PollPoller {
                 token,
                 readable: r & (sys::POLLIN | sys::POLLRDHUP) != 0,
                 writable: r & sys::POLLOUT != 0,
-                hangup: r & (sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) != 0,
+                hangup: r & (sys::POLLHUP | sys::POLLERR | sys::POLLNVAL | sys::POLLRDHUP) != 0,
             });
         }
         Ok(())

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{interrupted_ok, Event, Interest, Poller, Token};
+use super::{interrupted_ok, Event, Interest, Poller, Token, Trigger};
 use crate::sys::{self, FdSet, FD_SETSIZE};
 use crate::Error;
 
@@ -40,7 +40,13 @@ impl Poller for SelectPoller {
         "select"
     }
 
-    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error> {
+    fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        _: Trigger,
+    ) -> Result<(), Error> {
         let slot = self.slot(fd)?;
         if slot.is_some() {
             return Err(Error::Io(io::Error::from_raw_os_error(libc::EEXIST)));
@@ -50,7 +56,13 @@ impl Poller for SelectPoller {
         Ok(())
     }
 
-    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> Result<(), Error> {
+    fn reregister(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+        _: Trigger,
+    ) -> Result<(), Error> {
         let slot = self.slot(fd)?;
         match slot {
             Some(s) => *s = (token, interest),

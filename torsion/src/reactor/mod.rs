@@ -17,8 +17,8 @@
 //! 2. **Timers.** If any delayed call is pending, read the monotonic clock once and run every
 //!    delayed call due by then, in deadline order (equal deadlines in scheduling order). Calls
 //!    scheduled while this phase runs wait for the next iteration even when already due.
-//! 3. **Timeout.** Compute how long the poller may block: zero when calls are queued or the
-//!    reactor is stopping; until the earliest timer otherwise; forever when nothing is due
+//! 3. **Timeout.** Compute how long the poller may block: zero when calls are queued, reads
+//!    are to be dispatched again (phase 5) or the reactor is stopping; until the earliest timer otherwise; forever when nothing is due
 //!    (an idle reactor uses no CPU). `iterate(Some(t))` caps it at `t`.
 //! 4. **Poll.** Wait for readiness (EINTR counts as a wake-up with no events).
 //! 5. **Dispatch.** For each event, in the order the backend reported them: skip it when its
@@ -26,6 +26,18 @@
 //!    batch, or its fd number was reused); call `do_read` when readable, then `do_write` when
 //!    writable and still registered for writing. A descriptor whose callback returns an error
 //!    or panics is removed and its `connection_lost` is called once with the reason.
+//!    Then the reads asked for again during the previous iteration run, as readable events.
+//!
+//! Descriptors added with [`add_reader`](Reactor::add_reader) and
+//! [`add_writer`](Reactor::add_writer) are level-triggered on every backend: reported on every
+//! iteration while ready, as in Twisted. torsion's TCP transports register edge-triggered on
+//! epoll (one report per arrival of data, which spares the kernel a re-check of every
+//! descriptor reported by the previous wait; about a fifth off the 99th-percentile latency of
+//! a busy echo server, see `bench/RESULTS.md`). They read until a short read, and when their
+//! per-event read budget runs out first they ask to be dispatched again in phase 5 of the next
+//! iteration; an edge-triggered descriptor once reported with a hangup is likewise read again
+//! on every iteration until it stops reading, so that the end of the stream is seen even when
+//! it came with the last data.
 //!
 //! A panic in any callback is caught at the dispatch boundary and logged through `tracing`;
 //! the loop carries on. No `RefCell` borrow is held while user code runs, so user code may call
@@ -53,7 +65,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::panic_message;
-use crate::poller::{Backend, Event, Interest, Poller};
+use crate::poller::{Backend, Event, Interest, Poller, Token, Trigger};
 use crate::time::{DelayedCall, ReactorTime, TimeSource, TimerQueue};
 use crate::{Error, Reason};
 
@@ -170,6 +182,11 @@ pub(crate) struct Inner {
     events: Cell<Vec<Event>>,
     thread_calls: Cell<Vec<ThreadCall>>,
     read_buf: Cell<Vec<u8>>,
+    /// Its size: [`READ_BUFFER_SIZE`] (smaller in some unit tests).
+    read_buf_size: Cell<usize>,
+    /// Edge-triggered registrations to dispatch for reading again on the next iteration
+    /// (see [`Reactor::read_again`]).
+    again: RefCell<Vec<Token>>,
     /// Open connections by address, registered or not, closed at shutdown.
     live: RefCell<std::collections::HashMap<usize, std::rc::Weak<dyn FileDescriptor>>>,
     /// Listening ports per factory (keyed by the factory's address), for start/stop hooks.
@@ -237,7 +254,12 @@ impl Reactor {
     pub fn with_backend(backend: Backend) -> Result<Reactor, Error> {
         let mut poller = backend.poller()?;
         let shared = Arc::new(Shared::new()?);
-        poller.register(shared.waker_fd().as_raw_fd(), WAKER_TOKEN, Interest::READ)?;
+        poller.register(
+            shared.waker_fd().as_raw_fd(),
+            WAKER_TOKEN,
+            Interest::READ,
+            Trigger::Level,
+        )?;
         tracing::debug!(backend = backend.name(), "reactor created");
         Ok(Reactor {
             inner: Rc::new(Inner {
@@ -255,6 +277,8 @@ impl Reactor {
                 events: Cell::new(Vec::with_capacity(1024)),
                 thread_calls: Cell::new(Vec::new()),
                 read_buf: Cell::new(Vec::new()),
+                read_buf_size: Cell::new(READ_BUFFER_SIZE),
+                again: RefCell::default(),
                 factory_ports: RefCell::default(),
                 live: RefCell::default(),
             }),
@@ -451,7 +475,7 @@ impl Reactor {
     /// # Errors
     /// The poller's error, e.g. [`Error::FdOutOfRange`] on the select backend.
     pub fn add_reader(&self, desc: Rc<dyn FileDescriptor>) -> Result<(), Error> {
-        self.change_interest(&*desc, Some(&desc), |i| i.read = true)
+        self.change_interest(&*desc, Some((&desc, Trigger::Level)), |i| i.read = true)
     }
 
     /// Watches `desc` for writability (Twisted's `addWriter`).
@@ -459,7 +483,45 @@ impl Reactor {
     /// # Errors
     /// As [`add_reader`](Reactor::add_reader).
     pub fn add_writer(&self, desc: Rc<dyn FileDescriptor>) -> Result<(), Error> {
-        self.change_interest(&*desc, Some(&desc), |i| i.write = true)
+        self.change_interest(&*desc, Some((&desc, Trigger::Level)), |i| i.write = true)
+    }
+
+    /// Watches `desc` for readability or writability, edge-triggered where the backend can
+    /// (torsion's transports, which read until a short read and call
+    /// [`read_again`](Reactor::read_again) when they stop early). A descriptor keeps the trigger
+    /// it was first registered with until it is removed.
+    pub(crate) fn watch_edge(
+        &self,
+        desc: Rc<dyn FileDescriptor>,
+        read: bool,
+        write: bool,
+    ) -> Result<(), Error> {
+        self.change_interest(&*desc, Some((&desc, Trigger::Edge)), |i| {
+            i.read |= read;
+            i.write |= write;
+        })
+    }
+
+    /// Dispatches the edge-triggered descriptor on `fd` for reading again on the next
+    /// iteration, as if the poller had reported it readable: for a transport that stopped
+    /// reading before the socket was drained (its per-event read budget ran out). Does nothing
+    /// for a level-triggered registration (the poller reports it again anyway) or one that is
+    /// not reading.
+    pub(crate) fn read_again(&self, fd: RawFd) {
+        let token = self.inner.registry.borrow_mut().get_mut(fd).map(|(t, _)| t);
+        if let Some(token) = token {
+            self.read_again_token(token);
+        }
+    }
+
+    fn read_again_token(&self, token: Token) {
+        let mut registry = self.inner.registry.borrow_mut();
+        if let Some(e) = registry.lookup_mut(token) {
+            if e.trigger == Trigger::Edge && e.interest.read && !e.again {
+                e.again = true;
+                self.inner.again.borrow_mut().push(token);
+            }
+        }
     }
 
     /// Stops watching `desc` for readability. Does nothing if it was not watched.
@@ -502,7 +564,7 @@ impl Reactor {
     fn change_interest(
         &self,
         desc: &dyn FileDescriptor,
-        new: Option<&Rc<dyn FileDescriptor>>,
+        new: Option<(&Rc<dyn FileDescriptor>, Trigger)>,
         change: impl FnOnce(&mut Interest),
     ) -> Result<(), Error> {
         let fd = desc.fileno();
@@ -513,7 +575,7 @@ impl Reactor {
         let mut registry = self.inner.registry.borrow_mut();
         let mut poller = self.inner.poller.borrow_mut();
         if let Some((token, entry)) = registry.get_mut(fd) {
-            if let Some(new) = new {
+            if let Some((new, _)) = new {
                 if !std::ptr::addr_eq(Rc::as_ptr(new), Rc::as_ptr(&entry.desc)) {
                     // Another object claims a watched fd number: refuse rather than merge.
                     return Err(Error::Io(std::io::Error::from_raw_os_error(EEXIST)));
@@ -532,19 +594,28 @@ impl Reactor {
                 drop(entry); // may drop user state: no borrow held
                 return Ok(());
             }
-            poller.reregister(fd, token, interest)?;
+            poller.reregister(fd, token, interest, entry.trigger)?;
             entry.interest = interest;
             return Ok(());
         }
-        let Some(desc) = new else { return Ok(()) };
+        let Some((desc, trigger)) = new else {
+            return Ok(());
+        };
+        let trigger = match trigger {
+            Trigger::Edge if poller.edge_triggered() => Trigger::Edge,
+            _ => Trigger::Level,
+        };
         let mut interest = Interest::default();
         change(&mut interest);
         let token = registry.insert(Entry {
             fd,
             desc: desc.clone(),
             interest,
+            hup: false,
+            again: false,
+            trigger,
         });
-        if let Err(e) = poller.register(fd, token, interest) {
+        if let Err(e) = poller.register(fd, token, interest, trigger) {
             registry.remove(fd);
             return Err(e);
         }
@@ -580,13 +651,11 @@ impl Reactor {
 
     // ------------------------------------------------------------------ shared read buffer
 
-    /// Runs `f` with the reactor's shared read buffer ([`READ_BUFFER_SIZE`]), so that reads allocate nothing.
-    /// Re-entrant calls get a fresh buffer.
+    /// Runs `f` with the reactor's shared read buffer ([`READ_BUFFER_SIZE`]), so that reads
+    /// allocate nothing. Re-entrant calls get a fresh buffer.
     pub(crate) fn with_read_buffer<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         let mut buf = self.inner.read_buf.take();
-        if buf.len() < READ_BUFFER_SIZE {
-            buf.resize(READ_BUFFER_SIZE, 0);
-        }
+        buf.resize(self.inner.read_buf_size.get(), 0);
         let r = f(&mut buf);
         self.inner.read_buf.set(buf);
         r
@@ -621,6 +690,7 @@ impl Reactor {
         }
         // 3. Timeout.
         let timeout = if !self.inner.soon.borrow().is_empty()
+            || !self.inner.again.borrow().is_empty()
             || self.inner.shared.has_pending()
             || self.inner.finished.get()
         {
@@ -637,10 +707,24 @@ impl Reactor {
         let mut events = self.inner.events.take();
         events.clear();
         let polled = self.inner.poller.borrow_mut().poll(&mut events, timeout);
-        // 5. Dispatch.
+        // 5. Dispatch: the poller's events, then the reads asked for again.
         if polled.is_ok() {
+            let again = std::mem::take(&mut *self.inner.again.borrow_mut());
             for ev in &events {
                 self.dispatch(ev);
+            }
+            for token in again {
+                match self.inner.registry.borrow_mut().lookup_mut(token) {
+                    Some(e) => e.again = false,
+                    None => continue,
+                }
+                let ev = Event {
+                    token,
+                    readable: true,
+                    writable: false,
+                    hangup: false,
+                };
+                self.dispatch(&ev);
             }
         }
         events.clear();
@@ -668,19 +752,30 @@ impl Reactor {
             self.inner.shared.clear_wake();
             return;
         }
-        let Some((desc, interest)) = self.live(ev) else {
+        let Some((desc, interest, trigger)) = self.live(ev) else {
             return;
         };
-        if interest.read
-            && (ev.readable || ev.hangup)
-            && !self.call_descriptor(&desc, |d| d.do_read(self))
-        {
-            return;
+        if interest.read && (ev.readable || ev.hangup) {
+            if trigger == Trigger::Edge && ev.hangup {
+                if let Some(e) = self.inner.registry.borrow_mut().lookup_mut(ev.token) {
+                    e.hup = true;
+                }
+            }
+            if !self.call_descriptor(&desc, |d| d.do_read(self)) {
+                return;
+            }
+            // No further report will come for a hung-up edge-triggered descriptor: read it
+            // again until it has seen the end of the stream (and stopped reading).
+            let hup = trigger == Trigger::Edge
+                && (self.inner.registry.borrow().lookup(ev.token)).is_some_and(|e| e.hup);
+            if hup {
+                self.read_again_token(ev.token);
+            }
         }
         if ev.writable || (ev.hangup && !interest.read) {
             // Re-check: do_read may have removed the writer or the whole descriptor.
             match self.live(ev) {
-                Some((d, i)) if i.write && Rc::ptr_eq(&d, &desc) => {
+                Some((d, i, _)) if i.write && Rc::ptr_eq(&d, &desc) => {
                     self.call_descriptor(&desc, |d| d.do_write(self));
                 }
                 _ => {}
@@ -689,10 +784,10 @@ impl Reactor {
     }
 
     /// The descriptor and interest an event's token still refers to.
-    fn live(&self, ev: &Event) -> Option<(Rc<dyn FileDescriptor>, Interest)> {
+    fn live(&self, ev: &Event) -> Option<(Rc<dyn FileDescriptor>, Interest, Trigger)> {
         let registry = self.inner.registry.borrow();
         let e = registry.lookup(ev.token)?;
-        Some((e.desc.clone(), e.interest))
+        Some((e.desc.clone(), e.interest, e.trigger))
     }
 
     /// Runs a descriptor callback; on error or panic, disconnects it. Returns whether it may go
@@ -734,6 +829,15 @@ impl ReactorTime for Reactor {
 
     fn schedule_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> DelayedCall {
         self.inner.timers.schedule(delay, f)
+    }
+}
+
+#[cfg(test)]
+impl Reactor {
+    /// Shrinks the shared read buffer, so that a test can exhaust a transport's per-event read
+    /// budget with little data.
+    pub(crate) fn set_read_buffer_size(&self, size: usize) {
+        self.inner.read_buf_size.set(size.max(1));
     }
 }
 

@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 
 use super::FileDescriptor;
-use crate::poller::{Interest, Token};
+use crate::poller::{Interest, Token, Trigger};
 
 /// The token of the reactor's own waker (never a slab token: slot `u32::MAX` is never used).
 pub(crate) const WAKER_TOKEN: Token = u64::MAX;
@@ -17,6 +17,14 @@ pub(crate) struct Entry {
     pub(crate) fd: RawFd,
     pub(crate) desc: Rc<dyn FileDescriptor>,
     pub(crate) interest: Interest,
+    /// An edge-triggered registration was reported hung up: it is read again after every read
+    /// until it stops reading (the end of the stream is then seen, or it was paused).
+    pub(crate) hup: bool,
+    /// Queued to be dispatched for reading again (see `Reactor::read_again`); at most once.
+    pub(crate) again: bool,
+    /// How the poller reports it: [`Trigger::Edge`] only when asked for and the backend
+    /// honours it.
+    pub(crate) trigger: Trigger,
 }
 
 struct Slot {
@@ -67,6 +75,16 @@ impl Registry {
             return None;
         }
         slot.entry.as_ref()
+    }
+
+    /// The entry a token refers to, mutably.
+    pub(crate) fn lookup_mut(&mut self, t: Token) -> Option<&mut Entry> {
+        let s = (t & 0xffff_ffff) as usize;
+        let slot = self.slots.get_mut(s)?;
+        if u64::from(slot.generation) != t >> 32 {
+            return None;
+        }
+        slot.entry.as_mut()
     }
 
     /// Adds a descriptor; the caller has checked that `fd` is not registered.

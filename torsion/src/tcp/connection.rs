@@ -141,7 +141,7 @@ impl Connection {
             host,
             on_lost: RefCell::new(on_lost),
         });
-        if let Err(e) = reactor.add_reader(conn.clone()) {
+        if let Err(e) = reactor.watch_edge(conn.clone(), true, false) {
             tracing::warn!(%peer, error = %e, "cannot watch a new connection; closing it");
             return None;
         }
@@ -209,7 +209,7 @@ impl Connection {
         };
         if change {
             if on {
-                if let Err(e) = r.add_reader(self.rc()) {
+                if let Err(e) = r.watch_edge(self.rc(), true, false) {
                     tracing::warn!(peer = %self.peer, error = %e, "cannot resume reading");
                 }
             } else {
@@ -227,7 +227,7 @@ impl Connection {
         };
         if change {
             if on {
-                if let Err(e) = r.add_writer(self.rc()) {
+                if let Err(e) = r.watch_edge(self.rc(), false, true) {
                     tracing::warn!(peer = %self.peer, error = %e, "cannot watch for writability");
                 }
             } else {
@@ -297,8 +297,9 @@ impl Connection {
         }
     }
 
-    /// One `recv` into the reactor's buffer, delivered to the protocol. Returns whether the
-    /// buffer came back full (more data is probably waiting).
+    /// One `recv` into the reactor's buffer, delivered to the protocol. Returns whether more
+    /// may be waiting: the buffer came back full, or the call was interrupted. A short read
+    /// drains a stream socket, which is what edge-triggered registration relies on.
     fn read_once(&self, r: &Reactor, t: &Transport) -> Result<bool, Reason> {
         enum Got {
             Data(bool),
@@ -311,14 +312,8 @@ impl Connection {
                 self.with_protocol(t, |p, t| p.data_received(t, &buf[..n]));
                 Ok(Got::Data(n == buf.len()))
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(Got::Nothing)
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Got::Nothing),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Got::Data(true)),
             Err(e) => Err(Reason::lost(e)),
         })?;
         match got {
@@ -426,16 +421,19 @@ impl FileDescriptor for Connection {
         let t = Transport { conn: self.rc() };
         // A read that fills the buffer is followed by another (a busy stream then costs no
         // extra poll per buffer), as long as the protocol still wants data; a short read means
-        // the socket is drained. Bounded, so that one stream cannot starve the others.
+        // the socket is drained. Bounded, so that one stream cannot starve the others: when
+        // the budget runs out with data still waiting, the reactor is asked to come back on
+        // the next iteration (an edge-triggered registration gets no second report).
         for _ in 0..READS_PER_EVENT {
             if !self.read_once(r, &t)? {
-                break;
+                return Ok(());
             }
             let st = self.st.borrow();
             if !st.reading || st.closed || st.doomed {
-                break;
+                return Ok(());
             }
         }
+        r.read_again(self.fd);
         Ok(())
     }
 

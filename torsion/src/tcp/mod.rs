@@ -133,3 +133,6 @@ impl Reactor {
         c
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,9 +7,10 @@
 
 mod clock;
 
-use std::io;
+use std::io::{self, Read};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use clock::Clock;
 
@@ -240,4 +241,67 @@ pub fn failure_result_of<T: 'static>(d: crate::Deferred<T>) -> crate::Failure {
         Ok(Ok(_)) => panic!("expected a failure, got a value"),
         Err(d) => panic!("expected a result, Deferred is {d:?}"),
     }
+}
+
+/// Runs `cmd` to completion with its output captured, like [`Command::output`], but kills it
+/// and fails with [`io::ErrorKind::TimedOut`] when it runs longer than `limit`: a test that
+/// starts a program must fail when the program hangs, not stall the suite. Standard input is
+/// `/dev/null`.
+///
+/// # Errors
+/// Spawning or waiting failed, or the time ran out (the error carries the program's stderr).
+///
+/// # Examples
+/// ```
+/// use std::process::Command;
+/// use std::time::Duration;
+///
+/// let out = torsion::testing::output_within(Command::new("echo").arg("hi"), Duration::from_secs(60))?;
+/// assert_eq!(out.stdout, b"hi\n");
+/// let err = torsion::testing::output_within(Command::new("sleep").arg("5"), Duration::from_millis(50))
+///     .unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn output_within(cmd: &mut Command, limit: Duration) -> io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    fn collect(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    }
+    let out = collect(child.stdout.take());
+    let err = collect(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{cmd:?} did not finish within {limit:?}; its stderr: {}",
+                    String::from_utf8_lossy(&stderr)
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
