@@ -88,7 +88,7 @@ pub(crate) fn eventfd_drain(fd: RawFd) -> io::Result<()> {
 // epoll.
 
 pub(crate) use libc::epoll_event as EpollEvent;
-pub(crate) use libc::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+pub(crate) use libc::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLRDHUP};
 pub(crate) use libc::{EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD};
 
 /// A new close-on-exec epoll instance.
@@ -644,6 +644,13 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of its length.
     cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })
+}
+
+/// `send(2)` of urgent (out-of-band) data, for the tests of edge-triggered reading.
+#[cfg(test)]
+pub(crate) fn send_urgent(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of its length.
+    cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_OOB) })
 }
 
 /// Most buffers one vectored send takes.

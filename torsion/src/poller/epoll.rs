@@ -31,6 +31,9 @@ impl EpollPoller {
 fn flags(interest: Interest, trigger: Trigger) -> u32 {
     let mut f = match trigger {
         Trigger::Level => 0,
+        // Urgent data makes a short read stop at its mark before the socket is drained: an
+        // edge-triggered owner must hear of it (EPOLLPRI) to read on.
+        Trigger::Edge if interest.read => (sys::EPOLLET | sys::EPOLLPRI) as u32,
         Trigger::Edge => sys::EPOLLET as u32,
     };
     if interest.read {
@@ -94,7 +97,9 @@ impl Poller for EpollPoller {
                 token,
                 readable: bits & (sys::EPOLLIN | sys::EPOLLRDHUP) as u32 != 0,
                 writable: bits & sys::EPOLLOUT as u32 != 0,
-                hangup: bits & (sys::EPOLLHUP | sys::EPOLLERR | sys::EPOLLRDHUP) as u32 != 0,
+                hangup: bits & (sys::EPOLLHUP | sys::EPOLLERR) as u32 != 0,
+                read_closed: bits & sys::EPOLLRDHUP as u32 != 0,
+                priority: bits & sys::EPOLLPRI as u32 != 0,
             }
         }));
         Ok(())

@@ -69,7 +69,8 @@ pub enum Trigger {
     Level,
     /// Reported when readiness arrives, and when the registration is made or changed while the
     /// descriptor is ready; not again until then. The owner must read until the system call
-    /// would block (a short read of a stream socket counts) or arrange to be called again.
+    /// would block or arrange to be called again. (A short read of a TCP socket drains it,
+    /// except at an urgent mark: epoll then reports [`Event::priority`].)
     /// torsion's own transports use it on epoll: it spares the kernel a re-check of every
     /// descriptor reported by the previous wait.
     Edge,
@@ -84,10 +85,15 @@ pub struct Event {
     pub readable: bool,
     /// The descriptor can be written.
     pub writable: bool,
-    /// The peer hung up, its sending side at least, or the descriptor is in error (POLLHUP,
-    /// POLLRDHUP, POLLERR, POLLNVAL; the EPOLL equivalents). An edge-triggered owner must then
-    /// read to the end of the stream: no further report comes.
+    /// The peer hung up or the descriptor is in error (POLLHUP, POLLERR, POLLNVAL; EPOLLHUP,
+    /// EPOLLERR).
     pub hangup: bool,
+    /// The peer shut its sending side down: the end of the stream is waiting to be read
+    /// (POLLRDHUP, EPOLLRDHUP; select cannot tell). Reported with `readable`.
+    pub read_closed: bool,
+    /// Urgent (out-of-band) data is pending (EPOLLPRI, asked for by edge-triggered
+    /// registrations only).
+    pub priority: bool,
 }
 
 /// The contract every readiness backend implements.

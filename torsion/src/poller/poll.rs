@@ -107,7 +107,9 @@ impl Poller for PollPoller {
                 token,
                 readable: r & (sys::POLLIN | sys::POLLRDHUP) != 0,
                 writable: r & sys::POLLOUT != 0,
-                hangup: r & (sys::POLLHUP | sys::POLLERR | sys::POLLNVAL | sys::POLLRDHUP) != 0,
+                hangup: r & (sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) != 0,
+                read_closed: r & sys::POLLRDHUP != 0,
+                priority: false,
             });
         }
         Ok(())

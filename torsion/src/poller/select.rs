@@ -111,6 +111,8 @@ impl Poller for SelectPoller {
                                 readable: false,
                                 writable: false,
                                 hangup: true,
+                                read_closed: false,
+                                priority: false,
                             });
                         }
                     }
@@ -131,6 +133,8 @@ impl Poller for SelectPoller {
                         readable: r,
                         writable: w,
                         hangup: false,
+                        read_closed: false,
+                        priority: false,
                     });
                 }
             }

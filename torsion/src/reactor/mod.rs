@@ -18,8 +18,9 @@
 //!    delayed call due by then, in deadline order (equal deadlines in scheduling order). Calls
 //!    scheduled while this phase runs wait for the next iteration even when already due.
 //! 3. **Timeout.** Compute how long the poller may block: zero when calls are queued, reads
-//!    are to be dispatched again (phase 5) or the reactor is stopping; until the earliest timer otherwise; forever when nothing is due
-//!    (an idle reactor uses no CPU). `iterate(Some(t))` caps it at `t`.
+//!    are to be dispatched again (phase 5) or the reactor is stopping; until the earliest
+//!    timer otherwise; forever when nothing is due (an idle reactor uses no CPU).
+//!    `iterate(Some(t))` caps it at `t`.
 //! 4. **Poll.** Wait for readiness (EINTR counts as a wake-up with no events).
 //! 5. **Dispatch.** For each event, in the order the backend reported them: skip it when its
 //!    token no longer names a live registration (the descriptor was removed earlier in the
@@ -31,13 +32,16 @@
 //! Descriptors added with [`add_reader`](Reactor::add_reader) and
 //! [`add_writer`](Reactor::add_writer) are level-triggered on every backend: reported on every
 //! iteration while ready, as in Twisted. torsion's TCP transports register edge-triggered on
-//! epoll (one report per arrival of data, which spares the kernel a re-check of every
-//! descriptor reported by the previous wait; about a fifth off the 99th-percentile latency of
-//! a busy echo server, see `bench/RESULTS.md`). They read until a short read, and when their
-//! per-event read budget runs out first they ask to be dispatched again in phase 5 of the next
-//! iteration; an edge-triggered descriptor once reported with a hangup is likewise read again
-//! on every iteration until it stops reading, so that the end of the stream is seen even when
-//! it came with the last data.
+//! epoll ([`Trigger::Edge`](crate::poller::Trigger)): one report per arrival of data, served
+//! in arrival order, which brings the 99th-percentile latency of a busy echo server down to
+//! tokio's (see `bench/RESULTS.md`). The reactor keeps them from missing anything:
+//! * a transport reads until a short read; when its per-event read budget runs out first, it
+//!   asks to be dispatched again in phase 5 of the next iteration (a poller event for it in
+//!   that iteration takes the request's place, so it never reads twice in one iteration);
+//! * once reported hung up, it is read again on every iteration until it stops reading, so
+//!   that the end of the stream is seen even when it came with the last data;
+//! * urgent (out-of-band) data, where a read stops at the urgent mark with data still queued,
+//!   turns the registration level-triggered for as long as it stays registered.
 //!
 //! A panic in any callback is caught at the dispatch boundary and logged through `tracing`;
 //! the loop carries on. No `RefCell` borrow is held while user code runs, so user code may call
@@ -187,6 +191,8 @@ pub(crate) struct Inner {
     /// Edge-triggered registrations to dispatch for reading again on the next iteration
     /// (see [`Reactor::read_again`]).
     again: RefCell<Vec<Token>>,
+    /// Iterations run so far (tells a `read_again` made in this iteration from an older one).
+    iteration: Cell<u64>,
     /// Open connections by address, registered or not, closed at shutdown.
     live: RefCell<std::collections::HashMap<usize, std::rc::Weak<dyn FileDescriptor>>>,
     /// Listening ports per factory (keyed by the factory's address), for start/stop hooks.
@@ -279,6 +285,7 @@ impl Reactor {
                 read_buf: Cell::new(Vec::new()),
                 read_buf_size: Cell::new(READ_BUFFER_SIZE),
                 again: RefCell::default(),
+                iteration: Cell::new(0),
                 factory_ports: RefCell::default(),
                 live: RefCell::default(),
             }),
@@ -519,6 +526,7 @@ impl Reactor {
         if let Some(e) = registry.lookup_mut(token) {
             if e.trigger == Trigger::Edge && e.interest.read && !e.again {
                 e.again = true;
+                e.again_at = self.inner.iteration.get();
                 self.inner.again.borrow_mut().push(token);
             }
         }
@@ -613,6 +621,7 @@ impl Reactor {
             interest,
             hup: false,
             again: false,
+            again_at: 0,
             trigger,
         });
         if let Err(e) = poller.register(fd, token, interest, trigger) {
@@ -674,6 +683,9 @@ impl Reactor {
 
     /// One iteration; the numbered phases of the module docs.
     fn run_iteration(&self, cap: Option<Duration>) -> Result<(), Error> {
+        self.inner
+            .iteration
+            .set(self.inner.iteration.get().wrapping_add(1));
         // 1. Queued calls: call_soon batch, then the thread batch.
         self.run_queued_calls();
         if self.inner.finished.get() {
@@ -711,20 +723,18 @@ impl Reactor {
         if polled.is_ok() {
             let again = std::mem::take(&mut *self.inner.again.borrow_mut());
             for ev in &events {
-                self.dispatch(ev);
+                self.dispatch(ev, false);
             }
             for token in again {
-                match self.inner.registry.borrow_mut().lookup_mut(token) {
-                    Some(e) => e.again = false,
-                    None => continue,
-                }
                 let ev = Event {
                     token,
                     readable: true,
                     writable: false,
                     hangup: false,
+                    read_closed: false,
+                    priority: false,
                 };
-                self.dispatch(&ev);
+                self.dispatch(&ev, true);
             }
         }
         events.clear();
@@ -747,20 +757,16 @@ impl Reactor {
         }
     }
 
-    fn dispatch(&self, ev: &Event) {
+    /// Dispatches one event; `again` marks a read asked for with `read_again`.
+    fn dispatch(&self, ev: &Event, again: bool) {
         if ev.token == WAKER_TOKEN {
             self.inner.shared.clear_wake();
             return;
         }
-        let Some((desc, interest, trigger)) = self.live(ev) else {
+        let Some((desc, interest, trigger)) = self.prepare(ev, again) else {
             return;
         };
         if interest.read && (ev.readable || ev.hangup) {
-            if trigger == Trigger::Edge && ev.hangup {
-                if let Some(e) = self.inner.registry.borrow_mut().lookup_mut(ev.token) {
-                    e.hup = true;
-                }
-            }
             if !self.call_descriptor(&desc, |d| d.do_read(self)) {
                 return;
             }
@@ -783,10 +789,51 @@ impl Reactor {
         }
     }
 
-    /// The descriptor and interest an event's token still refers to.
+    /// The descriptor, interest and trigger an event's token still refers to.
     fn live(&self, ev: &Event) -> Option<(Rc<dyn FileDescriptor>, Interest, Trigger)> {
         let registry = self.inner.registry.borrow();
         let e = registry.lookup(ev.token)?;
+        Some((e.desc.clone(), e.interest, e.trigger))
+    }
+
+    /// [`live`](Self::live), plus the bookkeeping of edge-triggered registrations: a hangup
+    /// is remembered; urgent data turns the registration level-triggered (a read stops at the
+    /// urgent mark with data still queued, and no new edge would come for it); a poller event
+    /// takes the place of a pending `read_again`. For a read asked for again (`again`), `None`
+    /// when that request was taken over by a poller event or re-made during this iteration.
+    fn prepare(
+        &self,
+        ev: &Event,
+        again: bool,
+    ) -> Option<(Rc<dyn FileDescriptor>, Interest, Trigger)> {
+        let mut registry = self.inner.registry.borrow_mut();
+        let e = registry.lookup_mut(ev.token)?;
+        if e.trigger == Trigger::Edge {
+            let now = self.inner.iteration.get();
+            if again {
+                if !e.again || e.again_at == now {
+                    return None;
+                }
+                e.again = false;
+            } else if e.interest.read && (ev.readable || ev.hangup) {
+                e.again = false;
+            }
+            if ev.hangup || ev.read_closed {
+                e.hup = true;
+            }
+            if ev.priority {
+                e.trigger = Trigger::Level;
+                let r = (self.inner.poller.borrow_mut()).reregister(
+                    e.fd,
+                    ev.token,
+                    e.interest,
+                    Trigger::Level,
+                );
+                if let Err(err) = r {
+                    tracing::warn!(fd = e.fd, error = %err, "cannot make a descriptor level-triggered");
+                }
+            }
+        }
         Some((e.desc.clone(), e.interest, e.trigger))
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct Entry {
     pub(crate) hup: bool,
     /// Queued to be dispatched for reading again (see `Reactor::read_again`); at most once.
     pub(crate) again: bool,
+    /// The iteration in which that was asked.
+    pub(crate) again_at: u64,
     /// How the poller reports it: [`Trigger::Edge`] only when asked for and the backend
     /// honours it.
     pub(crate) trigger: Trigger,

@@ -299,7 +299,8 @@ impl Connection {
 
     /// One `recv` into the reactor's buffer, delivered to the protocol. Returns whether more
     /// may be waiting: the buffer came back full, or the call was interrupted. A short read
-    /// drains a stream socket, which is what edge-triggered registration relies on.
+    /// drains a TCP socket, which is what edge-triggered registration relies on (urgent data,
+    /// the exception, is handled by the reactor).
     fn read_once(&self, r: &Reactor, t: &Transport) -> Result<bool, Reason> {
         enum Got {
             Data(bool),

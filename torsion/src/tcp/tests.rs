@@ -155,3 +155,29 @@ crate::reactor_test! {
         assert!(matches!(lost, Reason::ConnectionDone), "{lost:?}");
     }
 }
+
+crate::reactor_test! {
+    fn urgent_data_does_not_hide_the_data_after_it(reactor) {
+        use std::os::fd::AsRawFd;
+        let seen = Rc::new(Seen::default());
+        let s2 = seen.clone();
+        let port = reactor
+            .listen_tcp(
+                "127.0.0.1:0",
+                Factory::for_protocol(move || Recorder { seen: s2.clone(), close_at: usize::MAX }),
+            )
+            .unwrap();
+        // All queued before the reactor accepts: one report, and a read of "hello" that stops
+        // at the urgent mark with "world" still queued. (The urgent byte itself stays out of
+        // band, as in Twisted.)
+        let mut c = TcpStream::connect(port.address()).unwrap();
+        c.write_all(b"hello").unwrap();
+        assert_eq!(crate::sys::send_urgent(c.as_raw_fd(), b"!").unwrap(), 1);
+        c.write_all(b"world").unwrap();
+        run_until(reactor, Duration::from_secs(20), || seen.bytes.borrow().len() >= 10);
+        drop(c);
+        run_until(reactor, Duration::from_secs(20), || seen.lost.borrow().is_some());
+        port.stop_listening();
+        assert_eq!(&*seen.bytes.borrow(), b"helloworld");
+    }
+}

@@ -269,14 +269,16 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> io::Result<Output> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    fn collect(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    fn collect(pipe: Option<impl Read + Send + 'static>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut v = Vec::new();
             if let Some(mut p) = pipe {
                 let _ = p.read_to_end(&mut v);
             }
-            v
-        })
+            let _ = tx.send(v);
+        });
+        rx
     }
     let out = collect(child.stdout.take());
     let err = collect(child.stderr.take());
@@ -288,7 +290,8 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> io::Result<Output> {
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            let stderr = err.join().unwrap_or_default();
+            // A grandchild may still hold the pipe open: do not wait long for the rest.
+            let stderr = err.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -301,7 +304,7 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> io::Result<Output> {
     };
     Ok(Output {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: out.recv().unwrap_or_default(),
+        stderr: err.recv().unwrap_or_default(),
     })
 }
