@@ -5,7 +5,7 @@
 #                [--reps N] [--no-micro] [--no-syscalls]
 #
 # --quick: 0.3 s warm-up + 1 s windows, 2,000 idle connections, short microbenchmarks (a few
-# minutes in all). Full mode: 1 s + 5 s windows, 10,000 idle connections (about 15 minutes).
+# minutes in all). Full mode: 1 s + 5 s windows, 5 rounds, 10,000 idle connections (about 27 minutes).
 # Each echo server runs pinned to core 0 (taskset -c 0), the load generator to core 1; each
 # scenario runs --reps times (3) against a freshly started server, and the report keeps medians.
 # Only 127.0.0.1 is used. Twisted runs from bench/.venv, which this script creates with pip;
@@ -17,7 +17,7 @@ ROOT=$PWD
 MODE=full
 SERVERS="raw-epoll tokio-ct tokio-mt torsion-epoll torsion-poll torsion-select twisted"
 SCENARIOS="pp100 pp1000 stream churn idle"
-REPS=3
+REPS= # rounds per cell: 5 in full mode, 3 in quick mode, unless --reps says
 MICRO=1
 SYSCALLS=1
 # As root, run servers and load generator at nice -10, so that other work on this shared
@@ -40,9 +40,9 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$MODE" = quick ]; then
-    WARMUP=0.3; WINDOW=1; IDLE_CONNS=2000; MICRO_SAMPLES=3
+    WARMUP=0.3; WINDOW=1; IDLE_CONNS=2000; MICRO_SAMPLES=3; REPS=${REPS:-3}
 else
-    WARMUP=1; WINDOW=5; IDLE_CONNS=10000; MICRO_SAMPLES=10
+    WARMUP=1; WINDOW=5; IDLE_CONNS=10000; MICRO_SAMPLES=10; REPS=${REPS:-5}
 fi
 
 OUT=bench/out
