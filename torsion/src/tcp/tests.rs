@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::testing::run_until;
-use crate::{Factory, Protocol, Reason, Transport};
+use crate::{Factory, ListeningPort, Protocol, Reason, Transport};
 
 /// Records the bytes and the end of one connection; closes once `close_at` bytes arrived.
 #[derive(Default)]
@@ -38,18 +38,10 @@ impl Protocol for Recorder {
     }
 }
 
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
-}
-
-/// Sends `len` bytes over a fresh connection to the reactor, with the read buffer shrunk to
-/// 1 KiB (a budget of 4 KiB per readiness event), and checks that all of it arrives. With
-/// `fin`, the client shuts its side after the data; without, it waits for the server to close.
-fn stream_through_the_budget(reactor: &crate::Reactor, len: usize, fin: bool) {
-    reactor.set_read_buffer_size(1024);
+/// Listens on a loopback port with [`Recorder`]s that share one [`Seen`].
+fn listen_recording(reactor: &crate::Reactor, close_at: usize) -> (ListeningPort, Rc<Seen>) {
     let seen = Rc::new(Seen::default());
     let s2 = seen.clone();
-    let close_at = if fin { usize::MAX } else { len };
     let port = reactor
         .listen_tcp(
             "127.0.0.1:0",
@@ -59,6 +51,19 @@ fn stream_through_the_budget(reactor: &crate::Reactor, len: usize, fin: bool) {
             }),
         )
         .unwrap();
+    (port, seen)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Sends `len` bytes over a fresh connection to the reactor, with the read buffer shrunk to
+/// 1 KiB (a budget of 4 KiB per readiness event), and checks that all of it arrives. With
+/// `fin`, the client shuts its side after the data; without, it waits for the server to close.
+fn stream_through_the_budget(reactor: &crate::Reactor, len: usize, fin: bool) {
+    reactor.set_read_buffer_size(1024);
+    let (port, seen) = listen_recording(reactor, if fin { usize::MAX } else { len });
     let data = pattern(len);
     let sent = data.clone();
     let addr = port.address();
@@ -99,14 +104,7 @@ crate::reactor_test! {
 
 crate::reactor_test! {
     fn data_and_fin_already_waiting_at_accept_are_both_seen(reactor) {
-        let seen = Rc::new(Seen::default());
-        let s2 = seen.clone();
-        let port = reactor
-            .listen_tcp(
-                "127.0.0.1:0",
-                Factory::for_protocol(move || Recorder { seen: s2.clone(), close_at: usize::MAX }),
-            )
-            .unwrap();
+        let (port, seen) = listen_recording(reactor, usize::MAX);
         // The whole exchange happens before the reactor accepts: the socket it accepts is
         // readable with the data and the FIN together, and gets one edge-triggered report.
         let mut c = TcpStream::connect(port.address()).unwrap();
@@ -126,14 +124,7 @@ crate::reactor_test! {
         // One report for the lot: the hangup must be remembered until the reads, 4 KiB per
         // iteration, reach the end of the stream.
         reactor.set_read_buffer_size(1024);
-        let seen = Rc::new(Seen::default());
-        let s2 = seen.clone();
-        let port = reactor
-            .listen_tcp(
-                "127.0.0.1:0",
-                Factory::for_protocol(move || Recorder { seen: s2.clone(), close_at: usize::MAX }),
-            )
-            .unwrap();
+        let (port, seen) = listen_recording(reactor, usize::MAX);
         let mut c = TcpStream::connect(port.address()).unwrap();
         c.set_nonblocking(true).unwrap();
         let data = pattern(256 * 1024);
@@ -159,14 +150,7 @@ crate::reactor_test! {
 crate::reactor_test! {
     fn urgent_data_does_not_hide_the_data_after_it(reactor) {
         use std::os::fd::AsRawFd;
-        let seen = Rc::new(Seen::default());
-        let s2 = seen.clone();
-        let port = reactor
-            .listen_tcp(
-                "127.0.0.1:0",
-                Factory::for_protocol(move || Recorder { seen: s2.clone(), close_at: usize::MAX }),
-            )
-            .unwrap();
+        let (port, seen) = listen_recording(reactor, usize::MAX);
         // All queued before the reactor accepts: one report, and a read of "hello" that stops
         // at the urgent mark with "world" still queued. (The urgent byte itself stays out of
         // band, as in Twisted.)
