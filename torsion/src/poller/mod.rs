@@ -271,4 +271,35 @@ mod tests {
             p.deregister(r.as_raw_fd()).unwrap();
         }
     }
+
+    #[test]
+    fn edge_triggered_registrations_report_each_arrival_once() {
+        let _serial = crate::testing::serial();
+        use std::os::fd::AsRawFd;
+        for b in Backend::ALL {
+            let mut p = b.poller().unwrap();
+            let (r, w) = crate::sys::pipe().unwrap();
+            let (r, w) = (r.as_raw_fd(), w.as_raw_fd());
+            p.register(r, 7, Interest::READ, Trigger::Edge).unwrap();
+            let mut ev = Vec::new();
+            let mut poll = |p: &mut Box<dyn Poller>| {
+                ev.clear();
+                p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+                ev.len()
+            };
+            crate::sys::write(w, b"x").unwrap();
+            assert_eq!(poll(&mut p), 1, "{b}");
+            // Not drained: level-triggered backends report it again, epoll does not...
+            let again = if p.edge_triggered() { 0 } else { 1 };
+            assert_eq!(poll(&mut p), again, "{b}");
+            // ...until new data arrives, or the registration is changed while it is ready.
+            crate::sys::write(w, b"y").unwrap();
+            assert_eq!(poll(&mut p), 1, "{b}");
+            assert_eq!(poll(&mut p), again, "{b}");
+            p.reregister(r, 8, Interest::READ, Trigger::Edge).unwrap();
+            assert_eq!(poll(&mut p), 1, "{b}");
+            assert_eq!(p.edge_triggered(), b == Backend::Epoll, "{b}");
+            p.deregister(r).unwrap();
+        }
+    }
 }
