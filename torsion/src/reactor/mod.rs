@@ -806,35 +806,46 @@ impl Reactor {
         ev: &Event,
         again: bool,
     ) -> Option<(Rc<dyn FileDescriptor>, Interest, Trigger)> {
+        let mut failed = None;
         let mut registry = self.inner.registry.borrow_mut();
         let e = registry.lookup_mut(ev.token)?;
+        // Checked whatever the trigger: a registration turned level-triggered after its
+        // request was queued must not be read twice in one iteration.
+        if again {
+            if !e.again || e.again_at == self.inner.iteration.get() {
+                return None;
+            }
+            e.again = false;
+        }
         if e.trigger == Trigger::Edge {
-            let now = self.inner.iteration.get();
-            if again {
-                if !e.again || e.again_at == now {
-                    return None;
-                }
-                e.again = false;
-            } else if e.interest.read && (ev.readable || ev.hangup) {
+            if !again && e.interest.read && (ev.readable || ev.hangup) {
                 e.again = false;
             }
             if ev.hangup || ev.read_closed {
                 e.hup = true;
             }
             if ev.priority {
-                e.trigger = Trigger::Level;
                 let r = (self.inner.poller.borrow_mut()).reregister(
                     e.fd,
                     ev.token,
                     e.interest,
                     Trigger::Level,
                 );
-                if let Err(err) = r {
-                    tracing::warn!(fd = e.fd, error = %err, "cannot make a descriptor level-triggered");
+                match r {
+                    Ok(()) => e.trigger = Trigger::Level,
+                    Err(err) => failed = Some((e.fd, err)),
                 }
             }
         }
-        Some((e.desc.clone(), e.interest, e.trigger))
+        let found = (e.desc.clone(), e.interest, e.trigger);
+        drop(registry);
+        if let Some((fd, err)) = failed {
+            // Still edge-triggered (the kernel refused the change, in practice ENOMEM): the
+            // reads this iteration and the hangup rule go on as before; urgent data may then
+            // wait for the peer's next segment.
+            tracing::warn!(fd, error = %err, "cannot make a descriptor level-triggered");
+        }
+        Some(found)
     }
 
     /// Runs a descriptor callback; on error or panic, disconnects it. Returns whether it may go
@@ -916,6 +927,92 @@ mod tests {
             }
             assert_eq!(fired.get(), 100_000);
             assert!(keep.iter().all(DelayedCall::called));
+        }
+    }
+
+    /// Counts `do_read` calls; asks to be read again (as a transport whose read budget ran
+    /// out) while `ask` is set. Reads nothing itself.
+    struct Probe {
+        fd: RawFd,
+        reads: Cell<u32>,
+        ask: Cell<bool>,
+    }
+
+    impl FileDescriptor for Probe {
+        fn fileno(&self) -> RawFd {
+            self.fd
+        }
+        fn do_read(&self, r: &Reactor) -> Result<(), Reason> {
+            self.reads.set(self.reads.get() + 1);
+            if self.ask.get() {
+                r.read_again(self.fd);
+            }
+            Ok(())
+        }
+    }
+
+    /// A connected loopback pair: (client, non-blocking server side).
+    fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        (c, s)
+    }
+
+    /// Waits until `s` holds at least `n` readable bytes (loopback delivery is quick, but not
+    /// guaranteed to be done when `write` returns).
+    fn wait_for_bytes(s: &std::net::TcpStream, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 64];
+        while s.peek(&mut buf).map_or(0, |k| k) < n {
+            assert!(Instant::now() < deadline, "no data after 20 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn reads_in_one_iteration(reactor: &Reactor, p: &Probe) -> u32 {
+        p.reads.set(0);
+        reactor.iterate(Some(Duration::from_millis(200))).unwrap();
+        p.reads.get()
+    }
+
+    crate::reactor_test! {
+        fn a_poller_event_takes_over_a_pending_read_again(reactor) {
+            // Asked again in N; in N+1 new data arrives and its read asks again: one read in
+            // N+1 and one in N+2 (the request is carried, neither dropped nor doubled).
+            use std::io::Write;
+            let (mut c, s) = tcp_pair();
+            let p = Rc::new(Probe { fd: s.as_raw_fd(), reads: Cell::new(0), ask: Cell::new(true) });
+            reactor.watch_edge(p.clone(), true, false).unwrap();
+            c.write_all(b"a").unwrap();
+            wait_for_bytes(&s, 1);
+            assert_eq!(reads_in_one_iteration(reactor, &p), 1, "N");
+            c.write_all(b"b").unwrap();
+            wait_for_bytes(&s, 2);
+            assert_eq!(reads_in_one_iteration(reactor, &p), 1, "N+1");
+            assert_eq!(reads_in_one_iteration(reactor, &p), 1, "N+2");
+            p.ask.set(false);
+            reactor.remove_reader(&*p);
+        }
+    }
+
+    crate::reactor_test! {
+        fn urgent_data_with_a_pending_read_again_reads_once_per_iteration(reactor) {
+            // Asked again in N; in N+1 an urgent report turns the registration
+            // level-triggered: the pending request must not add a second read.
+            use std::io::Write;
+            let (c, s) = tcp_pair();
+            let p = Rc::new(Probe { fd: s.as_raw_fd(), reads: Cell::new(0), ask: Cell::new(true) });
+            reactor.watch_edge(p.clone(), true, false).unwrap();
+            (&c).write_all(b"a").unwrap();
+            wait_for_bytes(&s, 1);
+            assert_eq!(reads_in_one_iteration(reactor, &p), 1, "N");
+            p.ask.set(false);
+            assert_eq!(crate::sys::send_urgent(c.as_raw_fd(), b"!").unwrap(), 1);
+            std::thread::sleep(Duration::from_millis(50)); // the urgent byte cannot be peeked
+            assert_eq!(reads_in_one_iteration(reactor, &p), 1, "N+1");
+            reactor.remove_reader(&*p);
         }
     }
 }
