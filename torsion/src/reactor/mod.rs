@@ -763,7 +763,7 @@ impl Reactor {
             self.inner.shared.clear_wake();
             return;
         }
-        let Some((desc, interest, trigger)) = self.prepare(ev, again) else {
+        let Some((desc, interest, hup)) = self.prepare(ev, again) else {
             return;
         };
         if interest.read && (ev.readable || ev.hangup) {
@@ -772,8 +772,6 @@ impl Reactor {
             }
             // No further report will come for a hung-up edge-triggered descriptor: read it
             // again until it has seen the end of the stream (and stopped reading).
-            let hup = trigger == Trigger::Edge
-                && (self.inner.registry.borrow().lookup(ev.token)).is_some_and(|e| e.hup);
             if hup {
                 self.read_again_token(ev.token);
             }
@@ -781,7 +779,7 @@ impl Reactor {
         if ev.writable || (ev.hangup && !interest.read) {
             // Re-check: do_read may have removed the writer or the whole descriptor.
             match self.live(ev) {
-                Some((d, i, _)) if i.write && Rc::ptr_eq(&d, &desc) => {
+                Some((d, i)) if i.write && Rc::ptr_eq(&d, &desc) => {
                     self.call_descriptor(&desc, |d| d.do_write(self));
                 }
                 _ => {}
@@ -789,23 +787,21 @@ impl Reactor {
         }
     }
 
-    /// The descriptor, interest and trigger an event's token still refers to.
-    fn live(&self, ev: &Event) -> Option<(Rc<dyn FileDescriptor>, Interest, Trigger)> {
+    /// The descriptor and interest an event's token still refers to.
+    fn live(&self, ev: &Event) -> Option<(Rc<dyn FileDescriptor>, Interest)> {
         let registry = self.inner.registry.borrow();
         let e = registry.lookup(ev.token)?;
-        Some((e.desc.clone(), e.interest, e.trigger))
+        Some((e.desc.clone(), e.interest))
     }
 
-    /// [`live`](Self::live), plus the bookkeeping of edge-triggered registrations: a hangup
-    /// is remembered; urgent data turns the registration level-triggered (a read stops at the
-    /// urgent mark with data still queued, and no new edge would come for it); a poller event
-    /// takes the place of a pending `read_again`. For a read asked for again (`again`), `None`
-    /// when that request was taken over by a poller event or re-made during this iteration.
-    fn prepare(
-        &self,
-        ev: &Event,
-        again: bool,
-    ) -> Option<(Rc<dyn FileDescriptor>, Interest, Trigger)> {
+    /// [`live`](Self::live), plus whether the descriptor is to be read again after this read
+    /// (an edge-triggered one reported hung up), and the bookkeeping of edge-triggered
+    /// registrations: a hangup is remembered; urgent data turns the registration
+    /// level-triggered (a read stops at the urgent mark with data still queued, and no new edge
+    /// would come for it); a poller event takes the place of a pending `read_again`. For a read
+    /// asked for again (`again`), `None` when that request was taken over by a poller event or
+    /// re-made during this iteration.
+    fn prepare(&self, ev: &Event, again: bool) -> Option<(Rc<dyn FileDescriptor>, Interest, bool)> {
         let mut failed = None;
         let mut registry = self.inner.registry.borrow_mut();
         let e = registry.lookup_mut(ev.token)?;
@@ -837,7 +833,11 @@ impl Reactor {
                 }
             }
         }
-        let found = (e.desc.clone(), e.interest, e.trigger);
+        let found = (
+            e.desc.clone(),
+            e.interest,
+            e.hup && e.trigger == Trigger::Edge,
+        );
         drop(registry);
         if let Some((fd, err)) = failed {
             // Still edge-triggered (the kernel refused the change, in practice ENOMEM): the

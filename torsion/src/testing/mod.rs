@@ -256,10 +256,11 @@ pub fn failure_result_of<T: 'static>(d: crate::Deferred<T>) -> crate::Failure {
 /// use std::process::Command;
 /// use std::time::Duration;
 ///
-/// let out = torsion::testing::output_within(Command::new("echo").arg("hi"), Duration::from_secs(60))?;
+/// use torsion::testing::output_within;
+///
+/// let out = output_within(Command::new("echo").arg("hi"), Duration::from_secs(60))?;
 /// assert_eq!(out.stdout, b"hi\n");
-/// let err = torsion::testing::output_within(Command::new("sleep").arg("5"), Duration::from_millis(50))
-///     .unwrap_err();
+/// let err = output_within(Command::new("sleep").arg("5"), Duration::from_millis(50)).unwrap_err();
 /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
 /// # Ok::<(), std::io::Error>(())
 /// ```
