@@ -515,20 +515,21 @@ impl Reactor {
     /// for a level-triggered registration (the poller reports it again anyway) or one that is
     /// not reading.
     pub(crate) fn read_again(&self, fd: RawFd) {
-        let token = self.inner.registry.borrow_mut().get_mut(fd).map(|(t, _)| t);
-        if let Some(token) = token {
-            self.read_again_token(token);
+        if let Some((token, e)) = self.inner.registry.borrow_mut().get_mut(fd) {
+            self.queue_again(token, e);
         }
     }
 
     fn read_again_token(&self, token: Token) {
-        let mut registry = self.inner.registry.borrow_mut();
-        if let Some(e) = registry.lookup_mut(token) {
-            if e.trigger == Trigger::Edge && e.interest.read && !e.again {
-                e.again = true;
-                e.again_at = self.inner.iteration.get();
-                self.inner.again.borrow_mut().push(token);
-            }
+        if let Some(e) = self.inner.registry.borrow_mut().lookup_mut(token) {
+            self.queue_again(token, e);
+        }
+    }
+
+    fn queue_again(&self, token: Token, e: &mut Entry) {
+        if e.trigger == Trigger::Edge && e.interest.read && e.again.is_none() {
+            e.again = Some(self.inner.iteration.get());
+            self.inner.again.borrow_mut().push(token);
         }
     }
 
@@ -620,8 +621,7 @@ impl Reactor {
             desc: desc.clone(),
             interest,
             hup: false,
-            again: false,
-            again_at: 0,
+            again: None,
             trigger,
         });
         if let Err(e) = poller.register(fd, token, interest, trigger) {
@@ -808,14 +808,14 @@ impl Reactor {
         // Checked whatever the trigger: a registration turned level-triggered after its
         // request was queued must not be read twice in one iteration.
         if again {
-            if !e.again || e.again_at == self.inner.iteration.get() {
-                return None;
+            match e.again {
+                Some(asked) if asked != self.inner.iteration.get() => e.again = None,
+                _ => return None,
             }
-            e.again = false;
         }
         if e.trigger == Trigger::Edge {
             if !again && e.interest.read && (ev.readable || ev.hangup) {
-                e.again = false;
+                e.again = None;
             }
             if ev.hangup || ev.read_closed {
                 e.hup = true;

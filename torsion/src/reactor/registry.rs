@@ -20,10 +20,9 @@ pub(crate) struct Entry {
     /// An edge-triggered registration was reported hung up: it is read again after every read
     /// until it stops reading (the end of the stream is then seen, or it was paused).
     pub(crate) hup: bool,
-    /// Queued to be dispatched for reading again (see `Reactor::read_again`); at most once.
-    pub(crate) again: bool,
-    /// The iteration in which that was asked.
-    pub(crate) again_at: u64,
+    /// Queued to be dispatched for reading again (see `Reactor::read_again`), at most once:
+    /// the iteration in which that was asked.
+    pub(crate) again: Option<u64>,
     /// How the poller reports it: [`Trigger::Edge`] only when asked for and the backend
     /// honours it.
     pub(crate) trigger: Trigger,
@@ -69,24 +68,23 @@ impl Registry {
         slot.entry.as_mut().map(|e| (t, e))
     }
 
-    /// The entry a token refers to, if that registration is still the live one.
-    pub(crate) fn lookup(&self, t: Token) -> Option<&Entry> {
+    /// The slot of a token, if that registration is still the live one.
+    fn live_slot(&self, t: Token) -> Option<usize> {
         let s = (t & 0xffff_ffff) as usize;
         let slot = self.slots.get(s)?;
-        if u64::from(slot.generation) != t >> 32 {
-            return None;
-        }
-        slot.entry.as_ref()
+        (u64::from(slot.generation) == t >> 32).then_some(s)
+    }
+
+    /// The entry a token refers to, if that registration is still the live one.
+    pub(crate) fn lookup(&self, t: Token) -> Option<&Entry> {
+        let s = self.live_slot(t)?;
+        self.slots[s].entry.as_ref()
     }
 
     /// The entry a token refers to, mutably.
     pub(crate) fn lookup_mut(&mut self, t: Token) -> Option<&mut Entry> {
-        let s = (t & 0xffff_ffff) as usize;
-        let slot = self.slots.get_mut(s)?;
-        if u64::from(slot.generation) != t >> 32 {
-            return None;
-        }
-        slot.entry.as_mut()
+        let s = self.live_slot(t)?;
+        self.slots[s].entry.as_mut()
     }
 
     /// Adds a descriptor; the caller has checked that `fd` is not registered.
