@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use torsion::tcp::ListenOptions;
-use torsion::{Factory, ListeningPort, Protocol, Reactor, Reason, Transport};
+use torsion::{Context, Factory, ListeningPort, Protocol, Reactor, Reason, Transport};
 
 /// How a poetry server sends its poem.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,7 +69,7 @@ struct Shared {
 
 impl Shared {
     /// Starts sending the poem to `t`.
-    fn start(self: &Rc<Self>, t: &Transport) {
+    fn start(self: &Rc<Self>, reactor: &Reactor, t: &Transport) {
         if self.opts.verbose {
             println!("Somebody at {} wants poetry!", t.peer());
         }
@@ -88,11 +88,11 @@ impl Shared {
             offset: 0,
             chunk: 0,
         };
-        sender.tick();
+        sender.tick(reactor);
     }
 
     /// A client being served has gone: serve the next one waiting, if any.
-    fn finished(self: &Rc<Self>) {
+    fn finished(self: &Rc<Self>, reactor: &Reactor) {
         self.active.set(self.active.get() - 1);
         if !self.opts.one_at_a_time {
             return;
@@ -104,7 +104,7 @@ impl Shared {
                 Some((t, serving)) if t.connected() => {
                     self.busy.set(true);
                     serving.set(true);
-                    return self.start(&t);
+                    return self.start(reactor, &t);
                 }
                 Some(_) => continue,
                 None => return,
@@ -124,7 +124,7 @@ struct Sender {
 
 impl Sender {
     /// Sends the next chunk and schedules the one after; at the end of the poem, closes.
-    fn tick(mut self) {
+    fn tick(mut self, reactor: &Reactor) {
         let t = &self.transport;
         if !t.connected() {
             return; // the client left: its connection_lost did the bookkeeping
@@ -140,9 +140,8 @@ impl Sender {
         self.offset = end;
         self.chunk += 1;
         let due = self.start + self.shared.opts.delay * self.chunk;
-        let Some(reactor) = t.reactor() else { return };
-        reactor.call_later(due.saturating_duration_since(Instant::now()), move |_| {
-            self.tick()
+        reactor.call_later(due.saturating_duration_since(Instant::now()), move |r| {
+            self.tick(r)
         });
     }
 }
@@ -156,7 +155,8 @@ struct SlowPoetry {
 }
 
 impl Protocol for SlowPoetry {
-    fn connection_made(&mut self, t: &Transport) {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        let t = cx.transport();
         let s = &self.shared;
         if s.opts.one_at_a_time && s.busy.replace(true) {
             s.queue
@@ -165,14 +165,14 @@ impl Protocol for SlowPoetry {
             return;
         }
         self.serving.set(true);
-        s.start(t);
+        s.start(cx.reactor(), t);
     }
 
-    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+    fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
 
-    fn connection_lost(&mut self, _: Reason) {
+    fn connection_lost(&mut self, cx: &mut Context<'_>, _: Reason) {
         if self.serving.get() {
-            self.shared.finished();
+            self.shared.finished(cx.reactor());
         }
         // A client that left while queued is skipped when its turn comes.
     }
@@ -297,13 +297,14 @@ mod tests {
     }
 
     impl Protocol for Recorder {
-        fn data_received(&mut self, t: &Transport, data: &[u8]) {
+        fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+            let t = cx.transport();
             self.got.push((self.start.elapsed(), data.to_vec()));
             if self.quit_after == Some(self.got.len()) {
                 t.abort_connection();
             }
         }
-        fn connection_lost(&mut self, _: Reason) {
+        fn connection_lost(&mut self, _cx: &mut Context<'_>, _: Reason) {
             self.got.push((self.start.elapsed(), Vec::new())); // the end
             self.log.borrow_mut().push(std::mem::take(&mut self.got));
         }

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use torsion::{Factory, Protocol, Reactor, Reason, Transport};
+use torsion::{Context, Factory, Protocol, Reactor, Reason, Transport};
 
 /// The connected clients, shared by every protocol the factory builds.
 #[derive(Default)]
@@ -26,13 +26,15 @@ struct Chatter {
 }
 
 impl Protocol for Chatter {
-    fn connection_made(&mut self, t: &Transport) {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        let t = cx.transport();
         t.write(b"Welcome! Every line you type goes to everybody else.\n");
         self.room.clients.borrow_mut().push(t.clone());
         self.me = Some(t.clone());
     }
 
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let t = cx.transport();
         self.partial.extend_from_slice(data);
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
@@ -47,7 +49,7 @@ impl Protocol for Chatter {
         }
     }
 
-    fn connection_lost(&mut self, _: Reason) {
+    fn connection_lost(&mut self, _cx: &mut Context<'_>, _: Reason) {
         let me = self.me.take();
         self.room
             .clients

@@ -4,12 +4,13 @@
 //! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll]
 //! ```
 
-use torsion::{Backend, Factory, Protocol, Reactor, Transport};
+use torsion::{Backend, Context, Factory, Protocol, Reactor};
 
 struct Echo;
 
 impl Protocol for Echo {
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let transport = cx.transport();
         transport.write(data);
     }
 }
@@ -43,7 +44,7 @@ fn main() {
     println!(
         "Echo server on {} ({} reactor).",
         listening.address(),
-        reactor.backend()
+        reactor.poller_name()
     );
     if let Err(e) = reactor.run() {
         usage(&e.to_string());

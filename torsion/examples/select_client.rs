@@ -97,7 +97,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let reactor = Reactor::new()?;
-    eprintln!("Running on the {} reactor.", reactor.backend());
+    eprintln!("Running on the {} reactor.", reactor.poller_name());
     let start = Instant::now();
     let remaining = Rc::new(Cell::new(addresses.len()));
     let mut downloads = Vec::new();

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use torsion::{Factory, Protocol, Reactor, Reason, Transport};
+use torsion::{Context, Factory, Protocol, Reactor, Reason};
 
 struct Client {
     message: String,
@@ -16,19 +16,21 @@ struct Client {
 }
 
 impl Protocol for Client {
-    fn connection_made(&mut self, t: &Transport) {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        let t = cx.transport();
         println!("Connected to {} from {}.", t.peer(), t.host());
         t.write(self.message.as_bytes());
     }
 
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let t = cx.transport();
         self.reply.extend_from_slice(data);
         if self.reply.len() >= self.message.len() {
             t.lose_connection();
         }
     }
 
-    fn connection_lost(&mut self, reason: Reason) {
+    fn connection_lost(&mut self, _cx: &mut Context<'_>, reason: Reason) {
         println!("Reply: {}", String::from_utf8_lossy(&self.reply));
         println!("Connection closed: {reason}.");
     }

@@ -5,6 +5,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+pub use crate::defer::{Panicked, TimedOut};
+
 /// An error from a reactor operation.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -38,6 +40,9 @@ pub enum Error {
     ProducerAlreadyRegistered,
     /// An address could not be used (not an IP socket address, or none given).
     BadAddress(String),
+    /// `iterate` or `run` was called from inside a callback of the same reactor (the loop is
+    /// not re-entrant, as libuv's `uv_run`).
+    Reentrant,
 }
 
 impl fmt::Display for Error {
@@ -61,6 +66,9 @@ impl fmt::Display for Error {
                 f.write_str("a producer is already registered with this transport")
             }
             Error::BadAddress(a) => write!(f, "bad address: {a}"),
+            Error::Reentrant => {
+                f.write_str("the reactor cannot be iterated from inside one of its callbacks")
+            }
         }
     }
 }
@@ -81,6 +89,9 @@ impl From<io::Error> for Error {
 }
 
 /// Why a connection or a watched descriptor ended (the `reason` of `connection_lost`).
+///
+/// Its `Display` is one line without the cause; [`source`](std::error::Error::source) gives the
+/// system error or the panic, and [`Chain`] prints the whole chain.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Reason {
@@ -91,18 +102,10 @@ pub enum Reason {
     ConnectionLost(Option<Arc<io::Error>>),
     /// The connection was aborted locally (Twisted's `ConnectionAborted`).
     ConnectionAborted,
-    /// User code panicked while handling this descriptor; the payload's message.
-    Panicked(String),
-    /// The reactor shut down while the descriptor was still registered.
+    /// User code panicked while handling this connection or descriptor.
+    Panicked(Panicked),
+    /// The reactor shut down (or was dropped) while the connection was open.
     ReactorShutdown,
-    /// The peer refused the connection (Twisted's `ConnectionRefusedError`).
-    ConnectionRefused,
-    /// The connection attempt timed out (Twisted's `TimeoutError`).
-    TimedOut,
-    /// The host name could not be resolved (Twisted's `DNSLookupError`), with the detail.
-    HostNotFound(String),
-    /// The attempt was cancelled with `stop_connecting` (Twisted's `UserError`).
-    UserCancelled,
 }
 
 impl Reason {
@@ -121,20 +124,108 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::ConnectionDone => f.write_str("connection was closed cleanly"),
-            Reason::ConnectionLost(None) => f.write_str("connection was lost"),
-            Reason::ConnectionLost(Some(e)) => write!(f, "connection was lost: {e}"),
+            Reason::ConnectionLost(_) => f.write_str("connection was lost"),
             Reason::ConnectionAborted => f.write_str("connection was aborted"),
-            Reason::Panicked(msg) => write!(f, "user code panicked: {msg}"),
+            Reason::Panicked(_) => f.write_str("user code panicked"),
             Reason::ReactorShutdown => f.write_str("the reactor shut down"),
-            Reason::ConnectionRefused => f.write_str("connection was refused by other side"),
-            Reason::TimedOut => f.write_str("connection attempt timed out"),
-            Reason::HostNotFound(d) => write!(f, "host not found: {d}"),
-            Reason::UserCancelled => f.write_str("connection attempt was cancelled"),
         }
     }
 }
 
-impl std::error::Error for Reason {}
+impl std::error::Error for Reason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Reason::ConnectionLost(Some(e)) => Some(&**e),
+            Reason::Panicked(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Why a connection attempt failed (the `reason` of
+/// [`ClientFactory::client_connection_failed`](crate::ClientFactory::client_connection_failed)).
+///
+/// Its `Display` is one line without the cause; [`source`](std::error::Error::source) gives the
+/// system error, the timeout or the panic, and [`Chain`] prints the whole chain.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The peer refused the connection (Twisted's `ConnectionRefusedError`).
+    Refused,
+    /// The attempt did not complete in time (Twisted's `TimeoutError`).
+    TimedOut(TimedOut),
+    /// The host name could not be resolved (Twisted's `DNSLookupError`), with the detail.
+    HostNotFound(String),
+    /// The attempt was cancelled with `stop_connecting` (Twisted's `UserError`).
+    Cancelled,
+    /// The factory built no protocol for the connection, which was closed.
+    NoProtocol,
+    /// `build_protocol` panicked.
+    Panicked(Panicked),
+    /// The reactor shut down during the attempt.
+    ReactorShutdown,
+    /// Another system error (network unreachable, no descriptors, ...).
+    Io(Arc<io::Error>),
+}
+
+impl ConnectError {
+    /// An [`Io`](ConnectError::Io) error carrying `err`.
+    pub fn io(err: io::Error) -> ConnectError {
+        ConnectError::Io(Arc::new(err))
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Refused => f.write_str("connection was refused by other side"),
+            ConnectError::TimedOut(_) => f.write_str("connection attempt timed out"),
+            ConnectError::HostNotFound(d) => write!(f, "host not found: {d}"),
+            ConnectError::Cancelled => f.write_str("connection attempt was cancelled"),
+            ConnectError::NoProtocol => f.write_str("the factory refused the connection"),
+            ConnectError::Panicked(_) => f.write_str("build_protocol panicked"),
+            ConnectError::ReactorShutdown => f.write_str("the reactor shut down"),
+            ConnectError::Io(_) => f.write_str("connection attempt failed"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::TimedOut(t) => Some(t),
+            ConnectError::Panicked(p) => Some(p),
+            ConnectError::Io(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Displays an error and every source under it, joined by `": "`: for log lines and messages
+/// to people.
+///
+/// # Examples
+/// ```
+/// use torsion::error::Chain;
+/// use torsion::Reason;
+///
+/// let r = Reason::lost(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+/// assert_eq!(Chain(&r).to_string(), "connection was lost: broken pipe");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
 
 /// The message of a panic payload, for logs and [`Reason::Panicked`].
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -10,12 +10,13 @@
 
 pub mod defer;
 pub mod error;
+pub mod interfaces;
 pub mod task;
 pub mod testing;
 pub mod time;
 
 pub use defer::{Deferred, Failure};
-pub use error::{Error, Reason};
+pub use error::{ConnectError, Error, Reason};
 pub use time::{DelayedCall, DelayedCallError, ReactorTime};
 
 pub mod poller;
@@ -24,10 +25,13 @@ pub mod reactor;
 mod sys;
 pub mod tcp;
 
+pub use interfaces::{
+    Address, ClientFactory, Connector, Consumer, Context, HalfClose, ListeningPort, Producer,
+    Protocol, ProtocolFactory, ReactorTcp, TcpOptions, Transport, TransportImpl,
+};
 pub use poller::Backend;
-pub use protocol::{ClientFactory, Factory, HalfClose, Producer, Protocol, ProtocolFactory};
-pub use reactor::{FileDescriptor, Handle, Reactor, Task};
-pub use tcp::{Connector, ListeningPort, Transport};
+pub use protocol::Factory;
+pub use reactor::{FileDescriptor, Handle, Reactor, Readiness, Registration, Task};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -730,3 +730,13 @@ pub(crate) fn default_sigpipe() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// EBADF: a descriptor number that is not open (or is negative).
+pub(crate) const EBADF: i32 = libc::EBADF;
+/// EEXIST: a descriptor number already registered.
+pub(crate) const EEXIST: i32 = libc::EEXIST;
+
+/// The `io::Error` of an errno value.
+pub(crate) fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}

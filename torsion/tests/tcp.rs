@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use torsion::testing::run_until;
 use torsion::{
-    reactor_test, ClientFactory, Connector, Factory, Producer, Protocol, ProtocolFactory, Reactor,
-    Reason, Transport,
+    reactor_test, Address, ClientFactory, ConnectError, Connector, Context, Factory, Producer,
+    Protocol, ProtocolFactory, Reactor, Reason, Transport,
 };
 
 fn secs(n: u64) -> Duration {
@@ -36,6 +36,8 @@ struct Rec {
     on_made: Option<MadeHook>,
     on_data: Option<DataHook>,
     on_lost: Option<LostHook>,
+    /// Stop the reactor on the first data.
+    stop_on_data: bool,
 }
 
 impl Rec {
@@ -45,12 +47,14 @@ impl Rec {
             on_made: None,
             on_data: None,
             on_lost: None,
+            stop_on_data: false,
         }
     }
 }
 
 impl Protocol for Rec {
-    fn connection_made(&mut self, t: &Transport) {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        let t = cx.transport();
         self.log.events.borrow_mut().push("made".into());
         self.log.in_callback.set(true);
         if let Some(h) = &mut self.on_made {
@@ -59,17 +63,21 @@ impl Protocol for Rec {
         self.log.in_callback.set(false);
     }
 
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let t = cx.transport();
         assert!(!self.log.in_callback.get(), "nested callback");
         self.log.in_callback.set(true);
         self.log.data.borrow_mut().extend_from_slice(data);
         if let Some(h) = &mut self.on_data {
             h(t, data);
         }
+        if self.stop_on_data {
+            cx.reactor().stop().unwrap();
+        }
         self.log.in_callback.set(false);
     }
 
-    fn connection_lost(&mut self, reason: Reason) {
+    fn connection_lost(&mut self, _cx: &mut Context<'_>, reason: Reason) {
         assert!(
             !self.log.in_callback.get(),
             "connection_lost nested inside another callback"
@@ -87,7 +95,8 @@ impl Protocol for Rec {
 
 struct Echo;
 impl Protocol for Echo {
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let t = cx.transport();
         t.write(data);
     }
 }
@@ -129,7 +138,7 @@ struct Recorder {
     calls: RefCell<Vec<String>>,
 }
 impl ProtocolFactory for Recorder {
-    fn build_protocol(&self, _: SocketAddr) -> Option<Box<dyn Protocol>> {
+    fn build_protocol(&self, _: &Address) -> Option<Box<dyn Protocol>> {
         Some(Box::new(Rec::new(self.log.clone())))
     }
 }
@@ -137,7 +146,7 @@ impl ClientFactory for Recorder {
     fn started_connecting(&self, _: &Connector) {
         self.calls.borrow_mut().push("started".into());
     }
-    fn client_connection_failed(&self, _: &Connector, reason: Reason) {
+    fn client_connection_failed(&self, _: &Connector, reason: ConnectError) {
         self.calls.borrow_mut().push(format!("failed:{reason:?}"));
     }
     fn client_connection_lost(&self, _: &Connector, reason: Reason) {
@@ -163,7 +172,7 @@ reactor_test! {
                 }));
                 p
             });
-            let host = port.address().ip().to_string();
+            let host = port.address().as_tcp().unwrap().ip().to_string();
             reactor.connect_tcp(&host, port.port(), factory, secs(5));
             run_until(reactor, secs(10), || log.lost.get() == 1);
             assert_eq!(&*log.data.borrow(), b"hello, world");
@@ -221,7 +230,7 @@ reactor_test! {
                     }),
                 )
                 .unwrap();
-            let addr = port.address();
+            let addr = port.address().as_tcp().unwrap();
             // The receiver: a plain socket with a small receive buffer, random read sizes.
             let reader = std::thread::spawn(move || {
                 let sock = socket_with_small_rcvbuf(addr);
@@ -263,15 +272,17 @@ reactor_test! {
         type Clients = RefCell<Vec<Transport>>;
         struct Chat { clients: Rc<Clients> }
         impl Protocol for Chat {
-            fn connection_made(&mut self, t: &Transport) {
+            fn connection_made(&mut self, cx: &mut Context<'_>) {
+                let t = cx.transport();
                 self.clients.borrow_mut().push(t.clone());
             }
-            fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+                let t = cx.transport();
                 for c in self.clients.borrow().iter().filter(|c| *c != t) {
                     c.write(data);
                 }
             }
-            fn connection_lost(&mut self, _: Reason) {
+            fn connection_lost(&mut self, _cx: &mut Context<'_>, _: Reason) {
                 self.clients.borrow_mut().retain(Transport::connected);
             }
         }
@@ -355,7 +366,7 @@ reactor_test! {
         let port = reactor
             .listen_tcp("127.0.0.1:0", Factory::for_protocol(|| {
                 let mut p = Rec::new(Rc::default());
-                p.on_data = Some(Box::new(|t, _| t.reactor().unwrap().stop().unwrap()));
+                p.stop_on_data = true;
                 p
             }))
             .unwrap();
@@ -373,7 +384,7 @@ reactor_test! {
         let f = Rc::new(Recorder::default());
         reactor.connect_tcp("127.0.0.1", free_port(), f.clone(), secs(5));
         run_until(reactor, secs(10), || f.calls.borrow().len() == 2);
-        assert_eq!(*f.calls.borrow(), ["started", "failed:ConnectionRefused"]);
+        assert_eq!(*f.calls.borrow(), ["started", "failed:Refused"]);
         assert!(f.log.events.borrow().is_empty());
     }
 
@@ -386,7 +397,7 @@ reactor_test! {
         let start = Instant::now();
         reactor.connect_tcp("127.0.0.1", addr.port(), f.clone(), Duration::from_millis(300));
         run_until(reactor, secs(10), || f.calls.borrow().len() == 2);
-        assert_eq!(*f.calls.borrow(), ["started", "failed:TimedOut"], "after {:?}", start.elapsed());
+        assert_eq!(*f.calls.borrow(), ["started", "failed:TimedOut(TimedOut { after: 300ms })"], "after {:?}", start.elapsed());
         assert!(start.elapsed() >= Duration::from_millis(300));
         drop(fillers);
     }
@@ -405,7 +416,7 @@ reactor_test! {
                 for _ in 0..10 {
                     reactor.iterate(Some(Duration::from_millis(5))).unwrap();
                 }
-                assert_eq!(*f.calls.borrow(), ["started", "failed:UserCancelled"]);
+                assert_eq!(*f.calls.borrow(), ["started", "failed:Cancelled"]);
                 assert!(f.log.events.borrow().is_empty());
             } else {
                 c.disconnect();
@@ -464,7 +475,7 @@ reactor_test! {
             }));
             p
         })).unwrap();
-        let mut client = socket_with_small_rcvbuf(port.address());
+        let mut client = socket_with_small_rcvbuf(port.address().as_tcp().unwrap());
         // The peer does not read: the producer must be paused with a bounded buffer.
         run_until(reactor, secs(10), || producer.borrow().as_ref().is_some_and(|p| p.pauses.get() == 1));
         for _ in 0..20 {
@@ -496,7 +507,8 @@ reactor_test! {
         // Server: closes first on "s", aborts on "r", otherwise echoes and waits for the client.
         struct Mixed;
         impl Protocol for Mixed {
-            fn data_received(&mut self, t: &Transport, data: &[u8]) {
+            fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+                let t = cx.transport();
                 match data.first() {
                     Some(b's') => t.lose_connection(),
                     Some(b'r') => t.abort_connection(),
@@ -505,7 +517,7 @@ reactor_test! {
             }
         }
         let port = reactor.listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Mixed)).unwrap();
-        let addr = port.address();
+        let addr = port.address().as_tcp().unwrap();
         let cycles = if cfg!(debug_assertions) { 3_000 } else { 10_000 };
         let client = std::thread::spawn(move || {
             for i in 0..cycles {

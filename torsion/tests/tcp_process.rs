@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use torsion::{Backend, Factory, Protocol, Reactor, Transport};
+use torsion::{Backend, Context, Factory, Protocol, Reactor, Transport};
 
 fn spawn_child(kind: &str, backend: Backend) -> Child {
     Command::new(std::env::current_exe().unwrap())
@@ -39,7 +39,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 struct Echo;
 impl Protocol for Echo {
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let t = cx.transport();
         t.write(data);
     }
 }
@@ -86,24 +87,23 @@ struct Writer {
     writes: Rc<std::cell::Cell<u32>>,
 }
 impl Protocol for Writer {
-    fn connection_made(&mut self, t: &Transport) {
-        fn again(t: Transport, n: Rc<std::cell::Cell<u32>>) {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        let t = cx.transport();
+        fn again(r: &Reactor, t: Transport, n: Rc<std::cell::Cell<u32>>) {
             t.write(&[b'x'; 4096]);
             n.set(n.get() + 1);
-            let r = t.reactor().unwrap();
             if n.get() == 1000 {
                 r.stop().unwrap();
             } else {
-                r.call_later(Duration::from_micros(100), move |_| again(t, n));
+                r.call_later(Duration::from_micros(100), move |r| again(r, t, n));
             }
         }
         let (t, n) = (t.clone(), self.writes.clone());
         // Give the peer time to close first.
-        t.reactor()
-            .unwrap()
-            .call_later(Duration::from_millis(50), move |_| again(t, n));
+        cx.reactor()
+            .call_later(Duration::from_millis(50), move |r| again(r, t, n));
     }
-    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+    fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
 }
 
 fn emfile_on(backend: Backend) {

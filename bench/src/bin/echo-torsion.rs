@@ -2,12 +2,13 @@
 //! [`Protocol`] whose `data_received` writes the data back, on the chosen reactor backend.
 
 use bench::args::Args;
-use torsion::{Backend, Factory, Protocol, Reactor, Transport};
+use torsion::{Backend, Context, Factory, Protocol, Reactor};
 
 struct Echo;
 
 impl Protocol for Echo {
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let transport = cx.transport();
         transport.write(data);
     }
 }

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use torsion::defer::{ensure_deferred, DeferredQueue, Failure};
-use torsion::{Factory, Protocol, Reactor, Reason, Transport};
+use torsion::{Context, Factory, Protocol, Reactor, Reason};
 
 use super::{Collector, GetOptions};
 use crate::Address;
@@ -13,19 +13,25 @@ use crate::Address;
 /// What the protocol hands the download's future.
 enum Chunk {
     Data(Vec<u8>),
-    End(Reason),
+    /// The end of the stream: clean, or why not (a lost connection or a failed connect).
+    End(Result<(), Failure>),
 }
 
 /// Puts each chunk into the queue, then the end of the stream.
 struct Feeder(DeferredQueue<Chunk>);
 
 impl Protocol for Feeder {
-    fn data_received(&mut self, _: &Transport, data: &[u8]) {
+    fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
         let _ = self.0.put(Chunk::Data(data.to_vec()));
     }
 
-    fn connection_lost(&mut self, reason: Reason) {
-        let _ = self.0.put(Chunk::End(reason));
+    fn connection_lost(&mut self, _: &mut Context<'_>, reason: Reason) {
+        let end = if reason.is_clean() {
+            Ok(())
+        } else {
+            Err(Failure::new(reason))
+        };
+        let _ = self.0.put(Chunk::End(end));
     }
 }
 
@@ -40,7 +46,7 @@ async fn get_poetry(
     let chunks = DeferredQueue::new();
     let factory = Factory::with_state(chunks.clone(), |q, _| Feeder((**q).clone()))
         .on_client_connection_failed(|q, _, reason| {
-            let _ = q.put(Chunk::End(reason));
+            let _ = q.put(Chunk::End(Err(Failure::new(reason))));
         });
     reactor.connect_tcp(&address.host, address.port, factory, opts.timeout);
     let mut poem = Vec::new();
@@ -50,8 +56,7 @@ async fn get_poetry(
                 collector.bytes(task, bytes.len());
                 poem.extend_from_slice(&bytes);
             }
-            Chunk::End(reason) if reason.is_clean() => return Ok(poem),
-            Chunk::End(reason) => return Err(Failure::new(reason)),
+            Chunk::End(end) => return end.map(|()| poem),
         }
     }
 }

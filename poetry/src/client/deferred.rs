@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use torsion::defer::{DeferredList, Failure, Resolver};
-use torsion::{Deferred, Factory, Protocol, Reactor, Reason, Transport};
+use torsion::{Context, Deferred, Factory, Protocol, Reactor, Reason};
 
 use super::{Collector, GetOptions};
 use crate::Address;
@@ -19,12 +19,12 @@ struct PoetryProtocol {
 }
 
 impl Protocol for PoetryProtocol {
-    fn data_received(&mut self, _: &Transport, data: &[u8]) {
+    fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
         self.poem.extend_from_slice(data);
         (self.on_bytes)(data.len());
     }
 
-    fn connection_lost(&mut self, reason: Reason) {
+    fn connection_lost(&mut self, _cx: &mut Context<'_>, reason: Reason) {
         let _ = if reason.is_clean() {
             self.poem_received.callback(std::mem::take(&mut self.poem))
         } else {

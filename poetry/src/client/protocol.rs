@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use torsion::{Factory, Protocol, Reactor, Reason, Transport};
+use torsion::{Context, Factory, Protocol, Reactor, Reason};
 
 use super::{Collector, GetOptions};
 use crate::Address;
@@ -17,12 +17,12 @@ struct PoetryProtocol {
 }
 
 impl Protocol for PoetryProtocol {
-    fn data_received(&mut self, _: &Transport, data: &[u8]) {
+    fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
         self.poem.extend_from_slice(data);
         self.collector.bytes(self.task, data.len());
     }
 
-    fn connection_lost(&mut self, reason: Reason) {
+    fn connection_lost(&mut self, _cx: &mut Context<'_>, reason: Reason) {
         let poem = std::mem::take(&mut self.poem);
         let result = if reason.is_clean() {
             Ok(poem)

@@ -1,8 +1,10 @@
-//! The descriptor registry: a slab of watched descriptors with generation-tagged tokens.
+//! The registry: a slab of registrations with generation-tagged tokens.
 //!
 //! A token is `generation << 32 | slot`. When a slot is freed its generation is bumped, so an
-//! event still in flight for the old descriptor (or for a new descriptor that reuses its fd
-//! number) carries a token that no longer matches and is skipped.
+//! event still in flight for the old registration (or for a new one that reuses its fd number)
+//! carries a token that no longer matches and is skipped. Every operation but the
+//! `add_reader`/`add_writer` facade goes by token; the facade finds a descriptor by fd number
+//! through `by_fd`, then checks identity.
 
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -14,18 +16,23 @@ use crate::poller::{Interest, Token, Trigger};
 pub(crate) const WAKER_TOKEN: Token = u64::MAX;
 
 pub(crate) struct Entry {
+    /// The descriptor number it was registered with (what the poller knows it by).
     pub(crate) fd: RawFd,
     pub(crate) desc: Rc<dyn FileDescriptor>,
+    /// What the owner wants reported; empty is allowed (the registration stays, the poller
+    /// does not watch it).
     pub(crate) interest: Interest,
-    /// An edge-triggered registration was reported hung up: it is read again after every read
-    /// until it stops reading (the end of the stream is then seen, or it was paused).
-    pub(crate) hup: bool,
-    /// Queued to be dispatched for reading again (see `Reactor::read_again`), at most once:
-    /// the iteration in which that was asked.
-    pub(crate) again: Option<u64>,
     /// How the poller reports it: [`Trigger::Edge`] only when asked for and the backend
     /// honours it.
     pub(crate) trigger: Trigger,
+    /// Registered with the poller: exactly when `interest` is not empty.
+    pub(crate) polled: bool,
+    /// Made by `add_reader`/`add_writer` (Twisted's facade): removed when its interest empties.
+    /// Otherwise it lives from `register` to `deregister` (or the reactor's shutdown).
+    pub(crate) facade: bool,
+    /// Queued to be dispatched for reading again (its read said more may be waiting), at most
+    /// once: the iteration in which that was asked.
+    pub(crate) again: Option<u64>,
 }
 
 struct Slot {
@@ -33,7 +40,9 @@ struct Slot {
     entry: Option<Entry>,
 }
 
-/// Invariant: `by_fd[fd] == slot` exactly for occupied slots; `free` lists the empty ones.
+/// Invariant: `by_fd[fd] == slot` for every occupied slot registered with `fd`, unless a later
+/// registration of the same fd number evicted it (a stale descriptor, closed while registered);
+/// `free` lists the empty slots; `len` counts the occupied ones.
 #[derive(Default)]
 pub(crate) struct Registry {
     slots: Vec<Slot>,
@@ -49,30 +58,34 @@ fn token(slot: u32, generation: u32) -> Token {
 }
 
 impl Registry {
-    /// Number of registered descriptors.
+    /// Number of registrations.
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// The slot watching `fd`, if any.
-    pub(crate) fn slot_of(&self, fd: RawFd) -> Option<u32> {
+    /// The token of the registration made with `fd`, if any.
+    pub(crate) fn by_fd(&self, fd: RawFd) -> Option<Token> {
         let s = *self.by_fd.get(usize::try_from(fd).ok()?)?;
-        (s != NONE).then_some(s)
+        if s == NONE {
+            return None;
+        }
+        Some(token(s, self.slots[s as usize].generation))
     }
 
-    /// The token and entry of the descriptor watching `fd`.
-    pub(crate) fn get_mut(&mut self, fd: RawFd) -> Option<(Token, &mut Entry)> {
-        let s = self.slot_of(fd)?;
-        let slot = &mut self.slots[s as usize];
-        let t = token(s, slot.generation);
-        slot.entry.as_mut().map(|e| (t, e))
+    /// The token of the registration holding exactly `desc` (Twisted's identity search, for a
+    /// descriptor whose `fileno()` changed).
+    pub(crate) fn by_identity(&self, desc: *const u8) -> Option<Token> {
+        self.slots.iter().enumerate().find_map(|(s, slot)| {
+            let e = slot.entry.as_ref()?;
+            std::ptr::addr_eq(Rc::as_ptr(&e.desc), desc).then(|| token(s as u32, slot.generation))
+        })
     }
 
     /// The slot of a token, if that registration is still the live one.
     fn live_slot(&self, t: Token) -> Option<usize> {
         let s = (t & 0xffff_ffff) as usize;
         let slot = self.slots.get(s)?;
-        (u64::from(slot.generation) == t >> 32).then_some(s)
+        (u64::from(slot.generation) == t >> 32 && slot.entry.is_some()).then_some(s)
     }
 
     /// The entry a token refers to, if that registration is still the live one.
@@ -87,7 +100,8 @@ impl Registry {
         self.slots[s].entry.as_mut()
     }
 
-    /// Adds a descriptor; the caller has checked that `fd` is not registered.
+    /// Adds a registration; the caller has checked that `fd` is not registered (or evicted the
+    /// stale registration that held it).
     pub(crate) fn insert(&mut self, entry: Entry) -> Token {
         let fd = entry.fd as usize;
         let s = match self.free.pop() {
@@ -110,24 +124,38 @@ impl Registry {
         token(s, slot.generation)
     }
 
-    /// Removes the descriptor watching `fd`.
-    pub(crate) fn remove(&mut self, fd: RawFd) -> Option<Entry> {
-        let s = self.slot_of(fd)?;
-        self.by_fd[fd as usize] = NONE;
-        let slot = &mut self.slots[s as usize];
+    /// Removes the registration a token refers to.
+    pub(crate) fn remove(&mut self, t: Token) -> Option<Entry> {
+        let s = self.live_slot(t)?;
+        let slot = &mut self.slots[s];
         slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(s);
+        let entry = slot.entry.take()?;
+        if self.by_fd.get(entry.fd as usize) == Some(&(s as u32)) {
+            self.by_fd[entry.fd as usize] = NONE;
+        }
+        self.free.push(s as u32);
         self.len -= 1;
-        slot.entry.take()
+        Some(entry)
     }
 
-    /// Removes every descriptor.
-    pub(crate) fn drain(&mut self) -> Vec<Entry> {
-        let fds: Vec<RawFd> = self
-            .slots
+    /// Forgets the fd number of the registration `t` (evicted by a new registration of the same
+    /// number); the registration itself stays until removed.
+    pub(crate) fn unindex(&mut self, t: Token) {
+        if let Some(e) = self.lookup(t) {
+            let fd = e.fd as usize;
+            if self.by_fd.get(fd) == Some(&((t & 0xffff_ffff) as u32)) {
+                self.by_fd[fd] = NONE;
+            }
+        }
+    }
+
+    /// The tokens of every registration, in slot order.
+    pub(crate) fn tokens(&self) -> Vec<Token> {
+        self.slots
             .iter()
-            .filter_map(|s| s.entry.as_ref().map(|e| e.fd))
-            .collect();
-        fds.into_iter().filter_map(|fd| self.remove(fd)).collect()
+            .enumerate()
+            .filter(|(_, s)| s.entry.is_some())
+            .map(|(i, s)| token(i as u32, s.generation))
+            .collect()
     }
 }

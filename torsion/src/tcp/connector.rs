@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::connection::{Connection, Transport};
-use crate::protocol::ClientFactory;
+use super::connection::Connection;
+use crate::error::{panic_message, ConnectError, Panicked, TimedOut};
+use crate::interfaces::{Address, ClientFactory, Connector, ConnectorImpl, Transport};
 use crate::reactor::Inner;
 use crate::{sys, DelayedCall, FileDescriptor, Reactor, Reason, Task};
 
@@ -43,81 +44,70 @@ pub(crate) struct ConnectorInner {
     factory_started: Cell<bool>,
 }
 
-/// An outgoing connection's handle (Twisted's `IConnector`).
-///
-/// Given to the [`ClientFactory`] callbacks; [`connect`](Connector::connect) starts a new
-/// attempt (to retry after a failure, or reconnect after a loss).
-#[derive(Clone)]
-pub struct Connector {
-    inner: Rc<ConnectorInner>,
-}
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("host", &self.inner.host)
-            .field("port", &self.inner.port)
-            .finish()
-    }
-}
-
 /// The reason a failed `connect(2)` gives.
-fn connect_reason(e: io::Error) -> Reason {
+fn connect_reason(e: io::Error) -> ConnectError {
     if sys::is_refused(&e) {
-        Reason::ConnectionRefused
-    } else if e.kind() == io::ErrorKind::TimedOut {
-        Reason::TimedOut
+        ConnectError::Refused
     } else {
-        Reason::lost(e)
+        ConnectError::io(e)
     }
 }
 
-impl Connector {
-    pub(crate) fn new(
-        r: &Reactor,
-        host: &str,
-        port: u16,
-        factory: Rc<dyn ClientFactory>,
-        timeout: Duration,
-    ) -> Connector {
-        Connector {
-            inner: Rc::new_cyclic(|me| ConnectorInner {
-                me: me.clone(),
-                reactor: Rc::downgrade(&r.inner),
-                host: host.to_string(),
-                port,
-                timeout,
-                factory,
-                state: RefCell::new(State::Disconnected),
-                factory_started: Cell::new(false),
-            }),
+/// Why an attempt ended when the reactor dropped its registration.
+fn attempt_reason(reason: Reason) -> ConnectError {
+    match reason {
+        Reason::ReactorShutdown => ConnectError::ReactorShutdown,
+        Reason::Panicked(p) => ConnectError::Panicked(p),
+        Reason::ConnectionLost(Some(e)) => ConnectError::Io(e),
+        other => ConnectError::io(io::Error::other(other.to_string())),
+    }
+}
+
+/// A new connector (not started).
+pub(crate) fn new(
+    r: &Reactor,
+    host: &str,
+    port: u16,
+    factory: Rc<dyn ClientFactory>,
+    timeout: Duration,
+) -> Connector {
+    Connector::new(Rc::new_cyclic(|me| ConnectorInner {
+        me: me.clone(),
+        reactor: Rc::downgrade(&r.inner),
+        host: host.to_string(),
+        port,
+        timeout,
+        factory,
+        state: RefCell::new(State::Disconnected),
+        factory_started: Cell::new(false),
+    }))
+}
+
+impl ConnectorImpl for ConnectorInner {
+    fn destination(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
         }
     }
 
-    /// The host and port this connector connects to.
-    pub fn destination(&self) -> (&str, u16) {
-        (&self.inner.host, self.inner.port)
-    }
-
-    /// The transport while connected.
-    pub fn transport(&self) -> Option<Transport> {
-        match &*self.inner.state.borrow() {
+    fn transport(&self) -> Option<Transport> {
+        match &*self.state.borrow() {
             State::Connected(t) => Some(t.clone()),
             _ => None,
         }
     }
 
-    /// True while resolving or connecting.
-    pub fn connecting(&self) -> bool {
+    fn connecting(&self) -> bool {
         matches!(
-            *self.inner.state.borrow(),
+            *self.state.borrow(),
             State::Resolving { .. } | State::Connecting { .. }
         )
     }
 
-    /// Starts a connection attempt. Does nothing unless disconnected.
-    pub fn connect(&self) {
-        let c = &*self.inner;
+    fn connect(&self) {
+        let c = self;
         let Some(r) = c.reactor() else { return };
         if !matches!(*c.state.borrow(), State::Disconnected) {
             return;
@@ -125,19 +115,22 @@ impl Connector {
         if !c.factory_started.replace(true) {
             c.factory.start_factory();
         }
-        let me = self.inner.clone();
-        let timer = r.call_later(c.timeout, move |r| me.fail(r, Reason::TimedOut));
+        let me = self.strong();
+        let after = c.timeout;
+        let timer = r.call_later(after, move |r| {
+            me.fail(r, ConnectError::TimedOut(TimedOut { after }))
+        });
         match c.host.parse::<IpAddr>() {
             Ok(ip) => {
                 *c.state.borrow_mut() = State::Resolving { task: None, timer };
-                let me = self.inner.clone();
+                let me = self.strong();
                 // The attempt starts on the next iteration: never inside connect().
                 r.call_soon(move |r| me.attempt(r, Ok(vec![SocketAddr::new(ip, me.port)])));
             }
             Err(_) => {
                 *c.state.borrow_mut() = State::Resolving { task: None, timer };
                 let lookup = resolve(c.host.clone(), c.port);
-                let me = self.inner.clone();
+                let me = self.strong();
                 let task = r.spawn_local(async move {
                     let result = lookup.await;
                     if let Some(r) = me.reactor() {
@@ -149,22 +142,19 @@ impl Connector {
                 }
             }
         }
-        c.factory.started_connecting(self);
+        c.factory.started_connecting(&self.handle());
     }
 
-    /// Cancels a running attempt; the factory's `client_connection_failed` gets
-    /// [`Reason::UserCancelled`] and nothing else follows. Does nothing when not connecting.
-    pub fn stop_connecting(&self) {
+    fn stop_connecting(&self) {
         if !self.connecting() {
             return;
         }
-        if let Some(r) = self.inner.reactor() {
-            self.inner.fail(&r, Reason::UserCancelled);
+        if let Some(r) = self.reactor() {
+            self.fail(&r, ConnectError::Cancelled);
         }
     }
 
-    /// Stops connecting, or closes the established connection (`lose_connection`).
-    pub fn disconnect(&self) {
+    fn disconnect(&self) {
         let t = self.transport();
         match t {
             Some(t) => t.lose_connection(),
@@ -178,10 +168,14 @@ impl ConnectorInner {
         self.reactor.upgrade().map(|inner| Reactor { inner })
     }
 
+    fn strong(&self) -> Rc<ConnectorInner> {
+        self.me
+            .upgrade()
+            .expect("a connector is alive while its methods run")
+    }
+
     fn handle(&self) -> Connector {
-        Connector {
-            inner: self.me.upgrade().expect("alive"),
-        }
+        Connector::new(self.strong())
     }
 
     /// Resolution finished: start the connect.
@@ -193,32 +187,41 @@ impl ConnectorInner {
         let mut addrs = match addrs {
             Ok(a) if !a.is_empty() => a,
             Ok(_) => {
-                let reason = Reason::HostNotFound(format!("{}: no address", self.host));
+                let reason = ConnectError::HostNotFound(format!("{}: no address", self.host));
                 return self.fail(r, reason);
             }
-            Err(e) => return self.fail(r, Reason::HostNotFound(format!("{}: {e}", self.host))),
+            Err(e) => {
+                let reason = ConnectError::HostNotFound(format!("{}: {e}", self.host));
+                return self.fail(r, reason);
+            }
         };
         // IPv4 first, as Twisted's connectTCP; each address is tried in turn until one
         // connects (within the one timeout). `rest` is popped from the end.
         addrs.sort_by_key(|a| a.is_ipv6());
         addrs.reverse();
-        self.try_next(r, timer, addrs, Reason::ConnectionRefused);
+        self.try_next(r, timer, addrs, ConnectError::Refused);
     }
 
     /// Starts `connect(2)` to the last address of `rest`; with none left, fails with `last`.
-    fn try_next(&self, r: &Reactor, timer: DelayedCall, mut rest: Vec<SocketAddr>, last: Reason) {
+    fn try_next(
+        &self,
+        r: &Reactor,
+        timer: DelayedCall,
+        mut rest: Vec<SocketAddr>,
+        last: ConnectError,
+    ) {
         let Some(addr) = rest.pop() else {
             *self.state.borrow_mut() = State::Resolving { task: None, timer };
             return self.fail(r, last);
         };
         let sock = match sys::tcp_socket(&addr) {
             Ok(s) => s,
-            Err(e) => return self.try_next(r, timer, rest, Reason::lost(e)),
+            Err(e) => return self.try_next(r, timer, rest, ConnectError::io(e)),
         };
         let attempt = Rc::new(Attempt {
             fd: sock.as_raw_fd(),
             sock: RefCell::new(Some(sock)),
-            connector: self.me.upgrade().expect("alive"),
+            connector: self.strong(),
         });
         *self.state.borrow_mut() = State::Connecting {
             attempt: attempt.clone(),
@@ -229,7 +232,7 @@ impl ConnectorInner {
             .map_err(connect_reason)
             .and_then(|_| {
                 r.add_writer(attempt)
-                    .map_err(|e| Reason::lost(io::Error::other(e.to_string())))
+                    .map_err(|e| ConnectError::io(io::Error::other(e.to_string())))
             });
         if let Err(reason) = result {
             self.attempt_failed(r, reason);
@@ -237,7 +240,7 @@ impl ConnectorInner {
     }
 
     /// The current address failed: try the next one, or report the failure.
-    fn attempt_failed(&self, r: &Reactor, reason: Reason) {
+    fn attempt_failed(&self, r: &Reactor, reason: ConnectError) {
         let next = match &mut *self.state.borrow_mut() {
             State::Connecting {
                 attempt,
@@ -276,7 +279,7 @@ impl ConnectorInner {
         old
     }
 
-    fn fail(&self, r: &Reactor, reason: Reason) {
+    fn fail(&self, r: &Reactor, reason: ConnectError) {
         if !matches!(
             self.reset(r),
             State::Resolving { .. } | State::Connecting { .. }
@@ -310,37 +313,40 @@ impl ConnectorInner {
             Err(e) => return self.fail_after_reset(connect_reason(e)),
         };
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.factory.build_protocol(peer)
+            self.factory.build_protocol(&Address::Tcp(peer))
         }));
         let protocol = match built {
             Ok(Some(p)) => p,
-            Ok(None) => return self.fail_after_reset(Reason::ConnectionLost(None)),
+            Ok(None) => return self.fail_after_reset(ConnectError::NoProtocol),
             Err(payload) => {
-                let msg = crate::error::panic_message(&*payload);
+                let msg = panic_message(&*payload);
                 tracing::error!(%peer, message = %msg, "build_protocol panicked; connection closed");
-                return self.fail_after_reset(Reason::Panicked(msg));
+                return self.fail_after_reset(ConnectError::Panicked(Panicked(msg)));
             }
         };
         // A strong reference: the connector must outlive the connection even when the user
         // dropped its handle (the cycle ends when the connection closes and this runs).
-        let me = self.me.upgrade().expect("alive");
+        let me = self.strong();
         let on_lost = Box::new(move |_: &Reactor, reason: Reason| me.lost(reason));
         // Connected before connection_made runs, so the protocol may already use the connector
         // (disconnect, transport), as in Twisted.
         let on_ready = |t: &Transport| *self.state.borrow_mut() = State::Connected(t.clone());
         if Connection::establish(r, sock, peer, None, protocol, Some(on_lost), on_ready).is_none() {
-            self.fail_after_reset(Reason::ConnectionLost(None));
+            let refused = io::Error::other("the reactor cannot watch the connection");
+            self.fail_after_reset(ConnectError::io(refused));
         }
     }
 
-    fn fail_after_reset(&self, reason: Reason) {
+    fn fail_after_reset(&self, reason: ConnectError) {
         let me = self.handle();
         self.factory.client_connection_failed(&me, reason);
         self.maybe_stop_factory();
     }
 
     fn lost(&self, reason: Reason) {
-        *self.state.borrow_mut() = State::Disconnected;
+        // The old state (the transport) is dropped with no borrow held.
+        let old = std::mem::replace(&mut *self.state.borrow_mut(), State::Disconnected);
+        drop(old);
         let me = self.handle();
         self.factory.client_connection_lost(&me, reason);
         self.maybe_stop_factory();
@@ -371,7 +377,7 @@ impl FileDescriptor for Attempt {
     }
 
     fn connection_lost(&self, r: &Reactor, reason: Reason) {
-        self.connector.fail(r, reason);
+        self.connector.fail(r, attempt_reason(reason));
     }
 }
 

@@ -9,7 +9,8 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::connection::Connection;
-use crate::protocol::ProtocolFactory;
+use crate::interfaces::{Address, ListeningPort, ListeningPortImpl, ProtocolFactory};
+use crate::protocol::{factory_port_closed, factory_port_opened};
 use crate::reactor::Inner;
 use crate::{sys, DelayedCall, Error, FileDescriptor, Reactor, Reason};
 
@@ -48,7 +49,6 @@ pub(crate) struct Listener {
     sock: RefCell<Option<OwnedFd>>,
     reactor: Weak<Inner>,
     factory: Rc<dyn ProtocolFactory>,
-    factory_key: usize,
     addr: SocketAddr,
     /// A spare descriptor, closed to accept-and-drop pending clients when the process is out of
     /// descriptors (so that the listener does not spin on a readable socket it cannot serve).
@@ -58,63 +58,32 @@ pub(crate) struct Listener {
     shed: Cell<u64>,
 }
 
-/// A listening TCP port (Twisted's `IListeningPort`).
-///
-/// Dropping the handle does not stop listening; call [`stop_listening`](Self::stop_listening).
-#[derive(Clone)]
-pub struct ListeningPort {
-    inner: Rc<Listener>,
-}
-
-impl std::fmt::Debug for ListeningPort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListeningPort")
-            .field("addr", &self.inner.addr)
-            .finish()
-    }
-}
-
-impl ListeningPort {
-    /// The bound address (with the real port when port 0 was asked for).
-    pub fn address(&self) -> SocketAddr {
-        self.inner.addr
+impl ListeningPortImpl for Listener {
+    fn address(&self) -> Address {
+        Address::Tcp(self.addr)
     }
 
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.inner.addr.port()
-    }
-
-    /// Stops listening and closes the socket; established connections are not affected.
-    /// The factory's `stop_factory` runs if this was its last port. Idempotent.
-    pub fn stop_listening(&self) {
-        let l = &*self.inner;
-        if l.sock.borrow().is_none() {
+    fn stop_listening(&self) {
+        if self.sock.borrow().is_none() {
             return;
         }
-        if let Some(r) = l.reactor() {
-            r.remove_reader(l);
-            if let Some(p) = l.paused.borrow_mut().take() {
+        if let Some(r) = self.reactor() {
+            r.remove_reader(self);
+            if let Some(p) = self.paused.borrow_mut().take() {
                 let _ = p.cancel();
             }
-            drop(l.sock.borrow_mut().take());
-            l.reserve.borrow_mut().take();
-            if r.factory_ports(l.factory_key, -1) == 0 {
-                l.factory.stop_factory();
-            }
-        } else {
-            drop(l.sock.borrow_mut().take());
         }
+        drop(self.sock.borrow_mut().take());
+        self.reserve.borrow_mut().take();
+        factory_port_closed(&self.factory);
     }
 
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> u64 {
-        self.inner.accepted.get()
+    fn accepted(&self) -> u64 {
+        self.accepted.get()
     }
 
-    /// Pending clients closed unserved because the process was out of descriptors.
-    pub fn shed(&self) -> u64 {
-        self.inner.shed.get()
+    fn shed(&self) -> u64 {
+        self.shed.get()
     }
 }
 
@@ -126,7 +95,7 @@ impl Listener {
     fn accept_one(&self, r: &Reactor, sock: OwnedFd, peer: SocketAddr) {
         self.accepted.set(self.accepted.get() + 1);
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.factory.build_protocol(peer)
+            self.factory.build_protocol(&Address::Tcp(peer))
         }));
         match built {
             Ok(Some(protocol)) => {
@@ -221,10 +190,7 @@ impl FileDescriptor for Listener {
     fn connection_lost(&self, r: &Reactor, reason: Reason) {
         tracing::debug!(addr = %self.addr, %reason, "listening port closed by the reactor");
         let _ = r;
-        ListeningPort {
-            inner: self.me.upgrade().expect("alive"),
-        }
-        .stop_listening();
+        self.stop_listening();
     }
 }
 
@@ -232,7 +198,6 @@ pub(crate) fn listen(
     r: &Reactor,
     addr: SocketAddr,
     factory: Rc<dyn ProtocolFactory>,
-    factory_key: usize,
     opts: ListenOptions,
 ) -> Result<ListeningPort, Error> {
     let sock = sys::tcp_socket(&addr)?;
@@ -252,7 +217,6 @@ pub(crate) fn listen(
         sock: RefCell::new(Some(sock)),
         reactor: Rc::downgrade(&r.inner),
         factory,
-        factory_key,
         addr: bound,
         reserve: RefCell::new(File::open("/dev/null").ok()),
         paused: RefCell::new(None),
@@ -260,8 +224,6 @@ pub(crate) fn listen(
         shed: Cell::new(0),
     });
     r.add_reader(listener.clone())?;
-    if r.factory_ports(factory_key, 1) == 1 {
-        listener.factory.start_factory();
-    }
-    Ok(ListeningPort { inner: listener })
+    factory_port_opened(&listener.factory);
+    Ok(ListeningPort::new(listener))
 }

@@ -1,27 +1,28 @@
-//! TCP: listening ports, outgoing connectors, and the [`Transport`] of a connection.
+//! TCP: listening ports, outgoing connectors, and the [`Transport`](crate::Transport) of a
+//! connection.
 //!
 //! # Examples
 //! An echo server and a client that checks the echo, on one reactor:
 //! ```
 //! use std::time::Duration;
-//! use torsion::{Factory, Protocol, Reactor, Transport};
+//! use torsion::{Context, Factory, Protocol, Reactor};
 //!
 //! struct Echo;
 //! impl Protocol for Echo {
-//!     fn data_received(&mut self, t: &Transport, data: &[u8]) {
-//!         t.write(data);
+//!     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+//!         cx.transport().write(data);
 //!     }
 //! }
 //!
 //! struct Client(Vec<u8>);
 //! impl Protocol for Client {
-//!     fn connection_made(&mut self, t: &Transport) {
-//!         t.write(b"ping");
+//!     fn connection_made(&mut self, cx: &mut Context<'_>) {
+//!         cx.transport().write(b"ping");
 //!     }
-//!     fn data_received(&mut self, t: &Transport, data: &[u8]) {
+//!     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
 //!         self.0.extend_from_slice(data);
 //!         if self.0 == b"ping" {
-//!             t.reactor().unwrap().stop().unwrap();
+//!             cx.reactor().stop().unwrap();
 //!         }
 //!     }
 //! }
@@ -38,36 +39,20 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::protocol::{ClientFactory, ProtocolFactory};
+use crate::interfaces::{ClientFactory, Connector, ListeningPort, ProtocolFactory, ReactorTcp};
 use crate::{Error, Reactor};
 
 mod buffer;
 mod connection;
 mod connector;
 mod listener;
+mod transport;
 
-pub use connection::{Transport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
-pub use connector::Connector;
-pub use listener::{ListenOptions, ListeningPort};
-
-/// Anything that can be turned into a shared factory: a factory by value, or an `Rc` of one
-/// (keep the `Rc` to reach the factory later).
-pub trait IntoFactory<F: ?Sized> {
-    /// The shared factory.
-    fn into_factory(self) -> Rc<F>;
-}
-
-impl<T: ProtocolFactory + 'static> IntoFactory<T> for T {
-    fn into_factory(self) -> Rc<T> {
-        Rc::new(self)
-    }
-}
-
-impl<T: ProtocolFactory + 'static> IntoFactory<T> for Rc<T> {
-    fn into_factory(self) -> Rc<T> {
-        self
-    }
-}
+pub use crate::protocol::IntoFactory;
+#[cfg(test)]
+pub(crate) use connection::set_read_buffer_size;
+pub use connection::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+pub use listener::ListenOptions;
 
 fn first_addr<A: ToSocketAddrs>(addr: A) -> Result<SocketAddr, Error> {
     addr.to_socket_addrs()
@@ -82,6 +67,22 @@ impl Reactor {
     ///
     /// # Errors
     /// The system error (address in use, permission), or [`Error::BadAddress`].
+    ///
+    /// # Examples
+    /// ```
+    /// use torsion::{Context, Factory, Protocol, Reactor};
+    ///
+    /// struct Discard;
+    /// impl Protocol for Discard {
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let port = reactor.listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Discard))?;
+    /// assert_ne!(port.port(), 0);
+    /// port.stop_listening();
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
     pub fn listen_tcp<A, F>(
         &self,
         addr: A,
@@ -109,14 +110,13 @@ impl Reactor {
         F: ProtocolFactory + 'static,
     {
         let factory: Rc<F> = factory.into_factory();
-        let key = Rc::as_ptr(&factory) as *const u8 as usize;
-        listener::listen(self, first_addr(addr)?, factory, key, opts)
+        listener::listen(self, first_addr(addr)?, factory, opts)
     }
 
     /// Connects to `host:port` (Twisted's `connectTCP`); `host` is an IP address or a name,
     /// resolved on a helper thread. The attempt starts on the next iteration and fails with
-    /// [`Reason::TimedOut`](crate::Reason::TimedOut) after `timeout`. The factory's callbacks
-    /// report the outcome.
+    /// [`ConnectError::TimedOut`](crate::ConnectError::TimedOut) after `timeout`. The factory's
+    /// callbacks report the outcome.
     pub fn connect_tcp<F>(
         &self,
         host: &str,
@@ -128,7 +128,29 @@ impl Reactor {
         F: ClientFactory + 'static,
     {
         let factory: Rc<F> = factory.into_factory();
-        let c = Connector::new(self, host, port, factory, timeout);
+        let c = connector::new(self, host, port, factory, timeout);
+        c.connect();
+        c
+    }
+}
+
+impl ReactorTcp for Reactor {
+    fn listen_tcp_on(
+        &self,
+        addr: SocketAddr,
+        factory: Rc<dyn ProtocolFactory>,
+    ) -> Result<ListeningPort, Error> {
+        listener::listen(self, addr, factory, ListenOptions::default())
+    }
+
+    fn connect_tcp_to(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+    ) -> Connector {
+        let c = connector::new(self, host, port, factory, timeout);
         c.connect();
         c
     }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::testing::run_until;
-use crate::{Factory, ListeningPort, Protocol, Reason, Transport};
+use crate::{Context, Factory, ListeningPort, Protocol, Reason};
 
 /// Records the bytes and the end of one connection; closes once `close_at` bytes arrived.
 #[derive(Default)]
@@ -24,7 +24,8 @@ struct Recorder {
 }
 
 impl Protocol for Recorder {
-    fn data_received(&mut self, t: &Transport, data: &[u8]) {
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let t = cx.transport();
         self.seen.reads.set(self.seen.reads.get() + 1);
         let mut b = self.seen.bytes.borrow_mut();
         b.extend_from_slice(data);
@@ -33,7 +34,7 @@ impl Protocol for Recorder {
         }
     }
 
-    fn connection_lost(&mut self, reason: Reason) {
+    fn connection_lost(&mut self, _cx: &mut Context<'_>, reason: Reason) {
         *self.seen.lost.borrow_mut() = Some(reason);
     }
 }
@@ -62,7 +63,7 @@ fn pattern(len: usize) -> Vec<u8> {
 /// 1 KiB (a budget of 4 KiB per readiness event), and checks that all of it arrives. With
 /// `fin`, the client shuts its side after the data; without, it waits for the server to close.
 fn stream_through_the_budget(reactor: &crate::Reactor, len: usize, fin: bool) {
-    reactor.set_read_buffer_size(1024);
+    crate::tcp::set_read_buffer_size(1024);
     let (port, seen) = listen_recording(reactor, if fin { usize::MAX } else { len });
     let data = pattern(len);
     let sent = data.clone();
@@ -123,7 +124,7 @@ crate::reactor_test! {
     fn data_beyond_the_read_budget_and_fin_waiting_at_accept_are_all_seen(reactor) {
         // One report for the lot: the hangup must be remembered until the reads, 4 KiB per
         // iteration, reach the end of the stream.
-        reactor.set_read_buffer_size(1024);
+        crate::tcp::set_read_buffer_size(1024);
         let (port, seen) = listen_recording(reactor, usize::MAX);
         let mut c = TcpStream::connect(port.address()).unwrap();
         c.set_nonblocking(true).unwrap();

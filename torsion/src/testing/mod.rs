@@ -6,6 +6,8 @@
 //! into one `#[test]` per backend, each ending with [`LeakCheck`].
 
 mod clock;
+mod memory;
+mod string_transport;
 
 use std::io::{self, Read};
 use std::process::{Command, Output, Stdio};
@@ -13,6 +15,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use clock::Clock;
+pub use memory::{MemoryPoller, MemoryPollerHandle, MemoryReactor, TcpClient, TcpServer};
+pub use string_transport::StringTransport;
 
 use crate::{sys, Backend, Reactor};
 
@@ -101,7 +105,12 @@ impl LeakCheck {
     /// # Panics
     /// When anything leaked, naming what.
     pub fn check(self, reactor: Reactor) {
-        let backend = reactor.backend();
+        let backend = reactor.poller_name();
+        assert_eq!(
+            reactor.queued_calls(),
+            0,
+            "{backend}: calls still queued with call_soon"
+        );
         assert_eq!(
             reactor.descriptor_count(),
             0,

@@ -1,0 +1,221 @@
+//! What protocols call on a TCP connection: [`TransportImpl`] and [`TcpOptions`].
+
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use super::connection::{Connection, WriteShut};
+use crate::interfaces::{Address, Producer, TcpOptions, TransportImpl};
+use crate::{sys, Error, Reason};
+
+impl TransportImpl for Connection {
+    fn write_sequence(&self, data: &[&[u8]]) {
+        let Some(r) = self.reactor() else { return };
+        let (need_writer, pause, failed) = {
+            let mut st = self.st.borrow_mut();
+            // As Twisted: writes are accepted until the write side is actually shut.
+            if st.gone() || st.write_shut == WriteShut::Done {
+                return;
+            }
+            let mut skip = 0;
+            let mut failed = None;
+            if st.buf.is_empty() {
+                let sent = if data.len() == 1 {
+                    sys::send(self.fd, data[0])
+                } else {
+                    sys::send_vectored(self.fd, data)
+                };
+                match sent {
+                    Ok(n) => skip = n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if failed.is_none() {
+                for d in data {
+                    if skip >= d.len() {
+                        skip -= d.len();
+                    } else {
+                        st.buf.push(&d[skip..]);
+                        skip = 0;
+                    }
+                }
+            }
+            // A pull producer is asked for more when the socket can take it: after any write
+            // while one is registered, watch for writability even if nothing was buffered.
+            let pull = st.producer.is_some() && !st.streaming;
+            let need_writer = (!st.buf.is_empty() || pull) && !st.writing;
+            let pause = if st.streaming && !st.producer_paused && st.buf.len() > st.high {
+                st.producer_paused = true;
+                st.producer.clone()
+            } else {
+                None
+            };
+            (need_writer, pause, failed)
+        };
+        if let Some(e) = failed {
+            self.doom(&r, Reason::lost(e), false);
+            return;
+        }
+        if need_writer {
+            self.watch(&r, None, Some(true));
+        }
+        if let Some(p) = pause {
+            p.pause_producing();
+        }
+    }
+
+    fn lose_connection(&self) {
+        let Some(r) = self.reactor() else { return };
+        {
+            let mut st = self.st.borrow_mut();
+            if st.gone() || st.disconnecting {
+                return;
+            }
+            st.disconnecting = true;
+        }
+        self.watch(&r, Some(false), Some(true));
+    }
+
+    fn abort_connection(&self) {
+        if let Some(r) = self.reactor() {
+            self.doom(&r, Reason::ConnectionAborted, true);
+        }
+    }
+
+    fn lose_write_connection(&self) {
+        let Some(r) = self.reactor() else { return };
+        {
+            let mut st = self.st.borrow_mut();
+            if st.gone() || st.write_shut != WriteShut::Open {
+                return;
+            }
+            st.write_shut = WriteShut::Requested;
+        }
+        self.watch(&r, None, Some(true));
+    }
+
+    fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> Result<(), Error> {
+        let closed = {
+            let mut st = self.st.borrow_mut();
+            if st.producer.is_some() {
+                return Err(Error::ProducerAlreadyRegistered);
+            }
+            let closed = st.gone();
+            if !closed {
+                st.producer = Some(producer.clone());
+                st.streaming = streaming;
+                st.producer_paused = false;
+            }
+            closed
+        };
+        if closed {
+            producer.stop_producing();
+        } else if !streaming {
+            producer.resume_producing();
+        } else if self.buffered() > self.st.borrow().high {
+            // Registered over a full buffer: paused at once, resumed at the low-water mark.
+            self.st.borrow_mut().producer_paused = true;
+            producer.pause_producing();
+        }
+        Ok(())
+    }
+
+    fn unregister_producer(&self) {
+        let Some(r) = self.reactor() else { return };
+        let finish = {
+            let mut st = self.st.borrow_mut();
+            st.producer = None;
+            st.producer_paused = false;
+            st.disconnecting && !st.closed
+        };
+        if finish {
+            self.watch(&r, None, Some(true));
+        }
+    }
+
+    fn pause_producing(&self) {
+        let Some(r) = self.reactor() else { return };
+        self.watch(&r, Some(false), None);
+    }
+
+    fn resume_producing(&self) {
+        let Some(r) = self.reactor() else { return };
+        let can_read = {
+            let st = self.st.borrow();
+            !(st.gone() || st.disconnecting || st.read_closed)
+        };
+        if can_read {
+            self.watch(&r, Some(true), None);
+        }
+    }
+
+    fn peer(&self) -> Address {
+        Address::Tcp(self.peer)
+    }
+
+    fn host(&self) -> Address {
+        Address::Tcp(self.host)
+    }
+
+    fn buffered(&self) -> usize {
+        self.st.borrow().buf.len()
+    }
+
+    fn set_write_buffer_limits(&self, high: usize, low: usize) {
+        let mut st = self.st.borrow_mut();
+        st.high = high;
+        st.low = low.min(high);
+    }
+
+    fn connected(&self) -> bool {
+        !self.st.borrow().gone()
+    }
+
+    fn disconnecting(&self) -> bool {
+        self.st.borrow().disconnecting
+    }
+
+    fn tcp(&self) -> Option<&dyn TcpOptions> {
+        Some(self)
+    }
+}
+
+impl Connection {
+    fn sock_opt<T>(&self, f: impl FnOnce(RawFd) -> io::Result<T>) -> io::Result<T> {
+        if self.sock.borrow().is_none() {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        }
+        f(self.fd)
+    }
+}
+
+impl TcpOptions for Connection {
+    fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.sock_opt(|fd| sys::set_nodelay(fd, on))
+    }
+
+    fn nodelay(&self) -> io::Result<bool> {
+        self.sock_opt(sys::nodelay)
+    }
+
+    fn set_keepalive(&self, on: bool) -> io::Result<()> {
+        self.sock_opt(|fd| sys::set_keepalive(fd, on))
+    }
+
+    fn keepalive(&self) -> io::Result<bool> {
+        self.sock_opt(sys::keepalive)
+    }
+
+    fn set_receive_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.sock_opt(|fd| sys::set_recv_buffer(fd, bytes))
+    }
+
+    fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.sock_opt(|fd| sys::set_send_buffer(fd, bytes))
+    }
+}
