@@ -466,6 +466,15 @@ impl Transport {
     /// The buffer is not bounded by the transport: a peer that does not read makes it grow
     /// with every write. Bound it with flow control: register a streaming [`Producer`] (it is
     /// paused above the high-water mark), or watch [`buffered`](Self::buffered).
+    ///
+    /// # Examples
+    /// ```
+    /// let t = torsion::testing::StringTransport::new()?;
+    /// t.transport().write(b"hello, ");
+    /// t.transport().write_sequence(&[b"wor", b"ld"]);
+    /// assert_eq!(t.value(), b"hello, world");
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
     pub fn write(&self, data: &[u8]) {
         self.0.write(data);
     }
@@ -478,6 +487,16 @@ impl Transport {
 
     /// Closes the connection once the write buffer is flushed and any registered producer has
     /// unregistered: FIN, then `connection_lost(ConnectionDone)`. Stops reading at once.
+    ///
+    /// # Examples
+    /// ```
+    /// let t = torsion::testing::StringTransport::new()?;
+    /// t.transport().write(b"bye\r\n"); // still delivered: the close waits for the buffer
+    /// t.transport().lose_connection();
+    /// assert!(t.transport().disconnecting());
+    /// assert_eq!(t.value(), b"bye\r\n");
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
     pub fn lose_connection(&self) {
         self.0.lose_connection();
     }
@@ -498,6 +517,24 @@ impl Transport {
     ///
     /// # Errors
     /// [`Error::ProducerAlreadyRegistered`] when one is registered.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::rc::Rc;
+    /// use torsion::Producer;
+    ///
+    /// struct Ticker;
+    /// impl Producer for Ticker {
+    ///     fn resume_producing(&self) {}
+    /// }
+    ///
+    /// let t = torsion::testing::StringTransport::new()?;
+    /// t.transport().register_producer(Rc::new(Ticker), true)?;
+    /// assert!(t.transport().register_producer(Rc::new(Ticker), true).is_err());
+    /// t.transport().unregister_producer();
+    /// assert!(t.producer().is_none());
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
     pub fn register_producer(
         &self,
         producer: Rc<dyn Producer>,
@@ -513,6 +550,16 @@ impl Transport {
 
     /// Stops reading (Twisted's `pauseProducing` on a transport): no `data_received` until
     /// [`resume_producing`](Self::resume_producing).
+    ///
+    /// # Examples
+    /// ```
+    /// let t = torsion::testing::StringTransport::new()?;
+    /// t.transport().pause_producing();
+    /// assert!(t.reading_paused());
+    /// t.transport().resume_producing();
+    /// assert!(!t.reading_paused());
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
     pub fn pause_producing(&self) {
         self.0.pause_producing();
     }
