@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use super::connection::Connection;
 use crate::interfaces::{Address, ListeningPort, ListeningPortImpl, ProtocolFactory};
+use crate::poller::{Interest, Trigger};
 use crate::protocol::{factory_port_closed, factory_port_opened};
-use crate::reactor::Inner;
+use crate::reactor::{Inner, Registration};
 use crate::{sys, DelayedCall, Error, FileDescriptor, Reactor, Reason};
 
 /// Connections accepted per readiness event at most, so that a flood of connects cannot starve
@@ -54,6 +55,9 @@ pub(crate) struct Listener {
     /// descriptors (so that the listener does not spin on a readable socket it cannot serve).
     reserve: RefCell<Option<File>>,
     paused: RefCell<Option<DelayedCall>>,
+    /// From `listen` until `stop_listening` (or the reactor's shutdown, which stops it even
+    /// while its accepts are paused).
+    reg: Cell<Option<Registration>>,
     accepted: Cell<u64>,
     shed: Cell<u64>,
 }
@@ -68,7 +72,9 @@ impl ListeningPortImpl for Listener {
             return;
         }
         if let Some(r) = self.reactor() {
-            r.remove_reader(self);
+            if let Some(reg) = self.reg.take() {
+                r.deregister(&reg);
+            }
             if let Some(p) = self.paused.borrow_mut().take() {
                 let _ = p.cancel();
             }
@@ -138,11 +144,24 @@ impl Listener {
 
     /// Stops accepting for [`EXHAUSTED_PAUSE`], so that a listener whose accepts keep failing
     /// (no descriptors, no kernel memory) does not spin on its level-triggered readiness.
+    /// Starts or stops accepting.
+    fn watch(&self, r: &Reactor, on: bool) {
+        let Some(reg) = self.reg.get() else { return };
+        let interest = if on {
+            Interest::READ
+        } else {
+            Interest::default()
+        };
+        if let Err(e) = r.set_interest(&reg, interest) {
+            tracing::warn!(addr = %self.addr, error = %e, "cannot change whether a listener accepts");
+        }
+    }
+
     fn pause(&self, r: &Reactor) {
         if self.paused.borrow().is_some() {
             return;
         }
-        r.remove_reader(self);
+        self.watch(r, false);
         let me = self.me.clone();
         let call = r.call_later(EXHAUSTED_PAUSE, move |r| {
             if let Some(l) = me.upgrade() {
@@ -151,7 +170,7 @@ impl Listener {
                     if l.reserve.borrow().is_none() {
                         *l.reserve.borrow_mut() = File::open("/dev/null").ok();
                     }
-                    let _ = r.add_reader(l);
+                    l.watch(r, true);
                 }
             }
         });
@@ -220,10 +239,16 @@ pub(crate) fn listen(
         addr: bound,
         reserve: RefCell::new(File::open("/dev/null").ok()),
         paused: RefCell::new(None),
+        reg: Cell::new(None),
         accepted: Cell::new(0),
         shed: Cell::new(0),
     });
-    r.add_reader(listener.clone())?;
+    let reg = r.register(listener.clone(), Trigger::Level)?;
+    listener.reg.set(Some(reg));
+    if let Err(e) = r.set_interest(&reg, Interest::READ) {
+        r.deregister(&reg);
+        return Err(e);
+    }
     factory_port_opened(&listener.factory);
     Ok(ListeningPort::new(listener))
 }
