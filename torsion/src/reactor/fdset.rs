@@ -161,7 +161,10 @@ impl Reactor {
         trigger: Trigger,
     ) -> Result<Registration, Error> {
         let fd = self.fileno_of(&*desc)?;
-        self.claim_fd(fd, &desc)?;
+        if self.claim_fd(fd, &desc)?.is_some() {
+            // Registered already (a registration is one per descriptor).
+            return Err(Error::Io(crate::sys::errno(crate::sys::EEXIST)));
+        }
         let trigger = match trigger {
             Trigger::Edge if self.inner.poller.borrow().edge_triggered() => Trigger::Edge,
             _ => Trigger::Level,
