@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use super::{interrupted_ok, Event, Interest, Poller, Token, Trigger};
-use crate::sys::{self, PollFd};
+use crate::sys::{self, PollEvents, PollFd};
 use crate::Error;
 
 /// Invariant: `fds[i]` and `tokens[i]` describe the same registration, and `index[fd] == i`.
@@ -26,7 +26,7 @@ impl PollPoller {
     }
 }
 
-fn flags(interest: Interest) -> libc::c_short {
+fn flags(interest: Interest) -> PollEvents {
     let mut f = 0;
     if interest.read {
         f |= sys::POLLIN | sys::POLLRDHUP;
@@ -38,11 +38,11 @@ fn flags(interest: Interest) -> libc::c_short {
 }
 
 fn exists() -> Error {
-    Error::Io(io::Error::from_raw_os_error(libc::EEXIST))
+    Error::Io(sys::errno(sys::EEXIST))
 }
 
 fn missing() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOENT)
+    sys::errno(sys::ENOENT)
 }
 
 impl Poller for PollPoller {
@@ -58,7 +58,7 @@ impl Poller for PollPoller {
         _: Trigger,
     ) -> Result<(), Error> {
         if fd < 0 {
-            return Err(Error::Io(io::Error::from_raw_os_error(libc::EBADF)));
+            return Err(Error::Io(sys::errno(sys::EBADF)));
         }
         if self.index.contains_key(&fd) {
             return Err(exists());

@@ -49,7 +49,7 @@ impl Poller for SelectPoller {
     ) -> Result<(), Error> {
         let slot = self.slot(fd)?;
         if slot.is_some() {
-            return Err(Error::Io(io::Error::from_raw_os_error(libc::EEXIST)));
+            return Err(Error::Io(sys::errno(sys::EEXIST)));
         }
         *slot = Some((token, interest));
         self.max_fd = self.max_fd.max(fd);
@@ -66,7 +66,7 @@ impl Poller for SelectPoller {
         let slot = self.slot(fd)?;
         match slot {
             Some(s) => *s = (token, interest),
-            None => return Err(Error::Io(io::Error::from_raw_os_error(libc::ENOENT))),
+            None => return Err(Error::Io(sys::errno(sys::ENOENT))),
         }
         Ok(())
     }
@@ -74,10 +74,10 @@ impl Poller for SelectPoller {
     fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
         let slot = match self.slot(fd) {
             Ok(s) => s,
-            Err(_) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            Err(_) => return Err(sys::errno(sys::ENOENT)),
         };
         if slot.take().is_none() {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+            return Err(sys::errno(sys::ENOENT));
         }
         while self.max_fd >= 0 && self.slots[self.max_fd as usize].is_none() {
             self.max_fd -= 1;
@@ -99,7 +99,7 @@ impl Poller for SelectPoller {
             }
         }
         let n = match interrupted_ok(sys::pselect(self.max_fd + 1, &mut rd, &mut wr, timeout)) {
-            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+            Err(e) if e.raw_os_error() == Some(sys::EBADF) => {
                 // A registered descriptor was closed before it was deregistered. Report the
                 // closed ones as hung up (as poll(2) does with POLLNVAL), so that the reactor
                 // drops them, instead of failing the whole loop.

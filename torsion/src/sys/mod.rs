@@ -24,7 +24,7 @@ pub(crate) use epoll::{
 };
 pub(crate) use epoll::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLRDHUP};
 pub(crate) use epoll::{EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD};
-pub(crate) use poll::{pollfd, ppoll, PollFd};
+pub(crate) use poll::{pollfd, ppoll, PollEvents, PollFd};
 pub(crate) use poll::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLRDHUP};
 pub(crate) use select::{pselect, FdSet, FD_SETSIZE};
 #[cfg(test)]
@@ -84,6 +84,15 @@ fn timespec(d: Duration) -> libc::timespec {
         tv_sec: secs,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     }
+}
+
+/// Error numbers that code above this module names (the values of the target's libc).
+pub(crate) use libc::{EBADF, EEXIST, ENOENT};
+
+/// The `io::Error` of an error number such as [`EEXIST`], for refusals that are not a system
+/// call's but mean the same thing.
+pub(crate) fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
 }
 
 /// True when `fd` is an open descriptor of this process.

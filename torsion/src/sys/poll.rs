@@ -9,6 +9,9 @@ use super::{cvt, timespec};
 pub(crate) use libc::pollfd as PollFd;
 pub(crate) use libc::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLRDHUP};
 
+/// The `events`/`revents` bits of a [`PollFd`].
+pub(crate) type PollEvents = libc::c_short;
+
 /// `ppoll(2)` with a nanosecond timeout (`None` waits forever).
 pub(crate) fn ppoll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<usize> {
     let ts = timeout.map(timespec);
@@ -28,7 +31,7 @@ pub(crate) fn ppoll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result
 }
 
 /// A `pollfd` entry.
-pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> PollFd {
+pub(crate) fn pollfd(fd: RawFd, events: PollEvents) -> PollFd {
     libc::pollfd {
         fd,
         events,
