@@ -626,7 +626,7 @@ impl Reactor {
         });
         if let Err(e) = poller.register(fd, token, interest, trigger) {
             registry.remove(fd);
-            return Err(e);
+            return Err(e.into());
         }
         Ok(())
     }
