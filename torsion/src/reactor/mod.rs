@@ -172,7 +172,7 @@ pub(crate) struct Inner {
     backend: Backend,
     poller: RefCell<Box<dyn Poller>>,
     registry: RefCell<Registry>,
-    timers: Rc<TimerQueue>,
+    timers: Rc<TimerQueue<Reactor>>,
     soon: RefCell<VecDeque<LocalCall>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) executor: executor::Executor,
@@ -443,7 +443,7 @@ impl Reactor {
     /// schedules a call that will not run in practice.
     pub fn call_later<F: FnOnce(&Reactor) + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
         // The timer phase passes the reactor to the call: no reference to it is kept.
-        self.inner.timers.schedule_reactor(delay, f)
+        self.inner.timers.schedule(delay, f)
     }
 
     /// The pending delayed calls, earliest first (Twisted's `getDelayedCalls`).
@@ -697,7 +697,7 @@ impl Reactor {
             let now = Instant::now();
             let mark = self.inner.timers.seq_mark();
             while let Some(call) = self.inner.timers.pop_due(now, mark) {
-                self.guard("delayed call", || call.run(Some(self)));
+                self.guard("delayed call", || call.run(self));
             }
         }
         // 3. Timeout.
@@ -886,7 +886,7 @@ impl ReactorTime for Reactor {
     }
 
     fn schedule_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> DelayedCall {
-        self.inner.timers.schedule(delay, f)
+        self.inner.timers.schedule(delay, move |_: &Reactor| f())
     }
 }
 
