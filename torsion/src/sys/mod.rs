@@ -3,8 +3,8 @@
 //! Every function here validates what the kernel could misuse (buffer lengths, descriptor
 //! ranges) and turns `-1` returns into `io::Error`s. Nothing above this module calls libc
 //! directly. One submodule per kind of system object ([`waker`] for the eventfd, [`epoll`],
-//! [`poll`], [`select`], [`socket`]), and [`test_support`] for the process-global knobs of
-//! torsion's own tests; everything is re-exported here, so callers write `sys::send`,
+//! [`poll`], [`select`], [`socket`]), and `test_support` for the process-global knobs of
+//! torsion's own tests (with the `testing` feature); everything is re-exported here, so callers write `sys::send`,
 //! `sys::epoll_ctl` and so on.
 #![allow(unsafe_code)]
 
@@ -16,6 +16,7 @@ mod epoll;
 mod poll;
 mod select;
 mod socket;
+#[cfg(any(test, feature = "testing"))]
 mod test_support;
 mod waker;
 
@@ -35,6 +36,7 @@ pub(crate) use socket::{
     set_linger_zero, set_nodelay, set_recv_buffer, set_reuseaddr, set_send_buffer, set_v6only,
     shutdown, take_socket_error, tcp_socket, Shut, MAX_IOV,
 };
+#[cfg(any(test, feature = "testing"))]
 pub(crate) use test_support::{
     current_thread, default_sigpipe, install_noop_handler, set_nofile_limit, signal_thread,
     thread_cpu_time,
