@@ -8,9 +8,12 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// assert_eq!(poetry::timedelta::format_timedelta(Duration::from_micros(3_072_771)), "0:00:03.072771");
-/// assert_eq!(poetry::timedelta::format_timedelta(Duration::from_secs(3725)), "1:02:05");
-/// assert_eq!(poetry::timedelta::format_timedelta(Duration::from_secs(90_000)), "1 day, 1:00:00");
+///
+/// use poetry::timedelta::format_timedelta;
+///
+/// assert_eq!(format_timedelta(Duration::from_micros(3_072_771)), "0:00:03.072771");
+/// assert_eq!(format_timedelta(Duration::from_secs(3725)), "1:02:05");
+/// assert_eq!(format_timedelta(Duration::from_secs(90_000)), "1 day, 1:00:00");
 /// ```
 pub fn format_timedelta(d: Duration) -> String {
     let micros = d.subsec_micros();

@@ -4,8 +4,8 @@
 //! ranges) and turns `-1` returns into `io::Error`s. Nothing above this module calls libc
 //! directly. One submodule per kind of system object ([`waker`] for the eventfd, [`epoll`],
 //! [`poll`], [`select`], [`socket`]), and `test_support` for the process-global knobs of
-//! torsion's own tests (with the `testing` feature); everything is re-exported here, so callers write `sys::send`,
-//! `sys::epoll_ctl` and so on.
+//! torsion's own tests (with the `testing` feature); everything is re-exported here, so callers
+//! write `sys::send`, `sys::epoll_ctl` and so on.
 #![allow(unsafe_code)]
 
 use std::io;

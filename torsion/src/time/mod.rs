@@ -1,17 +1,17 @@
 //! Time: the [`ReactorTime`] contract, [`DelayedCall`] handles and the timer queue behind them.
 //!
 //! Both the real [`Reactor`](crate::Reactor) and the fake [`Clock`](crate::testing::Clock)
-//! keep their scheduled calls in the same queue type, so a `DelayedCall` behaves identically whichever clock
-//! made it (Twisted's `IReactorTime` and `IDelayedCall`).
+//! keep their scheduled calls in the same queue type, so a `DelayedCall` behaves identically
+//! whichever clock made it (Twisted's `IReactorTime` and `IDelayedCall`).
 //!
 //! # Implementation notes
 //! The queue (`queue.rs`, generic over what its calls get when they run: the reactor or the
-//! clock) is a radix heap keyed by `(deadline, sequence number)` (`radix.rs`): the
-//! deadlines a clock hands out never go below the last one that fell due, which is what a radix
-//! heap needs, and it finds the earliest call with sequential scans instead of a binary heap's
-//! cache misses. Equal deadlines fire in scheduling order. Each call is one allocation (its
-//! state and its closure together) shared by the queue and its [`DelayedCall`] handles; a
-//! call gets the reactor (or clock) as an argument instead of holding a reference to it.
+//! clock) is a radix heap keyed by `(deadline, sequence number)` (`radix.rs`): the deadlines a
+//! clock hands out never go below the last one that fell due, which is what a radix heap needs,
+//! and it finds the earliest call with sequential scans instead of a binary heap's cache
+//! misses. Equal deadlines fire in scheduling order. Each call is one allocation (its state and
+//! its closure together) shared by the queue and its [`DelayedCall`] handles; a call gets the
+//! reactor (or clock) as an argument instead of holding a reference to it.
 //! Cancelling or rescheduling a call does not search the queue: its entry becomes *stale* (its
 //! sequence number no longer matches the call's) and is dropped when met. When stale entries
 //! outnumber live ones they are all dropped, so any number of schedule/cancel cycles keeps
