@@ -1,6 +1,11 @@
 //! Thin wrappers over the socket and epoll syscalls, on raw descriptors (`i32`), for the load
 //! generator and the raw epoll server. Each wrapper turns `-1` into `io::Error` and does nothing
 //! else, so that the hot loops cost exactly one syscall per call.
+//!
+//! A few of these (setsockopt, SO_LINGER, RLIMIT_NOFILE, the epoll calls) duplicate helpers of
+//! torsion's private `sys` module on purpose: the benchmark peers (the raw epoll server, the
+//! load generator) must not depend on torsion's internals, or a change to torsion would change
+//! the yardstick it is measured with.
 #![allow(unsafe_code)]
 
 use std::io;

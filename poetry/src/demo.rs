@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use torsion::time::format_timedelta;
+use crate::timedelta::format_timedelta;
 use torsion::{Handle, Reactor};
 
 use crate::client::{get_poetry, Fetched, GetOptions, Model};

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod poems;
 pub mod progress;
 pub mod server;
+pub mod timedelta;
 
 pub use address::Address;
 pub use client::{get_poetry, Download, Fetched, GetOptions, Model};

@@ -122,7 +122,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "Got {} poems in {}",
         addresses.len(),
-        torsion::time::format_timedelta(elapsed)
+        format_elapsed(elapsed)
     );
     Ok(())
+}
+
+/// `elapsed` as `H:MM:SS.ffffff`, the way the tutorial's Python client prints a `timedelta`
+/// (no fraction when it is zero; this example's runs never last a day).
+fn format_elapsed(elapsed: std::time::Duration) -> String {
+    let secs = elapsed.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match elapsed.subsec_micros() {
+        0 => format!("{h}:{m:02}:{s:02}"),
+        micros => format!("{h}:{m:02}:{s:02}.{micros:06}"),
+    }
 }

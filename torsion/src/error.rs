@@ -76,15 +76,26 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
+            // The message of `e` is already in this error's: only what caused `e`.
+            Error::Io(e) => e.source(),
             _ => None,
         }
     }
 }
 
 impl From<io::Error> for Error {
+    /// [`Error::Io`], except for a poller's [`FdOutOfRange`](crate::poller::FdOutOfRange),
+    /// which becomes [`Error::FdOutOfRange`].
     fn from(e: io::Error) -> Self {
-        Error::Io(e)
+        let out_of_range = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::poller::FdOutOfRange>());
+        match out_of_range {
+            Some(&crate::poller::FdOutOfRange { fd, limit, backend }) => {
+                Error::FdOutOfRange { fd, limit, backend }
+            }
+            None => Error::Io(e),
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use torsion::time::format_timedelta;
+use crate::timedelta::format_timedelta;
 
 use super::{failed_line, show, Download, Fetched, GetOptions, Model};
 use crate::progress::Progress;

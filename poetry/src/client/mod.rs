@@ -27,7 +27,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use torsion::time::format_timedelta;
+use crate::timedelta::format_timedelta;
 use torsion::Reactor;
 
 use crate::progress::Progress;

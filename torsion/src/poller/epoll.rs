@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::{interrupted_ok, Event, Interest, Poller, Token, Trigger};
 use crate::sys::{self, EpollEvent};
-use crate::Error;
 
 /// Events fetched per `epoll_wait`; more ready descriptors are reported by the next call.
 const BATCH: usize = 1024;
@@ -60,7 +59,7 @@ impl Poller for EpollPoller {
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> Result<(), Error> {
+    ) -> io::Result<()> {
         let f = flags(interest, trigger);
         sys::epoll_ctl(&self.ep, sys::EPOLL_CTL_ADD, fd, f, token)?;
         Ok(())
@@ -72,7 +71,7 @@ impl Poller for EpollPoller {
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> Result<(), Error> {
+    ) -> io::Result<()> {
         // EPOLL_CTL_MOD re-checks readiness: an edge-triggered descriptor that is ready for the
         // new interest is reported by the next wait.
         let f = flags(interest, trigger);

@@ -101,7 +101,9 @@ pub struct Event {
 /// # Implementation notes
 /// * `poll` appends to `events` (the caller clears it) and returns `Ok` with no events when the
 ///   wait was interrupted by a signal: EINTR never reaches the caller.
-/// * `register` fails with [`Error::FdOutOfRange`] for descriptors the backend cannot watch.
+/// * `register` fails with an [`io::ErrorKind::InvalidInput`] error carrying an
+///   [`FdOutOfRange`] for descriptors the backend cannot watch (a reactor reports it as
+///   [`Error::FdOutOfRange`]).
 /// * A timeout of `None` blocks until an event arrives; `Some(ZERO)` does not block.
 /// * A backend that cannot do [`Trigger::Edge`] registers such descriptors level-triggered and
 ///   returns `false` from [`edge_triggered`](Poller::edge_triggered).
@@ -117,14 +119,14 @@ pub trait Poller {
     /// Starts watching `fd` for `interest`, reporting events with `token`.
     ///
     /// # Errors
-    /// The system error, or [`Error::FdOutOfRange`].
+    /// The system error, or [`FdOutOfRange`] (as [`io::ErrorKind::InvalidInput`]).
     fn register(
         &mut self,
         fd: RawFd,
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> Result<(), Error>;
+    ) -> io::Result<()>;
 
     /// Changes the token or interest of a registered descriptor. An edge-triggered registration
     /// is reported at once if the descriptor is ready for the new interest.
@@ -137,7 +139,7 @@ pub trait Poller {
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> Result<(), Error>;
+    ) -> io::Result<()>;
 
     /// Stops watching `fd`. Call it before the descriptor is closed.
     ///
@@ -150,6 +152,39 @@ pub trait Poller {
     /// # Errors
     /// The system error (never EINTR).
     fn poll(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+/// A descriptor a backend cannot watch: select(2) handles only descriptors below
+/// `FD_SETSIZE`. A [`Poller`] returns it inside an [`io::Error`] of kind
+/// [`InvalidInput`](io::ErrorKind::InvalidInput) (find it with [`io::Error::get_ref`] and
+/// `downcast_ref`); converted to an [`Error`] it becomes [`Error::FdOutOfRange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdOutOfRange {
+    /// The refused descriptor.
+    pub fd: RawFd,
+    /// The first descriptor number the backend cannot handle.
+    pub limit: RawFd,
+    /// The backend that refused it.
+    pub backend: &'static str,
+}
+
+impl fmt::Display for FdOutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let FdOutOfRange { fd, limit, backend } = self;
+        write!(
+            f,
+            "the {backend} backend cannot watch file descriptor {fd}: it handles only \
+             descriptors below {limit}; use the poll or epoll backend"
+        )
+    }
+}
+
+impl std::error::Error for FdOutOfRange {}
+
+impl From<FdOutOfRange> for io::Error {
+    fn from(e: FdOutOfRange) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, e)
+    }
 }
 
 /// The readiness backends.
@@ -242,6 +277,38 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn select_refuses_high_descriptors_with_an_io_error_that_converts_back() {
+        let mut p = Backend::Select.poller().unwrap();
+        let e = p
+            .register(FD_LIMIT_PROBE, 1, Interest::READ, Trigger::Level)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let inner = e.get_ref().and_then(|i| i.downcast_ref::<FdOutOfRange>());
+        assert_eq!(
+            inner.map(|r| (r.fd, r.backend)),
+            Some((FD_LIMIT_PROBE, "select"))
+        );
+        let msg = e.to_string();
+        assert!(
+            matches!(
+                Error::from(e),
+                Error::FdOutOfRange {
+                    fd: FD_LIMIT_PROBE,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        // Any other io::Error is Error::Io, whose message carries the cause once.
+        let io = Error::from(io::Error::from_raw_os_error(crate::sys::EEXIST));
+        assert!(matches!(io, Error::Io(_)));
+        assert!(std::error::Error::source(&io).is_none(), "{io}");
+    }
+
+    /// A descriptor number select(2) cannot watch (never opened: refused before any syscall).
+    const FD_LIMIT_PROBE: RawFd = 5000;
 
     #[test]
     fn every_backend_reports_a_readable_pipe() {

@@ -6,8 +6,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use super::{interrupted_ok, Event, Interest, Poller, Token, Trigger};
-use crate::sys::{self, PollFd};
-use crate::Error;
+use crate::sys::{self, PollEvents, PollFd};
 
 /// Invariant: `fds[i]` and `tokens[i]` describe the same registration, and `index[fd] == i`.
 pub(super) struct PollPoller {
@@ -26,7 +25,7 @@ impl PollPoller {
     }
 }
 
-fn flags(interest: Interest) -> libc::c_short {
+fn flags(interest: Interest) -> PollEvents {
     let mut f = 0;
     if interest.read {
         f |= sys::POLLIN | sys::POLLRDHUP;
@@ -35,14 +34,6 @@ fn flags(interest: Interest) -> libc::c_short {
         f |= sys::POLLOUT;
     }
     f
-}
-
-fn exists() -> Error {
-    Error::Io(io::Error::from_raw_os_error(libc::EEXIST))
-}
-
-fn missing() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOENT)
 }
 
 impl Poller for PollPoller {
@@ -56,12 +47,12 @@ impl Poller for PollPoller {
         token: Token,
         interest: Interest,
         _: Trigger,
-    ) -> Result<(), Error> {
+    ) -> io::Result<()> {
         if fd < 0 {
-            return Err(Error::Io(io::Error::from_raw_os_error(libc::EBADF)));
+            return Err(sys::errno(sys::EBADF));
         }
         if self.index.contains_key(&fd) {
-            return Err(exists());
+            return Err(sys::errno(sys::EEXIST));
         }
         self.index.insert(fd, self.fds.len());
         self.fds.push(sys::pollfd(fd, flags(interest)));
@@ -75,15 +66,18 @@ impl Poller for PollPoller {
         token: Token,
         interest: Interest,
         _: Trigger,
-    ) -> Result<(), Error> {
-        let i = *self.index.get(&fd).ok_or_else(missing)?;
+    ) -> io::Result<()> {
+        let i = *self.index.get(&fd).ok_or_else(|| sys::errno(sys::ENOENT))?;
         self.fds[i].events = flags(interest);
         self.tokens[i] = token;
         Ok(())
     }
 
     fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
-        let i = self.index.remove(&fd).ok_or_else(missing)?;
+        let i = self
+            .index
+            .remove(&fd)
+            .ok_or_else(|| sys::errno(sys::ENOENT))?;
         self.fds.swap_remove(i);
         self.tokens.swap_remove(i);
         if let Some(moved) = self.fds.get(i) {

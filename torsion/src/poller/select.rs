@@ -4,9 +4,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{interrupted_ok, Event, Interest, Poller, Token, Trigger};
+use super::{interrupted_ok, Event, FdOutOfRange, Interest, Poller, Token, Trigger};
 use crate::sys::{self, FdSet, FD_SETSIZE};
-use crate::Error;
 
 /// Invariant: `slots[fd]` is `Some` exactly for registered descriptors, and `max_fd` is the
 /// largest registered descriptor (or -1).
@@ -23,13 +22,14 @@ impl SelectPoller {
         }
     }
 
-    fn slot(&mut self, fd: RawFd) -> Result<&mut Option<(Token, Interest)>, Error> {
+    fn slot(&mut self, fd: RawFd) -> io::Result<&mut Option<(Token, Interest)>> {
         if !(0..FD_SETSIZE).contains(&fd) {
-            return Err(Error::FdOutOfRange {
+            return Err(FdOutOfRange {
                 fd,
                 limit: FD_SETSIZE,
                 backend: "select",
-            });
+            }
+            .into());
         }
         Ok(&mut self.slots[fd as usize])
     }
@@ -46,10 +46,10 @@ impl Poller for SelectPoller {
         token: Token,
         interest: Interest,
         _: Trigger,
-    ) -> Result<(), Error> {
+    ) -> io::Result<()> {
         let slot = self.slot(fd)?;
         if slot.is_some() {
-            return Err(Error::Io(io::Error::from_raw_os_error(libc::EEXIST)));
+            return Err(sys::errno(sys::EEXIST));
         }
         *slot = Some((token, interest));
         self.max_fd = self.max_fd.max(fd);
@@ -62,11 +62,11 @@ impl Poller for SelectPoller {
         token: Token,
         interest: Interest,
         _: Trigger,
-    ) -> Result<(), Error> {
+    ) -> io::Result<()> {
         let slot = self.slot(fd)?;
         match slot {
             Some(s) => *s = (token, interest),
-            None => return Err(Error::Io(io::Error::from_raw_os_error(libc::ENOENT))),
+            None => return Err(sys::errno(sys::ENOENT)),
         }
         Ok(())
     }
@@ -74,10 +74,10 @@ impl Poller for SelectPoller {
     fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
         let slot = match self.slot(fd) {
             Ok(s) => s,
-            Err(_) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            Err(_) => return Err(sys::errno(sys::ENOENT)),
         };
         if slot.take().is_none() {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+            return Err(sys::errno(sys::ENOENT));
         }
         while self.max_fd >= 0 && self.slots[self.max_fd as usize].is_none() {
             self.max_fd -= 1;
@@ -99,7 +99,7 @@ impl Poller for SelectPoller {
             }
         }
         let n = match interrupted_ok(sys::pselect(self.max_fd + 1, &mut rd, &mut wr, timeout)) {
-            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+            Err(e) if e.raw_os_error() == Some(sys::EBADF) => {
                 // A registered descriptor was closed before it was deregistered. Report the
                 // closed ones as hung up (as poll(2) does with POLLNVAL), so that the reactor
                 // drops them, instead of failing the whole loop.

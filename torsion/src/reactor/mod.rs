@@ -125,7 +125,7 @@ pub(crate) struct Inner {
     /// Every registration, by token; see `registry`.
     registry: RefCell<Registry>,
     /// Delayed calls.
-    timers: Rc<TimerQueue>,
+    timers: Rc<TimerQueue<Reactor>>,
     /// Calls queued with `call_soon`, run in phase 1.
     soon: RefCell<VecDeque<LocalCall>>,
     /// The thread-safe side: calls from other threads and the waker.
@@ -330,7 +330,7 @@ impl Reactor {
     /// ```
     pub fn call_later<F: FnOnce(&Reactor) + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
         // The timer phase passes the reactor to the call: no reference to it is kept.
-        self.inner.timers.schedule_reactor(delay, f)
+        self.inner.timers.schedule(delay, f)
     }
 
     /// The pending delayed calls, earliest first (Twisted's `getDelayedCalls`).
@@ -447,7 +447,7 @@ impl Reactor {
         }
         events.clear();
         self.inner.events.set(events);
-        polled.map_err(Error::Io)
+        polled.map_err(Error::from)
     }
 
     fn run_queued_calls(&self) {
@@ -471,7 +471,7 @@ impl Reactor {
             let now = self.inner.timers.now();
             let mark = self.inner.timers.seq_mark();
             while let Some(call) = self.inner.timers.pop_due(now, mark) {
-                self.guard("delayed call", || call.run(Some(self)));
+                self.guard("delayed call", || call.run(self));
             }
         }
     }
@@ -525,7 +525,7 @@ impl ReactorTime for Reactor {
     }
 
     fn schedule_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> DelayedCall {
-        self.inner.timers.schedule(delay, f)
+        self.inner.timers.schedule(delay, move |_: &Reactor| f())
     }
 }
 

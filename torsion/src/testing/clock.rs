@@ -29,7 +29,7 @@ use crate::time::{DelayedCall, ReactorTime, TimeSource, TimerQueue};
 /// ```
 #[derive(Clone)]
 pub struct Clock {
-    queue: Rc<TimerQueue>,
+    queue: Rc<TimerQueue<Clock>>,
     start: Instant,
 }
 
@@ -62,7 +62,7 @@ impl Clock {
 
     /// Schedules `f` to run once the clock has advanced by `delay`.
     pub fn call_later<F: FnOnce() + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
-        self.queue.schedule(delay, f)
+        self.queue.schedule(delay, move |_: &Clock| f())
     }
 
     /// Moves time forward by `amount` and runs every call that is then due.
@@ -70,7 +70,7 @@ impl Clock {
         let now = crate::time::deadline_after(self.now(), amount);
         self.queue.set_fake_now(now);
         while let Some(call) = self.queue.pop_due(now, u64::MAX) {
-            call.run(None);
+            call.run(self);
         }
     }
 
@@ -98,7 +98,7 @@ impl ReactorTime for Clock {
     }
 
     fn schedule_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> DelayedCall {
-        self.queue.schedule(delay, f)
+        self.queue.schedule(delay, move |_: &Clock| f())
     }
 }
 

@@ -120,10 +120,10 @@ impl Poller for MemoryPoller {
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> Result<(), Error> {
+    ) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
         if st.registered.contains_key(&fd) {
-            return Err(Error::Io(io::Error::from_raw_os_error(crate::sys::EEXIST)));
+            return Err(crate::sys::errno(crate::sys::EEXIST));
         }
         st.registered.insert(fd, (token, interest, trigger));
         Ok(())
@@ -135,14 +135,14 @@ impl Poller for MemoryPoller {
         token: Token,
         interest: Interest,
         trigger: Trigger,
-    ) -> Result<(), Error> {
+    ) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
         match st.registered.get_mut(&fd) {
             Some(r) => {
                 *r = (token, interest, trigger);
                 Ok(())
             }
-            None => Err(Error::Io(io::Error::from(io::ErrorKind::NotFound))),
+            None => Err(crate::sys::errno(crate::sys::ENOENT)),
         }
     }
 
