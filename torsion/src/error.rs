@@ -83,6 +83,12 @@ impl std::error::Error for Error {
     }
 }
 
+impl From<crate::poller::UnknownBackend> for Error {
+    fn from(e: crate::poller::UnknownBackend) -> Self {
+        Error::UnknownBackend(e.0)
+    }
+}
+
 impl From<io::Error> for Error {
     /// [`Error::Io`], except for a poller's [`FdOutOfRange`](crate::poller::FdOutOfRange),
     /// which becomes [`Error::FdOutOfRange`].

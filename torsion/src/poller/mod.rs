@@ -19,8 +19,6 @@ use std::os::fd::RawFd;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::Error;
-
 mod epoll;
 mod poll;
 mod select;
@@ -214,8 +212,8 @@ impl Backend {
     /// The default backend: `TORSION_REACTOR` when it is set, else epoll.
     ///
     /// # Errors
-    /// [`Error::UnknownBackend`] when `TORSION_REACTOR` names no backend.
-    pub fn from_env() -> Result<Backend, Error> {
+    /// [`UnknownBackend`] when `TORSION_REACTOR` names no backend.
+    pub fn from_env() -> Result<Backend, UnknownBackend> {
         match std::env::var("TORSION_REACTOR") {
             Ok(v) if !v.is_empty() => v.parse(),
             _ => Ok(Backend::Epoll),
@@ -242,17 +240,34 @@ impl fmt::Display for Backend {
 }
 
 impl FromStr for Backend {
-    type Err = Error;
+    type Err = UnknownBackend;
 
-    fn from_str(s: &str) -> Result<Backend, Error> {
+    fn from_str(s: &str) -> Result<Backend, UnknownBackend> {
         match s.trim().to_ascii_lowercase().as_str() {
             "select" => Ok(Backend::Select),
             "poll" => Ok(Backend::Poll),
             "epoll" => Ok(Backend::Epoll),
-            _ => Err(Error::UnknownBackend(s.to_string())),
+            _ => Err(UnknownBackend(s.to_string())),
         }
     }
 }
+
+/// A backend name that names no backend (from `TORSION_REACTOR` or [`Backend::from_str`]);
+/// it becomes [`Error::UnknownBackend`](crate::Error::UnknownBackend) with `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownBackend(pub String);
+
+impl fmt::Display for UnknownBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown reactor backend {:?}: valid backends are select, poll and epoll",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownBackend {}
 
 /// Treats EINTR as "no events".
 fn interrupted_ok(r: io::Result<usize>) -> io::Result<usize> {
@@ -265,6 +280,7 @@ fn interrupted_ok(r: io::Result<usize>) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     #[test]
     fn backend_names_parse_and_unknown_is_clear() {
