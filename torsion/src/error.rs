@@ -123,6 +123,15 @@ pub enum Reason {
     Panicked(Panicked),
     /// The reactor shut down (or was dropped) while the connection was open.
     ReactorShutdown,
+    /// A time limit expired: the peer half-closed and did not read the rest of the reply in
+    /// time, for example. The connection was reset.
+    TimedOut(TimedOut),
+    /// More than `limit` bytes waited in the write buffer (a peer that does not read, and no
+    /// flow control): the connection was reset.
+    WriteBufferFull {
+        /// The limit that was passed.
+        limit: usize,
+    },
 }
 
 impl Reason {
@@ -145,6 +154,11 @@ impl fmt::Display for Reason {
             Reason::ConnectionAborted => f.write_str("connection was aborted"),
             Reason::Panicked(_) => f.write_str("user code panicked"),
             Reason::ReactorShutdown => f.write_str("the reactor shut down"),
+            Reason::TimedOut(_) => f.write_str("connection closed: a time limit expired"),
+            Reason::WriteBufferFull { limit } => write!(
+                f,
+                "connection reset: more than {limit} bytes waited in its write buffer"
+            ),
         }
     }
 }
@@ -154,6 +168,7 @@ impl std::error::Error for Reason {
         match self {
             Reason::ConnectionLost(Some(e)) => Some(&**e),
             Reason::Panicked(p) => Some(p),
+            Reason::TimedOut(t) => Some(t),
             _ => None,
         }
     }

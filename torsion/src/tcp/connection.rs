@@ -7,13 +7,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use super::buffer::{Flush, WriteBuffer};
-use crate::error::{panic_message, Panicked};
+use crate::error::{panic_message, Panicked, TimedOut};
 use crate::interfaces::{Context, HalfClose, Producer, Protocol, Transport};
 use crate::poller::{Event, Interest, Trigger};
 use crate::reactor::{Inner, Readiness, Registration};
-use crate::{sys, FileDescriptor, Reactor, Reason};
+use crate::{sys, DelayedCall, FileDescriptor, Reactor, Reason};
 
 /// Reads per readiness event at most (see `do_read_event`).
 const READS_PER_EVENT: usize = 4;
@@ -52,6 +53,33 @@ pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Default low-water mark: a paused streaming producer is resumed at or below it.
 pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
 
+/// How long a connection whose peer half-closed goes on sending what was already written
+/// before it closes, by default (see
+/// [`ListenOptions::close_flush_timeout`](super::ListenOptions::close_flush_timeout)).
+pub const DEFAULT_CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Per-connection limits, set for the connections of a listening port by
+/// [`ListenOptions`](super::ListenOptions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// When the peer half-closes and the protocol lets the connection close
+    /// ([`HalfClose::Close`]), what was already written is still sent, for at most this long;
+    /// then the connection is reset with [`Reason::TimedOut`].
+    pub(crate) close_flush_timeout: Duration,
+    /// A write that leaves more than this in the write buffer resets the connection with
+    /// [`Reason::WriteBufferFull`] (`None`: no limit).
+    pub(crate) max_write_buffer: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            close_flush_timeout: DEFAULT_CLOSE_FLUSH_TIMEOUT,
+            max_write_buffer: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WriteShut {
     Open,
@@ -75,6 +103,9 @@ pub(super) struct State {
     urgent: bool,
     /// `lose_connection` was called: close once the buffer is flushed and the producer gone.
     pub(super) disconnecting: bool,
+    /// The peer half-closed and the protocol chose to close: close once the buffer is flushed,
+    /// producer or not (bounded by `Limits::close_flush_timeout`).
+    pub(super) closing_after_eof: bool,
     pub(super) write_shut: WriteShut,
     /// The connection will close on the next iteration (abort, or a failed write): every
     /// operation but the close itself is ignored.
@@ -97,6 +128,14 @@ impl State {
 
 pub(crate) type OnLost = Box<dyn FnOnce(&Reactor, Reason)>;
 
+/// What a new connection is made with, besides its socket.
+pub(crate) struct Setup {
+    pub(crate) protocol: Box<dyn Protocol>,
+    pub(crate) limits: Limits,
+    /// Run after the protocol's `connection_lost` (the connector's bookkeeping).
+    pub(crate) on_lost: Option<OnLost>,
+}
+
 pub(crate) struct Connection {
     me: Weak<Connection>,
     pub(super) fd: RawFd,
@@ -108,6 +147,9 @@ pub(crate) struct Connection {
     pub(super) st: RefCell<State>,
     pub(super) peer: SocketAddr,
     pub(super) host: SocketAddr,
+    pub(super) limits: Limits,
+    /// The limit on flushing after the peer's FIN (see `Limits::close_flush_timeout`).
+    flush_timer: RefCell<Option<DelayedCall>>,
     /// Run after the protocol's `connection_lost` (the connector's bookkeeping).
     on_lost: RefCell<Option<OnLost>>,
 }
@@ -122,10 +164,14 @@ impl Connection {
         sock: OwnedFd,
         peer: SocketAddr,
         host: Option<SocketAddr>,
-        protocol: Box<dyn Protocol>,
-        on_lost: Option<OnLost>,
+        setup: Setup,
         on_ready: impl FnOnce(&Transport),
     ) -> Option<Transport> {
+        let Setup {
+            protocol,
+            limits,
+            on_lost,
+        } = setup;
         let fd = sock.as_raw_fd();
         let host = host.unwrap_or_else(|| sys::local_addr(fd).unwrap_or(peer));
         let conn = Rc::new_cyclic(|me| Connection {
@@ -143,6 +189,7 @@ impl Connection {
                 peer_closed: false,
                 urgent: false,
                 disconnecting: false,
+                closing_after_eof: false,
                 write_shut: WriteShut::Open,
                 doomed: false,
                 closed: false,
@@ -154,6 +201,8 @@ impl Connection {
             }),
             peer,
             host,
+            limits,
+            flush_timer: RefCell::new(None),
             on_lost: RefCell::new(on_lost),
         });
         let registered = reactor
@@ -277,9 +326,18 @@ impl Connection {
             st.buf.clear();
             st.producer.take()
         };
+        let timer = self.flush_timer.borrow_mut().take();
+        if let Some(t) = timer {
+            let _ = t.cancel();
+        }
         // Deregister before close.
         if let Some(reg) = self.reg.take() {
             r.deregister(&reg);
+        }
+        if let Reason::Panicked(_) = reason {
+            // The reply may be cut anywhere: reset, so that the peer cannot take what it got
+            // for a complete reply ending in a clean FIN.
+            let _ = sys::set_linger_zero(self.fd);
         }
         drop(self.sock.borrow_mut().take());
         // Each piece of user code on its own: a panic in one must not skip the others (the
@@ -338,7 +396,7 @@ impl Connection {
     fn read_eof(&self, r: &Reactor, t: &Transport) -> Result<(), Reason> {
         let choice = self.with_protocol(r, t, |p, cx| p.read_connection_lost(cx));
         if choice == HalfClose::Close {
-            return Err(Reason::ConnectionDone);
+            return self.close_after_eof(r);
         }
         let write_done = {
             let mut st = self.st.borrow_mut();
@@ -349,6 +407,31 @@ impl Connection {
             return Err(Reason::ConnectionDone);
         }
         self.watch(r, Some(false), None);
+        Ok(())
+    }
+
+    /// The peer half-closed and the protocol lets the connection close: what was already
+    /// written is sent first (a reply is never cut behind a clean close), for at most
+    /// `close_flush_timeout`. (Twisted drops the buffer here.)
+    fn close_after_eof(&self, r: &Reactor) -> Result<(), Reason> {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.buf.is_empty() || st.gone() {
+                return Err(Reason::ConnectionDone);
+            }
+            st.closing_after_eof = true;
+            st.disconnecting = true;
+        }
+        self.watch(r, Some(false), Some(true));
+        let after = self.limits.close_flush_timeout;
+        let me = self.me.clone();
+        let timer = r.call_later(after, move |r| {
+            let Some(c) = me.upgrade() else { return };
+            c.flush_timer.borrow_mut().take();
+            tracing::warn!(peer = %c.peer, ?after, "the peer half-closed and did not read the rest of the reply in time; resetting");
+            c.doom(r, Reason::TimedOut(TimedOut { after }), true);
+        });
+        *self.flush_timer.borrow_mut() = Some(timer);
         Ok(())
     }
 
@@ -382,7 +465,7 @@ impl Connection {
             let empty = st.buf.is_empty();
             (
                 empty,
-                empty && st.disconnecting && st.producer.is_none(),
+                empty && st.disconnecting && (st.producer.is_none() || st.closing_after_eof),
                 empty && st.write_shut == WriteShut::Requested,
             )
         };

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::connection::Connection;
+use super::connection::{Connection, Limits, Setup};
 use crate::error::{panic_message, ConnectError, Panicked, TimedOut};
 use crate::interfaces::{Address, ClientFactory, Connector, ConnectorImpl, Transport};
 use crate::reactor::Inner;
@@ -331,7 +331,12 @@ impl ConnectorInner {
         // Connected before connection_made runs, so the protocol may already use the connector
         // (disconnect, transport), as in Twisted.
         let on_ready = |t: &Transport| *self.state.borrow_mut() = State::Connected(t.clone());
-        if Connection::establish(r, sock, peer, None, protocol, Some(on_lost), on_ready).is_none() {
+        let setup = Setup {
+            protocol,
+            limits: Limits::default(),
+            on_lost: Some(on_lost),
+        };
+        if Connection::establish(r, sock, peer, None, setup, on_ready).is_none() {
             let refused = io::Error::other("the reactor cannot watch the connection");
             self.fail_after_reset(ConnectError::io(refused));
         }

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use super::connection::Connection;
+use super::connection::{Connection, Limits, Setup};
 use crate::interfaces::{Address, ListeningPort, ListeningPortImpl, ProtocolFactory};
 use crate::poller::{Interest, Trigger};
 use crate::protocol::{factory_port_closed, factory_port_opened};
@@ -24,14 +24,37 @@ const ACCEPT_BUDGET: usize = 64;
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
 /// Options for [`Reactor::listen_tcp_with`].
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use torsion::tcp::ListenOptions;
+///
+/// let opts = ListenOptions {
+///     max_write_buffer: Some(4 << 20), // reset a peer that leaves 4 MiB unread
+///     close_flush_timeout: Duration::from_secs(5),
+///     ..ListenOptions::default()
+/// };
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ListenOptions {
     /// The accept queue's length (default 1024).
     pub backlog: i32,
     /// SO_REUSEADDR (default on, so a restarted server can bind at once).
     pub reuse_addr: bool,
-    /// For IPv6 addresses: accept IPv6 only (default true).
+    /// For IPv6 addresses: accept IPv6 only. Default false: the system's dual-stack default,
+    /// as std, tokio and Twisted (`[::]` then accepts IPv4 clients too).
     pub v6_only: bool,
+    /// A hard limit on each connection's write buffer: a write that leaves more than this
+    /// waiting resets the connection with [`Reason::WriteBufferFull`] and logs a warning.
+    /// Default `None` (no limit: bound the buffer with flow control, see
+    /// [`Transport::write`](crate::Transport::write)).
+    pub max_write_buffer: Option<usize>,
+    /// When a peer half-closes and the protocol lets the connection close, what it already
+    /// wrote is still sent for at most this long (default 30 s), then the connection is reset
+    /// with [`Reason::TimedOut`].
+    pub close_flush_timeout: Duration,
 }
 
 impl Default for ListenOptions {
@@ -39,7 +62,18 @@ impl Default for ListenOptions {
         ListenOptions {
             backlog: 1024,
             reuse_addr: true,
-            v6_only: true,
+            v6_only: false,
+            max_write_buffer: None,
+            close_flush_timeout: super::connection::DEFAULT_CLOSE_FLUSH_TIMEOUT,
+        }
+    }
+}
+
+impl ListenOptions {
+    fn limits(&self) -> Limits {
+        Limits {
+            close_flush_timeout: self.close_flush_timeout,
+            max_write_buffer: self.max_write_buffer,
         }
     }
 }
@@ -51,6 +85,7 @@ pub(crate) struct Listener {
     reactor: Weak<Inner>,
     factory: Rc<dyn ProtocolFactory>,
     addr: SocketAddr,
+    limits: Limits,
     /// A spare descriptor, closed to accept-and-drop pending clients when the process is out of
     /// descriptors (so that the listener does not spin on a readable socket it cannot serve).
     reserve: RefCell<Option<File>>,
@@ -108,7 +143,12 @@ impl Listener {
                 // Bound to a specific address, the listener knows every accepted socket's local
                 // address: no getsockname per connection.
                 let host = (!self.addr.ip().is_unspecified()).then_some(self.addr);
-                Connection::establish(r, sock, peer, host, protocol, None, |_| {});
+                let setup = Setup {
+                    protocol,
+                    limits: self.limits,
+                    on_lost: None,
+                };
+                Connection::establish(r, sock, peer, host, setup, |_| {});
             }
             Ok(None) => drop(sock), // refused by the factory
             Err(payload) => {
@@ -237,6 +277,7 @@ pub(crate) fn listen(
         reactor: Rc::downgrade(&r.inner),
         factory,
         addr: bound,
+        limits: opts.limits(),
         reserve: RefCell::new(File::open("/dev/null").ok()),
         paused: RefCell::new(None),
         reg: Cell::new(None),

@@ -49,6 +49,14 @@ impl TransportImpl for Connection {
             // while one is registered, watch for writability even if nothing was buffered.
             let pull = st.producer.is_some() && !st.streaming;
             let need_writer = (!st.buf.is_empty() || pull) && !st.writing;
+            if let Some(limit) = self.limits.max_write_buffer {
+                if st.buf.len() > limit {
+                    drop(st);
+                    tracing::warn!(peer = %self.peer, limit, "a write buffer passed its limit; resetting the connection");
+                    self.doom(&r, Reason::WriteBufferFull { limit }, true);
+                    return;
+                }
+            }
             let pause = if st.streaming && !st.producer_paused && st.buf.len() > st.high {
                 st.producer_paused = true;
                 st.producer.clone()
