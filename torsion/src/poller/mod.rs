@@ -101,7 +101,7 @@ pub struct Event {
 ///   wait was interrupted by a signal: EINTR never reaches the caller.
 /// * `register` fails with an [`io::ErrorKind::InvalidInput`] error carrying an
 ///   [`FdOutOfRange`] for descriptors the backend cannot watch (a reactor reports it as
-///   [`Error::FdOutOfRange`]).
+///   [`Error::FdOutOfRange`](crate::Error::FdOutOfRange)).
 /// * A timeout of `None` blocks until an event arrives; `Some(ZERO)` does not block.
 /// * A backend that cannot do [`Trigger::Edge`] registers such descriptors level-triggered and
 ///   returns `false` from [`edge_triggered`](Poller::edge_triggered).
