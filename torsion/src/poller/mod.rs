@@ -155,7 +155,7 @@ pub trait Poller {
 /// A descriptor a backend cannot watch: select(2) handles only descriptors below
 /// `FD_SETSIZE`. A [`Poller`] returns it inside an [`io::Error`] of kind
 /// [`InvalidInput`](io::ErrorKind::InvalidInput) (find it with [`io::Error::get_ref`] and
-/// `downcast_ref`); converted to an [`Error`] it becomes [`Error::FdOutOfRange`].
+/// `downcast_ref`); converted to an [`Error`](crate::Error) it becomes [`Error::FdOutOfRange`](crate::Error::FdOutOfRange).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdOutOfRange {
     /// The refused descriptor.
