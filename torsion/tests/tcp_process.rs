@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use torsion::{Backend, Context, Factory, Protocol, Reactor, Transport};
 
 fn spawn_child(kind: &str, backend: Backend) -> Child {
+    spawn_child_with(kind, backend, Stdio::inherit())
+}
+
+fn spawn_child_with(kind: &str, backend: Backend, stderr: Stdio) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -23,7 +27,7 @@ fn spawn_child(kind: &str, backend: Backend) -> Child {
         .env("TORSION_CHILD", kind)
         .env("TORSION_REACTOR", backend.name())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -51,6 +55,10 @@ fn child_entry() {
     let reactor = Reactor::new().unwrap();
     match std::env::var("TORSION_CHILD").as_deref() {
         Ok("emfile") => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
             let port = reactor
                 .listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Echo))
                 .unwrap();
@@ -107,7 +115,13 @@ impl Protocol for Writer {
 }
 
 fn emfile_on(backend: Backend) {
-    let mut child = KillOnDrop(spawn_child("emfile", backend));
+    let mut child = KillOnDrop(spawn_child_with("emfile", backend, Stdio::piped()));
+    let stderr = child.0.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
     let out = BufReader::new(child.0.stdout.take().unwrap());
     let port: u16 = out
         .lines()
@@ -134,6 +148,18 @@ fn emfile_on(backend: Backend) {
         used < 10,
         "{backend}: server used {used} ticks (10 ms each) in 1 s at the fd limit"
     );
+    // Clients shed at the limit were reset: none of them may see a clean, empty reply.
+    let (mut reset, mut clean) = (0, 0);
+    for c in &clients {
+        c.set_nonblocking(true).unwrap();
+        match (&*c).read(&mut [0u8; 16]) {
+            Ok(0) => clean += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reset += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(clean, 0, "{backend}: {clean} shed clients got a clean EOF");
+    assert!(reset > 0, "{backend}: no client was shed with a reset");
     // Free the descriptors: the server sees EOF and closes its side.
     drop(clients);
     std::thread::sleep(Duration::from_millis(100));
@@ -149,6 +175,11 @@ fn emfile_on(backend: Backend) {
         "{backend}: served after {:?}",
         start.elapsed()
     );
+    // The shedding was logged, once (rate-limited), where the program's user sees it.
+    drop(child);
+    let log = log.join().unwrap();
+    let warnings = log.matches("resetting pending clients unserved").count();
+    assert_eq!(warnings, 1, "{backend}: stderr was:\n{log}");
 }
 
 /// Kills the child when the test ends, passed or failed, so no server outlives it.

@@ -23,6 +23,9 @@ const ACCEPT_BUDGET: usize = 64;
 /// spare one to shed pending clients with.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
+/// How often at most the listener warns that it is shedding clients.
+const SHED_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 /// Options for [`Reactor::listen_tcp_with`].
 ///
 /// # Examples
@@ -95,6 +98,9 @@ pub(crate) struct Listener {
     reg: Cell<Option<Registration>>,
     accepted: Cell<u64>,
     shed: Cell<u64>,
+    /// Clients shed since the last warning, and when it was logged.
+    unreported: Cell<u64>,
+    last_warning: Cell<Option<std::time::Instant>>,
 }
 
 impl ListeningPortImpl for Listener {
@@ -164,15 +170,21 @@ impl Listener {
         let spare = self.reserve.borrow_mut().take();
         if spare.is_some() {
             drop(spare);
+            let mut now_shed = 0;
             for _ in 0..ACCEPT_BUDGET {
                 match sys::accept(self.fd) {
                     Ok((c, _)) => {
+                        // Reset, not closed cleanly: a client must not take the empty
+                        // connection for an empty reply.
+                        let _ = sys::set_linger_zero(c.as_raw_fd());
                         drop(c);
-                        self.shed.set(self.shed.get() + 1);
+                        now_shed += 1;
                     }
                     Err(_) => break,
                 }
             }
+            self.shed.set(self.shed.get() + now_shed);
+            self.warn_shedding(now_shed);
             *self.reserve.borrow_mut() = File::open("/dev/null").ok();
             if self.reserve.borrow().is_some() {
                 return;
@@ -182,8 +194,25 @@ impl Listener {
         self.pause(r);
     }
 
-    /// Stops accepting for [`EXHAUSTED_PAUSE`], so that a listener whose accepts keep failing
-    /// (no descriptors, no kernel memory) does not spin on its level-triggered readiness.
+    /// One warning per [`SHED_WARNING_EVERY`] at most while clients are being shed.
+    fn warn_shedding(&self, now_shed: u64) {
+        self.unreported.set(self.unreported.get() + now_shed);
+        let due = self
+            .last_warning
+            .get()
+            .is_none_or(|t| t.elapsed() >= SHED_WARNING_EVERY);
+        if due && self.unreported.get() > 0 {
+            tracing::warn!(
+                addr = %self.addr,
+                reset = self.unreported.get(),
+                total = self.shed.get(),
+                "out of file descriptors: resetting pending clients unserved"
+            );
+            self.unreported.set(0);
+            self.last_warning.set(Some(std::time::Instant::now()));
+        }
+    }
+
     /// Starts or stops accepting.
     fn watch(&self, r: &Reactor, on: bool) {
         let Some(reg) = self.reg.get() else { return };
@@ -197,6 +226,8 @@ impl Listener {
         }
     }
 
+    /// Stops accepting for [`EXHAUSTED_PAUSE`], so that a listener whose accepts keep failing
+    /// (no descriptors, no kernel memory) does not spin on its level-triggered readiness.
     fn pause(&self, r: &Reactor) {
         if self.paused.borrow().is_some() {
             return;
@@ -283,6 +314,8 @@ pub(crate) fn listen(
         reg: Cell::new(None),
         accepted: Cell::new(0),
         shed: Cell::new(0),
+        unreported: Cell::new(0),
+        last_warning: Cell::new(None),
     });
     let reg = r.register(listener.clone(), Trigger::Level)?;
     listener.reg.set(Some(reg));
