@@ -76,7 +76,8 @@ impl Shared {
         self.active.set(self.active.get() + 1);
         self.peak.set(self.peak.get().max(self.active.get()));
         if self.opts.fast {
-            t.write(&self.poem);
+            // One copy of the poem however many clients are slow to read it.
+            t.write_shared(self.poem.clone());
             self.served.set(self.served.get() + 1);
             t.lose_connection();
             return;

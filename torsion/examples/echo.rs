@@ -4,14 +4,24 @@
 //! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll]
 //! ```
 
+use std::rc::Rc;
+
 use torsion::{Backend, Context, Factory, Protocol, Reactor};
 
 struct Echo;
 
 impl Protocol for Echo {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        // Flow control: the transport is the producer of what it echoes, so it stops reading
+        // while its write buffer is above the high-water mark (a client that sends and never
+        // reads cannot grow the server's memory).
+        let t = cx.transport();
+        t.register_producer(Rc::new(t.clone()), true)
+            .expect("no producer is registered yet");
+    }
+
     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        let transport = cx.transport();
-        transport.write(data);
+        cx.transport().write(data);
     }
 }
 

@@ -296,7 +296,7 @@ pub trait Producer {
 pub trait Consumer {
     /// Registers `producer`; `streaming` tells a push producer (paused and resumed by the
     /// consumer's buffer) from a pull one (asked for data each time the buffer empties, and once
-    /// at once). On a closed consumer the producer is told `stop_producing` at once.
+    /// at registration). On a closed consumer the producer is told `stop_producing` at once.
     ///
     /// # Errors
     /// [`Error::ProducerAlreadyRegistered`] when one is registered.
@@ -326,6 +326,12 @@ pub trait TransportImpl {
     /// See [`Transport::write`].
     fn write(&self, data: &[u8]) {
         self.write_sequence(&[data]);
+    }
+
+    /// See [`Transport::write_shared`]. The default copies (`write`); a transport with a write
+    /// buffer keeps the shared bytes instead.
+    fn write_shared(&self, data: Rc<[u8]>) {
+        self.write(&data);
     }
 
     /// See [`Transport::lose_connection`].
@@ -477,6 +483,25 @@ impl Transport {
     /// ```
     pub fn write(&self, data: &[u8]) {
         self.0.write(data);
+    }
+
+    /// Writes bytes shared with other writers: what cannot be sent at once is kept by
+    /// reference, not copied. This is how one large payload goes to many peers (a file served
+    /// to every client, a broadcast) at the memory cost of one copy, however many peers are
+    /// slow to read it.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::rc::Rc;
+    ///
+    /// let poem: Rc<[u8]> = Rc::from(&b"Sonnet - To Science\n"[..]);
+    /// let t = torsion::testing::StringTransport::new()?;
+    /// t.transport().write_shared(poem.clone());
+    /// assert_eq!(t.value(), &poem[..]);
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
+    pub fn write_shared(&self, data: Rc<[u8]>) {
+        self.0.write_shared(data);
     }
 
     /// Writes several buffers, with one vectored system call where possible (Twisted's

@@ -234,3 +234,52 @@ fn tcp_client_example_talks_and_reports_failures() {
         String::from_utf8_lossy(&out.stderr).contains("Connection failed: connection was refused")
     );
 }
+
+/// Resident memory of a process, in KiB (`VmRSS` of /proc/PID/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn echo_example_stays_small_under_clients_that_never_read() {
+    // 20 clients each send up to 16 MiB and read nothing. Without flow control the server
+    // keeps every echoed byte it cannot send (hundreds of MiB); with it, each connection holds
+    // at most its high-water mark plus one read before reading stops.
+    const CLIENTS: usize = 20;
+    const BOUND_KIB: u64 = 48 * 1024;
+    for backend in ["poll", "epoll"] {
+        let (server, port) = start_server("echo", &["--port", "0", "--backend", backend]);
+        let pid = server.0.id();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let mut sent = 0usize;
+                    while sent < 16 << 20 {
+                        match c.write(&chunk) {
+                            Ok(n) => sent += n,
+                            Err(_) => break, // both sides' buffers are full: the server stopped reading
+                        }
+                    }
+                    (c, sent)
+                })
+            })
+            .collect();
+        let conns: Vec<_> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+        let rss = rss_kib(pid);
+        let sent: usize = conns.iter().map(|(_, n)| n).sum();
+        assert!(
+            rss < BOUND_KIB,
+            "{backend}: the echo server's RSS is {rss} KiB after {CLIENTS} clients sent {sent} bytes without reading"
+        );
+        drop(conns);
+    }
+}

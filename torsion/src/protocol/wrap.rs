@@ -67,6 +67,11 @@ pub trait ForwardingTransport {
         self.wrapped().write_sequence(data);
     }
 
+    /// See [`Transport::write_shared`].
+    fn write_shared(&self, data: Rc<[u8]>) {
+        self.write_sequence(&[&data]);
+    }
+
     /// See [`Transport::lose_connection`].
     fn lose_connection(&self) {
         self.wrapped().lose_connection();
@@ -149,6 +154,10 @@ pub trait ForwardingTransport {
 impl<T: ForwardingTransport> TransportImpl for T {
     fn write_sequence(&self, data: &[&[u8]]) {
         ForwardingTransport::write_sequence(self, data);
+    }
+
+    fn write_shared(&self, data: Rc<[u8]>) {
+        ForwardingTransport::write_shared(self, data);
     }
 
     fn lose_connection(&self) {

@@ -2,7 +2,9 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::ops::Deref;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 use crate::sys;
 
@@ -10,11 +12,29 @@ use crate::sys;
 /// become many tiny chunks.
 const COALESCE: usize = 16 * 1024;
 
+/// One piece of the buffer: bytes of its own, or bytes shared with other writers (a payload
+/// written to many connections is held once, whatever their number).
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Rc<[u8]>),
+}
+
+impl Deref for Chunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(s) => s,
+        }
+    }
+}
+
 /// Invariant: `len` is the number of unsent bytes: the sum of the chunks' lengths minus
-/// `offset`, which indexes into the front chunk (and is below its length).
+/// `offset`, which indexes into the front chunk (and is below its length); no chunk is empty.
 #[derive(Default)]
 pub(crate) struct WriteBuffer {
-    chunks: VecDeque<Vec<u8>>,
+    chunks: VecDeque<Chunk>,
     offset: usize,
     len: usize,
 }
@@ -41,13 +61,26 @@ impl WriteBuffer {
             return;
         }
         self.len += data.len();
-        if let Some(back) = self.chunks.back_mut() {
+        if let Some(Chunk::Owned(back)) = self.chunks.back_mut() {
             if back.len() + data.len() <= COALESCE {
                 back.extend_from_slice(data);
                 return;
             }
         }
-        self.chunks.push_back(data.to_vec());
+        self.chunks.push_back(Chunk::Owned(data.to_vec()));
+    }
+
+    /// Appends shared bytes from `start` on, without copying them.
+    pub(crate) fn push_shared(&mut self, data: Rc<[u8]>, start: usize) {
+        if start >= data.len() {
+            return;
+        }
+        if start > 0 || data.len() <= 256 {
+            // A remainder (or a small payload) is copied: the offset lives on the front only.
+            return self.push(&data[start..]);
+        }
+        self.len += data.len();
+        self.chunks.push_back(Chunk::Shared(data));
     }
 
     /// Discards everything.
@@ -122,5 +155,21 @@ mod tests {
         assert_eq!(&b.chunks[0][b.offset..], b"cde");
         b.consume(3);
         assert!(b.is_empty() && b.chunks.is_empty());
+    }
+
+    #[test]
+    fn shared_chunks_are_held_not_copied() {
+        let poem: Rc<[u8]> = vec![7u8; 100_000].into();
+        let mut b = WriteBuffer::default();
+        b.push(b"header");
+        b.push_shared(poem.clone(), 0);
+        b.push_shared(poem.clone(), 99_990); // a remainder: copied
+        assert_eq!(Rc::strong_count(&poem), 2);
+        assert_eq!(b.len(), 6 + 100_000 + 10);
+        b.consume(6 + 50_000);
+        assert_eq!(&b.chunks[0][b.offset..], &poem[50_000..]);
+        b.consume(50_010);
+        assert!(b.is_empty());
+        assert_eq!(Rc::strong_count(&poem), 1, "the shared chunk was let go");
     }
 }

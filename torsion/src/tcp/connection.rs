@@ -395,6 +395,10 @@ impl Connection {
 
     fn read_eof(&self, r: &Reactor, t: &Transport) -> Result<(), Reason> {
         let choice = self.with_protocol(r, t, |p, cx| p.read_connection_lost(cx));
+        if self.st.borrow().doomed {
+            // It panicked (or aborted): the close already queued says why.
+            return Ok(());
+        }
         if choice == HalfClose::Close {
             return self.close_after_eof(r);
         }
@@ -481,7 +485,7 @@ impl Connection {
             };
             let t = self.transport();
             self.with_protocol(r, &t, |p, cx| p.write_connection_lost(cx));
-            if read_closed {
+            if read_closed && !self.st.borrow().doomed {
                 return Err(Reason::ConnectionDone);
             }
         }

@@ -10,71 +10,11 @@ use crate::{sys, Error, Reason};
 
 impl TransportImpl for Connection {
     fn write_sequence(&self, data: &[&[u8]]) {
-        let Some(r) = self.reactor() else { return };
-        let (need_writer, pause, failed) = {
-            let mut st = self.st.borrow_mut();
-            // As Twisted: writes are accepted until the write side is actually shut.
-            if st.gone() || st.write_shut == WriteShut::Done {
-                return;
-            }
-            let mut skip = 0;
-            let mut failed = None;
-            if st.buf.is_empty() {
-                let sent = if data.len() == 1 {
-                    sys::send(self.fd, data[0])
-                } else {
-                    sys::send_vectored(self.fd, data)
-                };
-                match sent {
-                    Ok(n) => skip = n,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(e) => failed = Some(e),
-                }
-            }
-            if failed.is_none() {
-                for d in data {
-                    if skip >= d.len() {
-                        skip -= d.len();
-                    } else {
-                        st.buf.push(&d[skip..]);
-                        skip = 0;
-                    }
-                }
-            }
-            // A pull producer is asked for more when the socket can take it: after any write
-            // while one is registered, watch for writability even if nothing was buffered.
-            let pull = st.producer.is_some() && !st.streaming;
-            let need_writer = (!st.buf.is_empty() || pull) && !st.writing;
-            if let Some(limit) = self.limits.max_write_buffer {
-                if st.buf.len() > limit {
-                    drop(st);
-                    tracing::warn!(peer = %self.peer, limit, "a write buffer passed its limit; resetting the connection");
-                    self.doom(&r, Reason::WriteBufferFull { limit }, true);
-                    return;
-                }
-            }
-            let pause = if st.streaming && !st.producer_paused && st.buf.len() > st.high {
-                st.producer_paused = true;
-                st.producer.clone()
-            } else {
-                None
-            };
-            (need_writer, pause, failed)
-        };
-        if let Some(e) = failed {
-            self.doom(&r, Reason::lost(e), false);
-            return;
-        }
-        if need_writer {
-            self.watch(&r, None, Some(true));
-        }
-        if let Some(p) = pause {
-            p.pause_producing();
-        }
+        self.write_parts(data, None);
+    }
+
+    fn write_shared(&self, data: Rc<[u8]>) {
+        self.write_parts(&[], Some(data));
     }
 
     fn lose_connection(&self) {
@@ -190,6 +130,81 @@ impl TransportImpl for Connection {
 
     fn tcp(&self) -> Option<&dyn TcpOptions> {
         Some(self)
+    }
+}
+
+impl Connection {
+    /// Writes `data`, or the `shared` bytes (one or the other): sent at once as far as the
+    /// socket takes them when nothing is buffered, the rest buffered (shared bytes by
+    /// reference).
+    fn write_parts(&self, data: &[&[u8]], shared: Option<Rc<[u8]>>) {
+        let Some(r) = self.reactor() else { return };
+        let (need_writer, pause, failed) = {
+            let mut st = self.st.borrow_mut();
+            // As Twisted: writes are accepted until the write side is actually shut.
+            if st.gone() || st.write_shut == WriteShut::Done {
+                return;
+            }
+            let mut skip = 0;
+            let mut failed = None;
+            if st.buf.is_empty() {
+                let sent = match (&shared, data) {
+                    (Some(s), _) => sys::send(self.fd, s),
+                    (None, [one]) => sys::send(self.fd, one),
+                    (None, _) => sys::send_vectored(self.fd, data),
+                };
+                match sent {
+                    Ok(n) => skip = n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let (None, Some(s)) = (&failed, shared) {
+                st.buf.push_shared(s, skip);
+            } else if failed.is_none() {
+                for d in data {
+                    if skip >= d.len() {
+                        skip -= d.len();
+                    } else {
+                        st.buf.push(&d[skip..]);
+                        skip = 0;
+                    }
+                }
+            }
+            // A pull producer is asked for more when the socket can take it: after any write
+            // while one is registered, watch for writability even if nothing was buffered.
+            let pull = st.producer.is_some() && !st.streaming;
+            let need_writer = (!st.buf.is_empty() || pull) && !st.writing;
+            if let Some(limit) = self.limits.max_write_buffer {
+                if st.buf.len() > limit {
+                    drop(st);
+                    tracing::warn!(peer = %self.peer, limit, "a write buffer passed its limit; resetting the connection");
+                    self.doom(&r, Reason::WriteBufferFull { limit }, true);
+                    return;
+                }
+            }
+            let pause = if st.streaming && !st.producer_paused && st.buf.len() > st.high {
+                st.producer_paused = true;
+                st.producer.clone()
+            } else {
+                None
+            };
+            (need_writer, pause, failed)
+        };
+        if let Some(e) = failed {
+            self.doom(&r, Reason::lost(e), false);
+            return;
+        }
+        if need_writer {
+            self.watch(&r, None, Some(true));
+        }
+        if let Some(p) = pause {
+            p.pause_producing();
+        }
     }
 }
 
