@@ -7,6 +7,7 @@
 
 mod clock;
 mod memory;
+mod pair;
 mod string_transport;
 
 use std::io::{self, Read};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use clock::Clock;
 pub use memory::{MemoryPoller, MemoryPollerHandle, MemoryReactor, TcpClient, TcpServer};
+pub use pair::{connected_pair, connected_pair_with, flush_all, IoPump, FLUSH_ROUNDS};
 pub use string_transport::StringTransport;
 
 use crate::{sys, Backend, Reactor};
