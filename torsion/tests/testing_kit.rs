@@ -625,6 +625,33 @@ fn pair_close_with_unread_bytes_resets_the_peer() {
 }
 
 #[test]
+fn pair_both_sides_closing_at_once_with_bytes_buffered_both_ways() {
+    // Neither reads once it asked to close: what each sends the other is thrown away, and
+    // both close (over TCP, which side sees the reset depends on timing; here the client's
+    // bytes move first).
+    let mr = MemoryReactor::new().unwrap();
+    let (sl, cl) = (Rc::new(Log::default()), Rc::new(Log::default()));
+    let closing = |t: &Transport, _: &[u8]| {
+        t.write(b"last words");
+        t.lose_connection();
+    };
+    let pump = IoPump::new(
+        mr.reactor(),
+        Box::new(Rec::new(&sl).made(closing)),
+        Box::new(Rec::new(&cl).made(closing)),
+    );
+    pump.flush();
+    assert!(pump.closed());
+    assert_eq!((sl.chunks.get(), cl.chunks.get()), (0, 0));
+    assert_eq!((pump.client_to_server(), pump.server_to_client()), (0, 0));
+    assert_eq!(cl.events(), ["made", "lost:ConnectionDone"]);
+    assert_eq!(
+        sl.events(),
+        ["made", "lost:ConnectionLost(Some(Kind(ConnectionReset)))"]
+    );
+}
+
+#[test]
 fn pair_panic_in_a_callback_aborts_only_that_connection() {
     let mr = MemoryReactor::new().unwrap();
     let (sl, cl) = (Rc::new(Log::default()), Rc::new(Log::default()));
@@ -1019,4 +1046,36 @@ fn pairs_tell_several_clients_of_one_server_apart() {
     assert_eq!(*bl.data.borrow(), b"memory:a: hi from a");
     assert_eq!(*al.data.borrow(), b"");
     assert_eq!(seats.borrow().len(), 2);
+}
+
+// ------------------------------------------------------------------ a gap found in TCP
+
+/// The pair aborts a connection whose protocol panicked, and its peer loses the connection
+/// (a reset), as the contract's "abort that connection" says. Over TCP the peer instead sees
+/// the bytes written before the panic followed by a clean end of stream (`ConnectionDone`): a
+/// truncated stream that looks complete. `tcp/connection.rs` closes a panicked connection with
+/// `doom(.., false)` (a FIN) where `abort_connection` uses `doom(.., true)` (a reset). Run with
+/// `--ignored` to see it; it passes once a panic resets the connection.
+#[test]
+#[ignore = "TCP closes a panicked connection with a FIN, not a reset (tcp/connection.rs, with_protocol)"]
+fn tcp_peer_of_a_panicked_protocol_loses_the_connection() {
+    let reactor = torsion::Reactor::new().unwrap();
+    let server = rec_factory(|| {
+        Rec::new(&Rc::default()).data(|t, _| {
+            t.write(b"half an answer");
+            panic!("boom");
+        })
+    });
+    let port = reactor.listen_tcp("127.0.0.1:0", server).unwrap();
+    let cl = Rc::new(Log::default());
+    let c = cl.clone();
+    reactor.connect_tcp(
+        "127.0.0.1",
+        port.port(),
+        rec_factory(move || Rec::new(&c).made(|t, _| t.write(b"question"))),
+        secs(5),
+    );
+    run_until(&reactor, secs(30), || cl.events.borrow().len() >= 2);
+    let last = cl.events().last().cloned().unwrap();
+    assert!(last.starts_with("lost:ConnectionLost"), "{:?}", cl.events());
 }

@@ -56,6 +56,9 @@ struct State {
     read_closed: bool,
     /// `lose_connection` was called.
     disconnecting: bool,
+    /// Bytes arrived after `lose_connection` and were thrown away unread: the close resets the
+    /// peer, as a TCP close with unread data does.
+    discarded: bool,
     write_shut: WriteShut,
     /// Closes on the next round with this reason (abort, panic).
     doomed: Option<(Reason, Ended)>,
@@ -101,6 +104,7 @@ impl End {
                 reading: true,
                 read_closed: false,
                 disconnecting: false,
+                discarded: false,
                 write_shut: WriteShut::Open,
                 doomed: None,
                 ended: None,
@@ -286,7 +290,9 @@ enum Consequence {
 /// exact, with no socket buffer sizes to guess. The rest follows TCP:
 /// * `lose_connection` stops reading at once; the connection closes (`ConnectionDone`) once the
 ///   buffer is delivered and the producer unregistered. The peer then reads the end of the
-///   stream (`read_connection_lost`).
+///   stream (`read_connection_lost`). Bytes the peer sends meanwhile are thrown away unread,
+///   and the close then resets the peer (`ConnectionLost`), as a TCP close with unread data
+///   does.
 /// * `lose_write_connection` shuts the sending side once the buffer is delivered
 ///   (`write_connection_lost`); the peer reads the end of the stream and may keep writing
 ///   ([`HalfClose::KeepWriting`]).
@@ -651,16 +657,27 @@ impl IoPump {
         }
     }
 
-    /// Moves one chunk of `s`'s buffer to `r`'s protocol, if `r` reads.
+    /// Moves one chunk of `s`'s buffer to `r`'s protocol, if `r` reads. A receiver that asked
+    /// to close will never read: what is sent to it is thrown away (over TCP its kernel would
+    /// take the bytes and drop them at the close), so that both sides closing at once cannot
+    /// wait on each other forever.
     fn transfer(&self, s: &Side, r: &Side) -> bool {
         let data = {
-            let rst = r.end.st.borrow();
-            if rst.gone() || !rst.reading {
+            let mut rst = r.end.st.borrow_mut();
+            if rst.gone() || !(rst.reading || rst.disconnecting) {
                 return false;
             }
             let mut sst = s.end.st.borrow_mut();
             if sst.doomed.is_some() || sst.buf.is_empty() {
                 return false;
+            }
+            if !rst.reading {
+                sst.buf = VecDeque::new();
+                rst.discarded = true;
+                drop(sst);
+                drop(rst);
+                self.maybe_resume_streaming(s);
+                return true;
             }
             let n = self
                 .chunk
@@ -713,7 +730,13 @@ impl IoPump {
             )
         };
         if finish {
-            self.close_now(s, Reason::ConnectionDone, Ended::Clean);
+            let discarded = s.end.st.borrow().discarded;
+            let ended = if discarded {
+                Ended::Reset
+            } else {
+                Ended::Clean
+            };
+            self.close_now(s, Reason::ConnectionDone, ended);
             return true;
         }
         if shut {
