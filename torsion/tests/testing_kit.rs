@@ -625,6 +625,48 @@ fn pair_close_with_unread_bytes_resets_the_peer() {
 }
 
 #[test]
+fn pair_a_reply_racing_the_peers_close_ends_cleanly() {
+    // The server says goodbye and closes; the client answers what it reads. It reads the end
+    // of the stream before its answer could be refused: a clean close, as over TCP.
+    let mr = MemoryReactor::new().unwrap();
+    let (sl, cl) = (Rc::new(Log::default()), Rc::new(Log::default()));
+    let server = Rec::new(&sl).made(|t, _| {
+        t.write(b"bye\n");
+        t.lose_connection();
+    });
+    let client = Rec::new(&cl).data(|t, _| t.write(b"ok\n"));
+    let pump = IoPump::new(mr.reactor(), Box::new(server), Box::new(client));
+    pump.flush();
+    assert_eq!(*cl.data.borrow(), b"bye\n");
+    assert_eq!(sl.events(), ["made", "lost:ConnectionDone"]);
+    assert_eq!(cl.events(), ["made", "read_lost", "lost:ConnectionDone"]);
+    assert_eq!(pump.client_to_server(), 0);
+    // Writing to the closed connection does nothing.
+    pump.client_transport().write(b"late");
+    assert!(!pump.pump());
+}
+
+#[test]
+fn pair_writing_after_the_peer_closed_resets() {
+    // A client that keeps writing after the end of the stream, to a server that closed.
+    let mr = MemoryReactor::new().unwrap();
+    let (sl, cl) = (Rc::new(Log::default()), Rc::new(Log::default()));
+    let server = Rec::new(&sl).made(|t, _| t.lose_connection());
+    let client = Rec::new(&cl).eof(HalfClose::KeepWriting, |t, _| t.write(b"anyone?"));
+    let pump = IoPump::new(mr.reactor(), Box::new(server), Box::new(client));
+    pump.flush();
+    assert_eq!(sl.events(), ["made", "lost:ConnectionDone"]);
+    assert_eq!(
+        cl.events(),
+        [
+            "made",
+            "read_lost",
+            "lost:ConnectionLost(Some(Kind(ConnectionReset)))"
+        ]
+    );
+}
+
+#[test]
 fn pair_both_sides_closing_at_once_with_bytes_buffered_both_ways() {
     // Neither reads once it asked to close: what each sends the other is thrown away, and
     // both close (over TCP, which side sees the reset depends on timing; here the client's

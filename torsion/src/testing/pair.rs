@@ -299,9 +299,10 @@ enum Consequence {
 /// * `abort_connection` drops the buffer; the protocol gets `ConnectionAborted` on the next
 ///   round and its peer `ConnectionLost` (a reset). A panic in a protocol callback is logged and
 ///   aborts that connection the same way, with [`Reason::Panicked`].
-/// * A side that closes while the other still has bytes on their way to it resets the other
-///   (`ConnectionLost`), as a TCP close with unread data does; so does writing to a peer that
-///   closed.
+/// * A side that closes while the other, not reading, still has bytes on their way to it
+///   resets the other (`ConnectionLost`), as a TCP close with unread data does; so does
+///   writing to a peer that closed after reading its end of stream. A side that reads gets the
+///   end of the stream first, even with a reply of its own still buffered.
 /// * A side that closes because the peer's end of stream came
 ///   ([`HalfClose::Close`]) still delivers what it had buffered: over TCP those bytes were
 ///   already in the kernel.
@@ -774,9 +775,10 @@ impl IoPump {
         }
     }
 
-    /// What `s`'s state means for `r`: a reset when `s` was aborted, or closed with bytes of
-    /// `r`'s still on their way to it; the end of the stream when `s` shut its sending side
-    /// (or closed cleanly) and everything it sent was received.
+    /// What `s`'s state means for `r`: a reset when `s` was aborted (or closed with unread
+    /// bytes); the end of the stream when `s` shut its sending side (or closed cleanly) and
+    /// everything it sent was received, if `r` reads; else a reset when `r` still has bytes
+    /// for the closed `s`.
     fn after_peer(&self, s: &Side, r: &Side) -> bool {
         let (s_ended, s_write_done, s_empty) = {
             let st = s.end.st.borrow();
@@ -794,10 +796,12 @@ impl IoPump {
             let finished = s_ended == Some(Ended::Clean) || s_write_done;
             match s_ended {
                 Some(Ended::Reset) => Consequence::Reset,
-                Some(Ended::Clean) if !rst.buf.is_empty() => Consequence::Reset,
+                // A reader sees the end of the stream before any reset its own bytes would
+                // cause (over TCP the FIN is read first, the RST comes after the close).
                 _ if finished && s_empty && rst.reading && !rst.read_closed => {
                     Consequence::EndOfStream
                 }
+                Some(Ended::Clean) if !rst.buf.is_empty() => Consequence::Reset,
                 _ => return false,
             }
         };
