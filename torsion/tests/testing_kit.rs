@@ -17,7 +17,7 @@ use torsion::testing::{
     StringTransport,
 };
 use torsion::{
-    reactor_test, Address, Context, DelayedCall, Factory, HalfClose, Producer, Protocol,
+    reactor_test, Address, Consumer, Context, DelayedCall, Factory, HalfClose, Producer, Protocol,
     ProtocolFactory, ReactorTcp, Reason, Transport,
 };
 
@@ -762,9 +762,10 @@ struct Forward {
 
 impl Protocol for Forward {
     fn connection_made(&mut self, cx: &mut Context<'_>) {
-        self.to
-            .register_producer(Rc::new(cx.transport().clone()), true)
-            .unwrap();
+        // Through the `Consumer` interface, with the transport as a `Producer`.
+        let consumer: &dyn Consumer = &self.to;
+        let producer: Rc<dyn Producer> = Rc::new(cx.transport().clone());
+        consumer.register_producer(producer, true).unwrap();
     }
 
     fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
