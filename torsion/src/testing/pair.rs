@@ -306,6 +306,15 @@ enum Consequence {
 /// * A side that closes because the peer's end of stream came
 ///   ([`HalfClose::Close`]) still delivers what it had buffered: over TCP those bytes were
 ///   already in the kernel.
+/// * A streaming producer is paused when its transport's buffer passes the high-water mark
+///   (64 KiB by default, see [`Transport::set_write_buffer_limits`]) and resumed once it is
+///   delivered down to the low-water mark (16 KiB); a pull producer is asked for more once at
+///   registration and each time the buffer has been delivered. A side that does not read
+///   gets no end of stream either, until it reads again.
+///
+/// Where TCP's outcome depends on timing, the pair picks one and always the same: bytes move
+/// client to server first in each round, and a producer is paused at exactly its high-water
+/// mark (over TCP the socket buffers take a few hundred KiB more first).
 ///
 /// Each round also runs the reactor's ready work (calls queued with
 /// [`call_soon`](Reactor::call_soon), delayed calls already due), as Twisted's pump advances
@@ -318,7 +327,7 @@ enum Consequence {
 /// use std::cell::RefCell;
 /// use std::rc::Rc;
 /// use torsion::testing::{connected_pair, MemoryReactor};
-/// use torsion::{Context, Factory, Protocol, Reason};
+/// use torsion::{Context, Factory, Protocol};
 ///
 /// struct Echo;
 /// impl Protocol for Echo {
