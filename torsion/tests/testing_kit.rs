@@ -717,6 +717,42 @@ fn pair_panic_in_a_callback_aborts_only_that_connection() {
 }
 
 #[test]
+fn pair_panic_in_write_connection_lost_is_the_reason() {
+    // The server half-closes, the client keeps writing and closes at once; the server's
+    // write_connection_lost panics: its connection ends with the panic, not a clean close.
+    struct Shaky(Rc<Log>);
+    impl Protocol for Shaky {
+        fn connection_made(&mut self, cx: &mut Context<'_>) {
+            cx.transport().lose_write_connection();
+        }
+        fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+        fn read_connection_lost(&mut self, _: &mut Context<'_>) -> HalfClose {
+            HalfClose::KeepWriting
+        }
+        fn write_connection_lost(&mut self, _: &mut Context<'_>) {
+            panic!("shaky");
+        }
+        fn connection_lost(&mut self, _: &mut Context<'_>, reason: Reason) {
+            self.0.push(format!("lost:{reason:?}"));
+        }
+    }
+    let mr = MemoryReactor::new().unwrap();
+    let (sl, cl) = (Rc::new(Log::default()), Rc::new(Log::default()));
+    let client = Rec::new(&cl).made(|t, _| t.lose_write_connection());
+    let pump = IoPump::new(mr.reactor(), Box::new(Shaky(sl.clone())), Box::new(client));
+    pump.flush();
+    assert_eq!(sl.events(), [r#"lost:Panicked(Panicked("shaky"))"#]);
+    assert_eq!(
+        cl.events(),
+        [
+            "made",
+            "write_lost",
+            "lost:ConnectionLost(Some(Kind(ConnectionReset)))"
+        ]
+    );
+}
+
+#[test]
 fn pair_chunking_splits_delivery_and_timers_run_on_the_fake_clock() {
     // A server that answers one second after each request; the client's request arrives a
     // byte at a time.

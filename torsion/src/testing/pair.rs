@@ -755,8 +755,9 @@ impl IoPump {
                 st.write_shut = WriteShut::Done;
                 st.read_closed
             };
-            self.call(s, |p, cx| p.write_connection_lost(cx));
-            if read_closed {
+            let panicked = self.call(s, |p, cx| p.write_connection_lost(cx)).is_none();
+            // A panic aborted it: closed on the next round, with the panic as the reason.
+            if read_closed && !panicked {
                 self.close_now(s, Reason::ConnectionDone, Ended::Clean);
             }
             return true;
