@@ -752,6 +752,33 @@ fn pair_panic_in_write_connection_lost_is_the_reason() {
     );
 }
 
+/// A protocol whose `read_connection_lost` panics.
+struct PanicsAtEof(Rc<Log>);
+
+impl Protocol for PanicsAtEof {
+    fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn read_connection_lost(&mut self, _: &mut Context<'_>) -> HalfClose {
+        panic!("eof boom");
+    }
+    fn connection_lost(&mut self, _: &mut Context<'_>, reason: Reason) {
+        self.0.push(format!("lost:{reason:?}"));
+    }
+}
+
+#[test]
+fn pair_panic_in_read_connection_lost_is_the_reason() {
+    let mr = MemoryReactor::new().unwrap();
+    let sl = Rc::new(Log::default());
+    let client = Rec::new(&Rc::default()).made(|t, _| t.lose_connection());
+    let pump = IoPump::new(
+        mr.reactor(),
+        Box::new(PanicsAtEof(sl.clone())),
+        Box::new(client),
+    );
+    pump.flush();
+    assert_eq!(sl.events(), [r#"lost:Panicked(Panicked("eof boom"))"#]);
+}
+
 #[test]
 fn pair_chunking_splits_delivery_and_timers_run_on_the_fake_clock() {
     // A server that answers one second after each request; the client's request arrives a
@@ -1157,4 +1184,33 @@ fn tcp_peer_of_a_panicked_protocol_loses_the_connection() {
     run_until(&reactor, secs(30), || cl.events.borrow().len() >= 2);
     let last = cl.events().last().cloned().unwrap();
     assert!(last.starts_with("lost:ConnectionLost"), "{:?}", cl.events());
+}
+
+/// Over TCP a panic in `read_connection_lost` is reported as a clean close: `with_protocol`
+/// returns `HalfClose::default()` (`Close`) for the panicked call, so `read_eof` returns
+/// `Err(ConnectionDone)` and the connection closes at once with that reason; the close the
+/// panic scheduled (`doom`, with `Reason::Panicked`) then finds it closed. The same happens to
+/// a panic in `write_connection_lost` when the read side was already closed (`write_ready`
+/// returns `Err(ConnectionDone)` right after the call). The pair reports the panic
+/// (`pair_panic_in_read_connection_lost_is_the_reason`). Run with `--ignored` to see it.
+#[test]
+#[ignore = "TCP reports a panic in read_connection_lost as ConnectionDone (tcp/connection.rs, read_eof)"]
+fn tcp_panic_in_read_connection_lost_is_the_reason() {
+    let reactor = torsion::Reactor::new().unwrap();
+    let sl = Rc::new(Log::default());
+    let s = sl.clone();
+    let port = reactor
+        .listen_tcp(
+            "127.0.0.1:0",
+            Factory::for_protocol(move || PanicsAtEof(s.clone())),
+        )
+        .unwrap();
+    reactor.connect_tcp(
+        "127.0.0.1",
+        port.port(),
+        rec_factory(|| Rec::new(&Rc::default()).made(|t, _| t.lose_connection())),
+        secs(5),
+    );
+    run_until(&reactor, secs(30), || !sl.events.borrow().is_empty());
+    assert_eq!(sl.events(), [r#"lost:Panicked(Panicked("eof boom"))"#]);
 }
