@@ -437,6 +437,27 @@ impl IoPump {
 
     /// As [`new`](Self::new), with the server's and the client's addresses (what each side's
     /// [`host`](Transport::host) returns, and the other's [`peer`](Transport::peer)).
+    ///
+    /// # Examples
+    /// A pair that looks like TCP to a protocol that logs its peer (its
+    /// [`tcp`](Transport::tcp) options are still `None`: there is no socket):
+    /// ```
+    /// use torsion::testing::{IoPump, MemoryReactor};
+    /// use torsion::{Address, Context, Protocol};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let mr = MemoryReactor::new()?;
+    /// let server: Address = "10.0.0.1:80".parse::<std::net::SocketAddr>().unwrap().into();
+    /// let client: Address = "10.0.0.2:50000".parse::<std::net::SocketAddr>().unwrap().into();
+    /// let pump = IoPump::with_addresses(mr.reactor(), Box::new(Quiet), Box::new(Quiet), server.clone(), client);
+    /// assert_eq!(pump.client_transport().peer(), server);
+    /// assert!(pump.client_transport().tcp().is_none());
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
     pub fn with_addresses(
         reactor: &Reactor,
         server: Box<dyn Protocol>,
@@ -524,6 +545,29 @@ impl IoPump {
     }
 
     /// True once both protocols got `connection_lost`.
+    ///
+    /// # Examples
+    /// One round delivers a clean close: the client closes, then the server reads the end of
+    /// the stream and closes too.
+    /// ```
+    /// use torsion::testing::{IoPump, MemoryReactor};
+    /// use torsion::{Context, Protocol};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let mr = MemoryReactor::new()?;
+    /// let pump = IoPump::new(mr.reactor(), Box::new(Quiet), Box::new(Quiet));
+    /// pump.client_transport().lose_connection();
+    /// assert!(pump.client_transport().connected()); // closing, not closed
+    /// assert!(pump.pump());
+    /// assert!(!pump.client_transport().connected() && !pump.server_transport().connected());
+    /// assert!(pump.closed());
+    /// assert!(!pump.pump());
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
     pub fn closed(&self) -> bool {
         self.server.end.st.borrow().ended.is_some() && self.client.end.st.borrow().ended.is_some()
     }
