@@ -68,6 +68,31 @@ struct Shared {
 }
 
 impl Shared {
+    /// The state of a server of `poem` (`num_bytes` at least 1).
+    fn new(poem: Rc<[u8]>, opts: ServeOptions) -> Rc<Shared> {
+        let opts = ServeOptions {
+            num_bytes: opts.num_bytes.max(1),
+            ..opts
+        };
+        Rc::new(Shared {
+            poem,
+            opts,
+            busy: Cell::new(false),
+            queue: RefCell::default(),
+            active: Cell::new(0),
+            peak: Cell::new(0),
+            served: Cell::new(0),
+        })
+    }
+
+    /// The protocol of one connection.
+    fn protocol(self: &Rc<Self>) -> SlowPoetry {
+        SlowPoetry {
+            shared: self.clone(),
+            serving: Rc::default(),
+        }
+    }
+
     /// Starts sending the poem to `t`.
     fn start(self: &Rc<Self>, reactor: &Reactor, t: &Transport) {
         if self.opts.verbose {
@@ -85,7 +110,7 @@ impl Shared {
         let sender = Sender {
             transport: t.clone(),
             shared: self.clone(),
-            start: Instant::now(),
+            start: reactor.now(),
             offset: 0,
             chunk: 0,
         };
@@ -114,7 +139,8 @@ impl Shared {
     }
 }
 
-/// One connection's progress through the poem; moved from timer to timer.
+/// One connection's progress through the poem; moved from timer to timer. Its times are the
+/// reactor's ([`Reactor::now`]), so that a test's fake clock drives it.
 struct Sender {
     transport: Transport,
     shared: Rc<Shared>,
@@ -141,7 +167,7 @@ impl Sender {
         self.offset = end;
         self.chunk += 1;
         let due = self.start + self.shared.opts.delay * self.chunk;
-        reactor.call_later(due.saturating_duration_since(Instant::now()), move |r| {
+        reactor.call_later(due.saturating_duration_since(reactor.now()), move |r| {
             self.tick(r)
         });
     }
@@ -222,24 +248,9 @@ impl PoetryServer {
         poem: impl Into<Rc<[u8]>>,
         opts: ServeOptions,
     ) -> Result<PoetryServer, torsion::Error> {
-        let opts = ServeOptions {
-            num_bytes: opts.num_bytes.max(1),
-            ..opts
-        };
-        let shared = Rc::new(Shared {
-            poem: poem.into(),
-            opts,
-            busy: Cell::new(false),
-            queue: RefCell::default(),
-            active: Cell::new(0),
-            peak: Cell::new(0),
-            served: Cell::new(0),
-        });
+        let shared = Shared::new(poem.into(), opts);
         let s = shared.clone();
-        let factory = Factory::for_protocol(move || SlowPoetry {
-            shared: s.clone(),
-            serving: Rc::default(),
-        });
+        let factory = Factory::for_protocol(move || s.protocol());
         let listen = ListenOptions {
             backlog: BACKLOG,
             ..ListenOptions::default()
@@ -283,113 +294,132 @@ impl PoetryServer {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use torsion::testing::{MemoryReactor, StringTransport};
     use torsion::Factory;
 
-    /// One client's chunks: when each came, and its bytes.
-    type Chunks = Vec<(Duration, Vec<u8>)>;
-    type Log = Rc<RefCell<Vec<Chunks>>>;
-
-    /// A client that records when each chunk came (an empty chunk for the end) into the log.
-    struct Recorder {
-        start: Instant,
-        got: Chunks,
-        log: Log,
-        quit_after: Option<usize>,
-    }
-
-    impl Protocol for Recorder {
-        fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-            let t = cx.transport();
-            self.got.push((self.start.elapsed(), data.to_vec()));
-            if self.quit_after == Some(self.got.len()) {
-                t.abort_connection();
-            }
-        }
-        fn connection_lost(&mut self, _cx: &mut Context<'_>, _: Reason) {
-            self.got.push((self.start.elapsed(), Vec::new())); // the end
-            self.log.borrow_mut().push(std::mem::take(&mut self.got));
-        }
-    }
-
-    /// Runs `clients` clients against a server of `poem` with `opts`; `quit_after[i]` makes
-    /// client `i` hang up after that many chunks. Returns each client's chunks (in order of
-    /// completion) and the server.
-    fn serve(
-        poem: &'static [u8],
-        opts: ServeOptions,
-        quit_after: &[Option<usize>],
-    ) -> (Vec<Chunks>, PoetryServer) {
-        let reactor = Reactor::new().unwrap();
-        let server = PoetryServer::listen(&reactor, "127.0.0.1:0", poem, opts).unwrap();
-        let log: Log = Rc::default();
-        let clients = quit_after.len();
-        for &quit in quit_after {
-            let log = log.clone();
-            let start = Instant::now();
-            let factory = Factory::for_protocol(move || Recorder {
-                start,
-                got: Vec::new(),
-                log: log.clone(),
-                quit_after: quit,
-            });
-            reactor.connect_tcp("127.0.0.1", server.port(), factory, Duration::from_secs(5));
-        }
-        let l = log.clone();
-        // Stop once every client's connection ended.
-        fn check(r: &Reactor, l: Log, n: usize) {
-            if l.borrow().len() == n {
-                r.stop().unwrap();
-            } else {
-                r.call_later(Duration::from_millis(2), move |r| check(r, l, n));
-            }
-        }
-        reactor.call_when_running(move |r| check(r, l, clients));
-        reactor.call_later(Duration::from_secs(20), |r| panic!("stuck: {r:?}"));
-        reactor.run().unwrap();
-        let log = log.take();
-        (log, server)
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     fn opts(delay_ms: u64, num_bytes: usize) -> ServeOptions {
         ServeOptions {
-            delay: Duration::from_millis(delay_ms),
+            delay: ms(delay_ms),
             num_bytes,
             ..ServeOptions::default()
         }
     }
 
+    /// A server's state and `n` clients on string transports, all on one memory reactor (a
+    /// fake clock): no socket, no sleep.
+    struct Bench {
+        mr: MemoryReactor,
+        shared: Rc<Shared>,
+        clients: Vec<(StringTransport, SlowPoetry)>,
+    }
+
+    impl Bench {
+        fn new(poem: &'static [u8], opts: ServeOptions, n: usize) -> Bench {
+            let mr = MemoryReactor::new().unwrap();
+            let shared = Shared::new(poem.into(), opts);
+            let clients = (0..n)
+                .map(|_| (StringTransport::on(mr.reactor()), shared.protocol()))
+                .collect();
+            Bench {
+                mr,
+                shared,
+                clients,
+            }
+        }
+
+        /// Client `i` connects.
+        fn connect(&mut self, i: usize) {
+            let (t, p) = &mut self.clients[i];
+            t.connect(p);
+        }
+
+        /// What client `i` was sent since the last look.
+        fn take(&self, i: usize) -> Vec<u8> {
+            self.clients[i].0.take()
+        }
+
+        /// The server asked to close client `i`'s connection.
+        fn closing(&self, i: usize) -> bool {
+            self.clients[i].0.disconnecting()
+        }
+
+        /// Client `i`'s connection ends (the close the server asked for, or the client
+        /// hanging up).
+        fn lose(&mut self, i: usize, reason: Reason) {
+            let (t, p) = &mut self.clients[i];
+            t.lose(p, reason);
+        }
+
+        fn counts(&self) -> (u64, usize, usize) {
+            let s = &self.shared;
+            (s.served.get(), s.active.get(), s.peak.get())
+        }
+    }
+
+    const POEM: &[u8] = b"0123456789abcdefghijABCDEFGHIJklmno";
+
     #[test]
     fn sends_num_bytes_every_delay_then_closes_one_delay_later() {
-        let poem: &[u8] = b"0123456789abcdefghijABCDEFGHIJklmno";
-        let (log, server) = serve(poem, opts(30, 10), &[None]);
-        let chunks = &log[0];
-        let bytes: Vec<u8> = chunks.iter().flat_map(|(_, b)| b.clone()).collect();
-        assert_eq!(bytes, poem);
-        let (end, last) = chunks.last().unwrap();
-        assert!(last.is_empty());
-        // 4 chunks at 0, 30, 60, 90 ms; FIN at 120 ms (never early).
-        assert!(*end >= Duration::from_millis(120), "{end:?}");
-        assert!(*end < Duration::from_millis(1000), "{end:?}");
-        let sizes: Vec<usize> = chunks.iter().map(|(_, b)| b.len()).collect();
-        assert_eq!(sizes, [10, 10, 10, 5, 0], "one chunk per delay");
-        for (k, (at, _)) in chunks.iter().enumerate().take(4) {
-            assert!(
-                *at >= Duration::from_millis(30 * k as u64),
-                "chunk {k} at {at:?}"
-            );
+        let mut b = Bench::new(POEM, opts(30, 10), 1);
+        b.connect(0);
+        assert_eq!(b.take(0), &POEM[..10], "the first chunk at once");
+        for k in 1..4 {
+            b.mr.advance(ms(29));
+            assert_eq!(b.take(0), b"", "chunk {k} is not early");
+            b.mr.advance(ms(1));
+            assert_eq!(b.take(0), &POEM[10 * k..(10 * k + 10).min(POEM.len())]);
         }
-        assert_eq!((server.served(), server.active(), server.peak()), (1, 0, 1));
+        // The last chunk went out at 90 ms; the close comes one delay later.
+        b.mr.advance(ms(29));
+        assert!(!b.closing(0));
+        b.mr.advance(ms(1));
+        assert!(b.closing(0));
+        assert_eq!(b.take(0), b"");
+        assert_eq!(b.counts(), (1, 1, 1));
+        assert!(b.mr.reactor().delayed_calls().is_empty());
+        b.lose(0, Reason::ConnectionDone);
+        assert_eq!(b.counts(), (1, 0, 1));
+    }
+
+    #[test]
+    fn chunks_are_timed_from_the_start_so_a_late_timer_does_not_delay_the_poem() {
+        let mut b = Bench::new(POEM, opts(30, 10), 1);
+        b.connect(0);
+        // The clock jumps 75 ms at once: the chunks due at 30 and 60 ms both go out now,
+        // and the next is still due at 90 ms, not 75 + 30.
+        b.mr.advance(ms(75));
+        assert_eq!(b.take(0), &POEM[..30]);
+        b.mr.advance(ms(14));
+        assert_eq!(b.take(0), b"");
+        b.mr.advance(ms(1));
+        assert_eq!(b.take(0), &POEM[30..]);
     }
 
     #[test]
     fn serves_all_clients_at_once_by_default() {
-        let (log, server) = serve(b"twenty bytes of poem", opts(20, 5), &[None; 5]);
-        assert_eq!(log.len(), 5);
-        for chunks in &log {
-            let (end, _) = chunks.last().unwrap();
-            assert!(*end < Duration::from_millis(80 * 3), "{end:?}");
+        let mut b = Bench::new(b"twenty bytes of poem", opts(20, 5), 5);
+        for i in 0..5 {
+            b.connect(i);
         }
-        assert_eq!((server.served(), server.peak()), (5, 5));
+        for i in 0..5 {
+            assert_eq!(b.take(i), b"twent");
+        }
+        assert_eq!(b.counts(), (0, 5, 5));
+        b.mr.advance(ms(60));
+        for i in 0..5 {
+            assert_eq!(b.take(i), b"y bytes of poem");
+            assert!(!b.closing(i));
+        }
+        b.mr.advance(ms(20));
+        for i in 0..5 {
+            assert!(b.closing(i));
+            b.lose(i, Reason::ConnectionDone);
+        }
+        assert_eq!(b.counts(), (5, 0, 5));
     }
 
     #[test]
@@ -398,17 +428,43 @@ mod tests {
             one_at_a_time: true,
             ..opts(10, 5)
         };
-        // The second client hangs up after its first chunk; the others get the whole poem.
-        let (log, server) = serve(b"twenty bytes of poem", o, &[None, Some(1), None, None]);
-        assert_eq!(log.len(), 4);
-        let whole = log
-            .iter()
-            .filter(|c| c.iter().map(|(_, b)| b.len()).sum::<usize>() == 20);
-        assert_eq!(whole.count(), 3);
-        assert_eq!((server.served(), server.active(), server.peak()), (3, 0, 1));
-        // In turn: the last one finished after about four poems' time (3 × 40 ms + a bit).
-        let last_end = log.iter().map(|c| c.last().unwrap().0).max().unwrap();
-        assert!(last_end >= Duration::from_millis(120), "{last_end:?}");
+        let mut b = Bench::new(b"twenty bytes of poem", o, 4);
+        for i in 0..4 {
+            b.connect(i);
+        }
+        assert_eq!(b.take(0), b"twent");
+        for i in 1..4 {
+            assert_eq!(b.take(i), b"", "client {i} waits its turn");
+        }
+        // Client 0's whole poem, then its close; nobody else is served meanwhile.
+        b.mr.advance(ms(40));
+        assert_eq!(b.take(0), b"y bytes of poem");
+        assert!(b.closing(0));
+        for i in 1..4 {
+            assert_eq!(b.take(i), b"");
+        }
+        // Its connection ends: client 1's turn, at once.
+        b.lose(0, Reason::ConnectionDone);
+        assert_eq!(b.take(1), b"twent");
+        // Client 3 gives up while queued; client 1 hangs up after its first chunk.
+        b.lose(3, Reason::ConnectionLost(None));
+        b.mr.advance(ms(5));
+        b.lose(1, Reason::ConnectionLost(None));
+        assert_eq!(b.take(1), b"");
+        // Client 2 is served from then on, on its own schedule (its first chunk at 45 ms).
+        assert_eq!(b.take(2), b"twent");
+        b.mr.advance(ms(9));
+        assert_eq!(b.take(2), b"");
+        b.mr.advance(ms(1));
+        assert_eq!(b.take(2), b"y byt");
+        b.mr.advance(ms(30));
+        assert_eq!(b.take(2), b"es of poem");
+        assert!(b.closing(2));
+        b.lose(2, Reason::ConnectionDone);
+        // Client 3 left: skipped, nobody is served.
+        assert_eq!(b.take(3), b"");
+        assert_eq!(b.counts(), (2, 0, 1));
+        assert!(b.mr.reactor().delayed_calls().is_empty());
     }
 
     #[test]
@@ -417,19 +473,61 @@ mod tests {
             fast: true,
             ..opts(10_000, 1)
         };
-        let (log, server) = serve(crate::poems::ECSTASY.text, o, &[None, None]);
-        for chunks in &log {
-            let bytes: Vec<u8> = chunks.iter().flat_map(|(_, b)| b.clone()).collect();
-            assert_eq!(bytes, crate::poems::ECSTASY.text);
+        let mut b = Bench::new(crate::poems::ECSTASY.text, o, 2);
+        for i in 0..2 {
+            b.connect(i);
+            assert_eq!(b.take(i), crate::poems::ECSTASY.text);
+            assert!(b.closing(i));
         }
-        assert_eq!(server.served(), 2);
+        assert_eq!(b.counts(), (2, 2, 2));
+        assert!(b.mr.reactor().delayed_calls().is_empty());
     }
 
     #[test]
     fn an_empty_poem_closes_at_once() {
-        let (log, server) = serve(b"", opts(10_000, 10), &[None]);
-        assert_eq!(log[0].len(), 1);
-        assert!(log[0][0].0 < Duration::from_secs(5));
-        assert_eq!(server.served(), 1);
+        let mut b = Bench::new(b"", opts(10_000, 10), 1);
+        b.connect(0);
+        assert!(b.closing(0));
+        assert_eq!(b.take(0), b"");
+        assert_eq!(b.counts(), (1, 1, 1));
+    }
+
+    /// A client that records what it got, and when its connection ended.
+    struct Recorder {
+        got: Rc<RefCell<Vec<u8>>>,
+        done: Rc<Cell<bool>>,
+    }
+
+    impl Protocol for Recorder {
+        fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
+            self.got.borrow_mut().extend_from_slice(data);
+        }
+        fn connection_lost(&mut self, cx: &mut Context<'_>, _: Reason) {
+            self.done.set(true);
+            cx.reactor().stop().unwrap();
+        }
+    }
+
+    /// The smoke test over a real socket and the real clock: the poem arrives whole, the end
+    /// no earlier than four delays after the start.
+    #[test]
+    fn serves_a_poem_over_tcp() {
+        let reactor = Reactor::new().unwrap();
+        let server = PoetryServer::listen(&reactor, "127.0.0.1:0", POEM, opts(30, 10)).unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let done = Rc::new(Cell::new(false));
+        let (g, d) = (got.clone(), done.clone());
+        let factory = Factory::for_protocol(move || Recorder {
+            got: g.clone(),
+            done: d.clone(),
+        });
+        let start = Instant::now();
+        reactor.connect_tcp("127.0.0.1", server.port(), factory, Duration::from_secs(5));
+        reactor.call_later(Duration::from_secs(20), |r| panic!("stuck: {r:?}"));
+        reactor.run().unwrap();
+        assert!(done.get());
+        assert_eq!(*got.borrow(), POEM);
+        assert!(start.elapsed() >= ms(120), "{:?}", start.elapsed());
+        assert_eq!((server.served(), server.active(), server.peak()), (1, 0, 1));
     }
 }

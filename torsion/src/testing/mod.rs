@@ -11,6 +11,7 @@
 
 mod clock;
 mod memory;
+mod pair;
 #[cfg(any(test, feature = "testing"))]
 mod process;
 mod string_transport;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 pub use clock::Clock;
 pub use memory::{MemoryPoller, MemoryPollerHandle, MemoryReactor, TcpClient, TcpServer};
+pub use pair::{connected_pair, connected_pair_with, flush_all, IoPump, FLUSH_ROUNDS};
 #[cfg(any(test, feature = "testing"))]
 pub use process::{
     install_noop_signal_handler, open_fd_count, output_within, restore_default_sigpipe, serial,
