@@ -12,6 +12,7 @@
 //! The `poetry` binary is the command line over these (`poetry serve`, `poetry get`,
 //! `poetry demo`).
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod address;
 pub mod client;
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod poems;
 pub mod progress;
 pub mod server;
+pub mod sys;
 pub mod timedelta;
 
 pub use address::Address;

@@ -1,4 +1,5 @@
 //! The `poetry` command: `poetry serve`, `poetry get`, `poetry demo`.
+#![deny(unsafe_code)]
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -96,6 +97,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    log_to_stderr();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Get(args) => get(args),
@@ -110,20 +112,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Many connections need many descriptors: raise the soft limit to the hard one (best effort:
-/// on failure the server runs with the limit it has).
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a live rlimit that getrlimit fills and setrlimit reads.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+/// torsion's warnings and errors go to stderr (where the user of the program sees them);
+/// `RUST_LOG=error|warn|info|debug|trace` changes the level.
+fn log_to_stderr() {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_max_level(level)
+        .init();
 }
 
 fn serve(args: ServeArgs) -> io::Result<ExitCode> {
@@ -133,7 +132,7 @@ fn serve(args: ServeArgs) -> io::Result<ExitCode> {
             format!("cannot read the poem {}: {e}", args.poem.display()),
         )
     })?;
-    raise_fd_limit();
+    poetry::sys::raise_fd_limit();
     let reactor = Reactor::new().map_err(io::Error::other)?;
     let opts = ServeOptions {
         delay: args.delay,
@@ -156,7 +155,7 @@ fn serve(args: ServeArgs) -> io::Result<ExitCode> {
 }
 
 fn get(args: GetArgs) -> io::Result<ExitCode> {
-    raise_fd_limit();
+    poetry::sys::raise_fd_limit();
     let opts = GetOptions {
         model: args.model,
         repeat: usize::try_from(args.repeat).unwrap_or(usize::MAX),

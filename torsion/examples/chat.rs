@@ -68,18 +68,50 @@ fn chat_factory() -> Factory<Room> {
     })
 }
 
-fn main() -> Result<(), torsion::Error> {
-    let port: u16 = match std::env::args().nth(1).as_deref() {
-        Some("--port") => std::env::args()
-            .nth(2)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(8001),
-        _ => 8001,
+fn main() {
+    let mut port = 8001u16;
+    let mut verbose = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--port" => {
+                let p = args
+                    .next()
+                    .unwrap_or_else(|| usage("--port takes a number"));
+                port = p
+                    .parse()
+                    .unwrap_or_else(|_| usage(&format!("--port: {p:?} is not a port (0-65535)")));
+            }
+            "-v" | "--verbose" => verbose = true,
+            _ => usage(&format!("unexpected argument {a:?}")),
+        }
+    }
+    // torsion's warnings and errors (and everything with -v) go to stderr.
+    let level = if verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
     };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .init();
+    if let Err(e) = serve(port) {
+        eprintln!("chat: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(port: u16) -> Result<(), torsion::Error> {
     let reactor = Reactor::new()?;
     let listening = reactor.listen_tcp(("127.0.0.1", port), chat_factory())?;
     println!("Chat server on {}.", listening.address());
     reactor.run()
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("chat: {msg}\nusage: chat [--port N] [-v]");
+    std::process::exit(2)
 }
 
 /// The chat protocol on the testing kit: clients connected through memory, no socket.

@@ -1,7 +1,7 @@
 //! An echo server: every byte a client sends comes back.
 //!
 //! ```text
-//! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll]
+//! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll] [-v]
 //! ```
 
 use std::rc::Rc;
@@ -28,40 +28,66 @@ impl Protocol for Echo {
 fn main() {
     let mut port = 8000u16;
     let mut backend = None;
+    let mut verbose = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--port", Some(p)) => {
-                port = p.parse().unwrap_or_else(|_| usage("--port takes a number"))
+        match a.as_str() {
+            "--port" => {
+                let p = args
+                    .next()
+                    .unwrap_or_else(|| usage("--port takes a number"));
+                port = p
+                    .parse()
+                    .unwrap_or_else(|_| usage(&format!("--port: {p:?} is not a port (0-65535)")));
             }
-            ("--backend", Some(b)) => {
+            "--backend" => {
+                let b = args
+                    .next()
+                    .unwrap_or_else(|| usage("--backend takes a name"));
                 backend = Some(
                     b.parse::<Backend>()
                         .unwrap_or_else(|e| usage(&e.to_string())),
-                )
+                );
             }
+            "-v" | "--verbose" => verbose = true,
             _ => usage(&format!("unexpected argument {a:?}")),
         }
     }
-    let reactor = match backend {
-        Some(b) => Reactor::with_backend(b),
-        None => Reactor::new(),
+    log_to_stderr(verbose);
+    if let Err(e) = serve(port, backend) {
+        eprintln!("echo: error: {e}");
+        std::process::exit(1);
     }
-    .unwrap_or_else(|e| usage(&e.to_string()));
-    let listening = reactor
-        .listen_tcp(("127.0.0.1", port), Factory::for_protocol(|| Echo))
-        .unwrap_or_else(|e| usage(&format!("cannot listen on port {port}: {e}")));
+}
+
+fn serve(port: u16, backend: Option<Backend>) -> Result<(), torsion::Error> {
+    let reactor = match backend {
+        Some(b) => Reactor::with_backend(b)?,
+        None => Reactor::new()?,
+    };
+    let listening = reactor.listen_tcp(("127.0.0.1", port), Factory::for_protocol(|| Echo))?;
     println!(
         "Echo server on {} ({} reactor).",
         listening.address(),
         reactor.poller_name()
     );
-    if let Err(e) = reactor.run() {
-        usage(&e.to_string());
-    }
+    reactor.run()
+}
+
+/// torsion's warnings and errors (and everything with `-v`) go to stderr.
+fn log_to_stderr(verbose: bool) {
+    let level = if verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .init();
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("echo: {msg}\nusage: echo [--port N] [--backend select|poll|epoll]");
+    eprintln!("echo: {msg}\nusage: echo [--port N] [--backend select|poll|epoll] [-v]");
     std::process::exit(2)
 }

@@ -36,14 +36,44 @@ impl Protocol for Client {
     }
 }
 
-fn main() -> Result<(), torsion::Error> {
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() > 3 || args.iter().any(|a| a.starts_with('-')) {
+        usage("unexpected arguments");
+    }
     let host = args.first().map_or("127.0.0.1", String::as_str);
-    let port = args.get(1).and_then(|p| p.parse().ok()).unwrap_or(8000);
+    let port = match args.get(1) {
+        Some(p) => p
+            .parse()
+            .unwrap_or_else(|_| usage(&format!("{p:?} is not a port (0-65535)"))),
+        None => 8000,
+    };
     let message = args
         .get(2)
         .cloned()
         .unwrap_or_else(|| "hello, world".into());
+    // torsion's warnings and errors go to stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
+    match talk(host, port, message) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("tcp_client: error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("tcp_client: {msg}\nusage: tcp_client [HOST [PORT [MESSAGE]]]");
+    std::process::exit(2)
+}
+
+/// Sends `message`, prints the reply; `Ok(false)` when the connection failed.
+fn talk(host: &str, port: u16, message: String) -> Result<bool, torsion::Error> {
     let reactor = Reactor::new()?;
     let failed = std::rc::Rc::new(std::cell::Cell::new(false));
     let (r1, r2, f) = (reactor.clone(), reactor.clone(), failed.clone());
@@ -62,8 +92,5 @@ fn main() -> Result<(), torsion::Error> {
     });
     reactor.connect_tcp(host, port, factory, Duration::from_secs(10));
     reactor.run()?;
-    if failed.get() {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(!failed.get())
 }

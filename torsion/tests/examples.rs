@@ -283,3 +283,50 @@ fn echo_example_stays_small_under_clients_that_never_read() {
         drop(conns);
     }
 }
+
+/// Runs an example that must fail at once: its exit status and its stderr.
+fn run_failing(name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = output_within(Command::new(example(name)).args(args), LIMIT).unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn examples_reject_bad_arguments_with_one_line() {
+    for (name, args, needle) in [
+        ("chat", &["--port", "abc"][..], "not a port"),
+        ("chat", &["--port", "99999"], "not a port"),
+        ("chat", &["--bogus"], "unexpected argument"),
+        ("echo", &["--port", "-1"], "not a port"),
+        ("echo", &["--backend", "kqueue"], "unknown reactor backend"),
+        ("tcp_client", &["localhost", "abc"], "not a port"),
+    ] {
+        let (code, stderr) = run_failing(name, args);
+        assert_eq!(code, Some(2), "{name} {args:?}: {stderr}");
+        assert!(
+            stderr.lines().next().unwrap_or("").contains(needle),
+            "{name} {args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn examples_print_run_time_errors_with_display() {
+    // A port in use: a one-line error, exit status 1, no Rust Debug output, no usage line.
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    for name in ["echo", "chat"] {
+        let (code, stderr) = run_failing(name, &["--port", &port]);
+        assert_eq!(code, Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}: error: ")),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("Os {") && !stderr.contains("usage:"),
+            "{name}: {stderr}"
+        );
+    }
+}
