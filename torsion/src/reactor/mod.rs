@@ -198,9 +198,14 @@ impl std::fmt::Debug for Reactor {
 impl Drop for Reactor {
     fn drop(&mut self) {
         // The last handle: end every registration while a reactor can still be handed to
-        // their `connection_lost` (this breaks the protocol -> transport cycles).
-        if Rc::strong_count(&self.inner) == 1 && !self.inner.looping.get() {
-            self.close_all(Reason::ReactorShutdown);
+        // their `connection_lost` (this breaks the protocol -> transport cycles). Those are
+        // callbacks of this reactor like any other: the loop is marked as entered, so that
+        // `iterate` or `run` called from them is refused instead of running an iteration on a
+        // reactor half torn down.
+        if Rc::strong_count(&self.inner) == 1 {
+            if let Ok(_looping) = self.enter() {
+                self.close_all(Reason::ReactorShutdown);
+            }
         }
     }
 }
