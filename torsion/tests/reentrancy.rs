@@ -65,6 +65,8 @@ fn pair_with_fd(fd: RawFd) -> ((UnixStream, UnixStream), Vec<UnixStream>) {
     panic!("descriptor number {fd} never came back");
 }
 
+/// A descriptor registered from inside a callback, and its peer.
+type Newcomer = (Rc<Desc>, UnixStream);
 type ReadHook = Box<dyn FnMut(&Reactor, &Desc) -> Result<(), Reason>>;
 type LostHook = Box<dyn FnMut(&Reactor)>;
 
@@ -540,7 +542,7 @@ reactor_test! {
         let fd = sock.as_raw_fd();
         let old = Desc::new(sock);
         reactor.add_reader(old.clone()).unwrap();
-        let newcomer: Rc<RefCell<Option<(Rc<Desc>, UnixStream)>>> = Rc::default();
+        let newcomer: Rc<RefCell<Option<Newcomer>>> = Rc::default();
         let (o, n) = (old.clone(), newcomer.clone());
         reactor.call_soon(move |r| {
             o.close();
@@ -716,6 +718,43 @@ reactor_test! {
         assert_eq!(*nested.borrow(), ["Err(Reentrant)"]);
         drop((client, desc, _peer));
         assert_eq!(open_fd_count(), baseline, "descriptors leaked by the dropped reactor");
+    }
+}
+
+reactor_test! {
+    fn handles_taken_while_dropping_do_not_keep_the_reactor_open(reactor) {
+        // connection_lost, run by the drop, hands its reactor to a timer, a queued call, a
+        // trigger and a task (a cycle through the reactor's own queues): the poller and the
+        // waker are closed all the same.
+        let baseline = open_fd_count();
+        let (sock, _peer) = pair();
+        let desc = Desc::new(sock);
+        let ran = Rc::new(Cell::new(0));
+        let n = ran.clone();
+        *desc.on_lost.borrow_mut() = Some(Box::new(move |r| {
+            let keep = r.clone();
+            let n = n.clone();
+            r.call_later(secs(3600), move |_| drop(keep));
+            let keep = r.clone();
+            r.call_soon(move |_| drop(keep));
+            let keep = r.clone();
+            r.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |_| drop(keep));
+            let keep = r.clone();
+            r.spawn_local(async move {
+                n.set(n.get() + 1);
+                std::future::pending::<()>().await;
+                drop(keep);
+            });
+        }));
+        {
+            let r2 = Reactor::with_backend(reactor.backend().unwrap()).unwrap();
+            r2.add_reader(desc.clone()).unwrap();
+            drop(r2);
+        }
+        assert_eq!(*desc.lost.borrow(), ["ReactorShutdown"]);
+        assert_eq!(ran.get(), 1, "the task was polled once, then dropped");
+        drop((desc, _peer));
+        assert_eq!(open_fd_count(), baseline, "the dropped reactor's descriptors were kept open");
     }
 }
 

@@ -205,6 +205,7 @@ impl Drop for Reactor {
         if Rc::strong_count(&self.inner) == 1 {
             if let Ok(_looping) = self.enter() {
                 self.close_all(Reason::ReactorShutdown);
+                self.drop_queued();
             }
         }
     }
@@ -415,6 +416,19 @@ impl Reactor {
             || !self.inner.again.borrow().is_empty()
             || self.inner.shared.has_pending()
             || (self.inner.timers.next_deadline()).is_some_and(|d| d <= self.inner.timers.now())
+    }
+
+    /// Drops the calls, timers, triggers and tasks queued, which nothing will run: the last
+    /// handle is going. The `connection_lost` callbacks of its drop may have queued some
+    /// holding a handle to this reactor, a cycle that would keep it, its poller and its waker
+    /// open for ever. Each is dropped with no borrow held.
+    fn drop_queued(&self) {
+        let soon = std::mem::take(&mut *self.inner.soon.borrow_mut());
+        drop(soon);
+        let triggers = std::mem::take(&mut *self.inner.triggers.borrow_mut());
+        drop(triggers);
+        self.inner.timers.clear();
+        self.inner.executor.clear();
     }
 
     /// Marks the loop as running until the guard drops; refuses to nest.
