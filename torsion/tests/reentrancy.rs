@@ -567,6 +567,32 @@ reactor_test! {
         assert_eq!(reactor.descriptor_count(), 0);
     }
 
+    fn a_descriptor_whose_number_changed_gives_it_up_to_a_newcomer(reactor) {
+        // `one` moved to another socket (its fileno() changed) and its old number was reused:
+        // the newcomer gets the number, `one` is forgotten (as Twisted's reactors overwrite
+        // it), without a callback; nothing is left registered behind.
+        let (a, _pa) = pair();
+        let fd = a.as_raw_fd();
+        let one = Desc::new(a);
+        reactor.add_reader(one.clone()).unwrap();
+        let (x, _px) = pair();
+        one.fake_fd.set(Some(x.as_raw_fd()));
+        one.close();
+        let ((sock, mut peer), spare) = pair_with_fd(fd);
+        drop(spare);
+        let two = Desc::new(sock);
+        reactor.add_reader(two.clone()).unwrap();
+        assert_eq!(reactor.descriptor_count(), 1, "the old registration stayed behind");
+        peer.write_all(b"two").unwrap();
+        run_until(reactor, secs(10), || two.got.borrow().len() == 3);
+        reactor.remove_reader(&*one); // gone already: nothing happens
+        assert_eq!(reactor.descriptor_count(), 1);
+        reactor.remove_reader(&*two);
+        assert_eq!(reactor.descriptor_count(), 0);
+        assert_eq!((one.reads.get(), one.lost.borrow().len()), (0, 0));
+        assert!(two.lost.borrow().is_empty());
+    }
+
     fn remove_reader_and_remove_writer_go_by_identity(reactor) {
         let (a, _pa) = pair();
         let (b, mut pb) = pair();

@@ -322,7 +322,8 @@ impl Reactor {
     /// Makes `fd` free for `desc`: fails when another object's live registration holds it;
     /// a stale one (its descriptor no longer reports that number: it was closed while
     /// registered and the number reused) is ended when its `fileno()` is -1 or panics, else
-    /// loses the number. Returns the token when `desc` itself holds it.
+    /// forgotten (`add_reader`) or loses the number (`register`). Returns the token when
+    /// `desc` itself holds it.
     fn claim_fd(&self, fd: RawFd, desc: &Rc<dyn FileDescriptor>) -> Result<Option<Token>, Error> {
         let held = {
             let registry = self.inner.registry.borrow();
@@ -355,8 +356,18 @@ impl Reactor {
             self.call_soon(move |r| other.connection_lost(r, reason));
             return Ok(None);
         }
-        // It reports another number now: the old registration keeps its slot (its owner still
-        // ends it), but no longer this fd number, which the poller forgets.
+        // It reports another number now. An `add_reader`/`add_writer` registration is forgotten,
+        // as Twisted's reactors overwrite it (kept with no interest, nothing would ever remove
+        // it). A transport's keeps its slot (its owner still ends it), but no longer this fd
+        // number, which the poller forgets.
+        let facade = {
+            let registry = self.inner.registry.borrow();
+            registry.lookup(token).is_some_and(|e| e.facade)
+        };
+        if facade {
+            drop(self.remove_token(token)); // may drop user state: no borrow held
+            return Ok(None);
+        }
         let mut registry = self.inner.registry.borrow_mut();
         registry.unindex(token);
         if let Some(e) = registry.lookup_mut(token) {
