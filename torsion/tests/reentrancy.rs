@@ -535,6 +535,40 @@ reactor_test! {
         assert!(new.lost.borrow().is_empty());
     }
 
+    fn a_writer_closed_while_registered_is_removed_once(reactor) {
+        // The same for a descriptor watched for writing only: do_write closes the socket and
+        // returns Ok; it must not be called again on the closed number.
+        let (sock, _peer) = pair();
+        let fd = sock.as_raw_fd();
+        let old = Desc::new(sock);
+        reactor.add_writer(old.clone()).unwrap();
+        let o = old.clone();
+        run_until(reactor, secs(10), || {
+            if o.writes.get() >= 1 {
+                o.close();
+            }
+            o.writes.get() >= 1
+        });
+        for _ in 0..10 {
+            reactor.iterate(Some(ms(5))).unwrap();
+        }
+        assert_eq!(old.writes.get(), 1, "a closed descriptor was written again (busy loop)");
+        if reactor.backend() != Some(torsion::Backend::Epoll) {
+            assert_eq!(*old.lost.borrow(), ["ConnectionLost"]);
+            assert_eq!(reactor.descriptor_count(), 0);
+        }
+        let ((sock, _peer2), spare) = pair_with_fd(fd);
+        drop(spare);
+        let new = Desc::new(sock);
+        reactor.add_writer(new.clone()).unwrap();
+        run_until(reactor, secs(10), || new.writes.get() >= 1);
+        reactor.iterate(Some(Duration::ZERO)).unwrap();
+        assert_eq!(old.writes.get(), 1);
+        assert_eq!(*old.lost.borrow(), ["ConnectionLost"], "ended exactly once");
+        reactor.remove_writer(&*new);
+        assert_eq!(reactor.descriptor_count(), 0);
+    }
+
     fn a_descriptor_closed_in_a_callback_frees_its_number_at_once(reactor) {
         // Closed without telling the reactor, and its number registered again before any poll
         // could report it: the new registration takes the number, the old one ends once.
