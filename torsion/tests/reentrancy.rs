@@ -847,7 +847,20 @@ reactor_test! {
         assert_eq!(*one.lost.borrow(), ["Panicked"]);
         assert!(two.lost.borrow().is_empty());
         assert_eq!(reactor.descriptor_count(), 1);
-        reactor.remove_reader(&*two);
+
+        // A registered descriptor whose fileno() panics when a newcomer claims its number (it
+        // was closed meanwhile) is ended with Panicked; the newcomer gets the number.
+        let fd = two.fileno();
+        two.close();
+        two.panic_fileno.set(true);
+        let ((s3, _p3), spare) = pair_with_fd(fd);
+        drop(spare);
+        let three = Desc::new(s3);
+        reactor.add_reader(three.clone()).unwrap();
+        reactor.iterate(Some(Duration::ZERO)).unwrap();
+        assert_eq!(*two.lost.borrow(), ["Panicked"]);
+        assert_eq!(reactor.descriptor_count(), 1);
+        reactor.remove_reader(&*three);
         assert_eq!(reactor.descriptor_count(), 0);
     }
 }
