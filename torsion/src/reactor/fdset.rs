@@ -59,7 +59,7 @@ use crate::{Error, Reason};
 pub trait FileDescriptor {
     /// The descriptor to watch. It should stay the same while registered; once the descriptor
     /// is closed it may return -1 (Twisted's convention): the reactor then drops the
-    /// registration with [`Reason::ConnectionLost`] instead of reading it.
+    /// registration with [`Reason::ConnectionLost`] instead of reading or writing it.
     fn fileno(&self) -> RawFd;
 
     /// Called when the descriptor is readable (or at EOF, or in error). Return `Err(reason)` to

@@ -69,8 +69,9 @@
 //!   running (never started, or already stopping) is [`Error::ReactorNotRunning`], as Twisted's
 //!   `ReactorNotRunning`; a second `stop` therefore fails and changes nothing.
 //! * Dropping the last handle of a reactor that still has registrations (never run, or run
-//!   with `iterate` only) ends each of them with [`Reason::ReactorShutdown`] first, so that no
-//!   transport, and no descriptor, outlives the reactor.
+//!   with `iterate` only) ends each of them with [`Reason::ReactorShutdown`] first (`iterate`
+//!   and `run` are refused from those callbacks too), then drops the calls, timers, triggers
+//!   and tasks still queued, so that no transport, and no descriptor, outlives the reactor.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
