@@ -210,6 +210,9 @@ reactor_test! {
         reactor.add_reader(canary.clone()).unwrap();
         let log = Rc::new(RefCell::new(Vec::new()));
         let probe = prober(&canary, &log);
+        // Were a nested run() to start, this ends it (and the test fails) instead of hanging.
+        let hung = Rc::new(Cell::new(false));
+        let safety = safety_stop(reactor, &hung);
 
         // Under iterate(): a queued call, a timer, a descriptor's do_read, a task, a thread call.
         let p = probe.clone();
@@ -253,6 +256,8 @@ reactor_test! {
             .map(|w| format!("{w}: iterate Err(Reentrant), run Err(Reentrant), changed false"));
         assert_eq!(got, want);
         assert_eq!(*reader.got.borrow(), b"y", "the nested calls read nothing");
+        assert!(!hung.get() && !reactor.running(), "a nested run() ran");
+        let _ = safety.cancel();
 
         // Under run(): triggers of every phase, call_when_running, a shutdown trigger; the
         // reactor was left as it was (run() still starts it).
