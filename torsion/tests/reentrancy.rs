@@ -15,8 +15,8 @@ use torsion::poller::{Event, Trigger};
 use torsion::reactor::{Phase, SystemEvent, TriggerId};
 use torsion::testing::{open_fd_count, run_until, LeakCheck, MemoryPoller};
 use torsion::{
-    reactor_test, Address, ConnectError, Context, Factory, FileDescriptor, Producer, Protocol,
-    ProtocolFactory, Reactor, Reason, Transport,
+    reactor_test, Address, ConnectError, Context, Factory, FileDescriptor, HalfClose, Producer,
+    Protocol, ProtocolFactory, Reactor, Reason, Transport,
 };
 
 fn ms(n: u64) -> Duration {
@@ -877,6 +877,8 @@ enum Bomb {
     Data,
     Lost,
     Producer,
+    ReadHalf,
+    WriteHalf,
 }
 
 #[derive(Default)]
@@ -928,6 +930,23 @@ impl Protocol for Victim {
             Bomb::Data => panic!("data_received panics (on purpose)"),
             Bomb::Lost => cx.transport().lose_connection(),
             _ => cx.transport().write(data),
+        }
+    }
+
+    fn read_connection_lost(&mut self, cx: &mut Context<'_>) -> HalfClose {
+        match self.bomb {
+            Bomb::ReadHalf => panic!("read_connection_lost panics (on purpose)"),
+            Bomb::WriteHalf => {
+                cx.transport().lose_write_connection();
+                HalfClose::KeepWriting
+            }
+            _ => HalfClose::Close,
+        }
+    }
+
+    fn write_connection_lost(&mut self, _: &mut Context<'_>) {
+        if self.bomb == Bomb::WriteHalf {
+            panic!("write_connection_lost panics (on purpose)");
         }
     }
 
@@ -997,7 +1016,16 @@ reactor_test! {
         let mut healthy = TcpStream::connect(healthy_port.address()).unwrap();
         echoes(&mut healthy, reactor);
 
-        for bomb in [Bomb::None, Bomb::Made, Bomb::Data, Bomb::Lost, Bomb::Producer] {
+        let bombs = [
+            Bomb::None,
+            Bomb::Made,
+            Bomb::Data,
+            Bomb::Lost,
+            Bomb::Producer,
+            Bomb::ReadHalf,
+            Bomb::WriteHalf,
+        ];
+        for bomb in bombs {
             let log = Rc::new(VictimLog::default());
             // Bomb::None: the first build_protocol panics, the listener carries on.
             let factory = VictimFactory { bomb, bomb_build: Cell::new(bomb == Bomb::None), log: log.clone() };
@@ -1005,6 +1033,9 @@ reactor_test! {
             let mut client = TcpStream::connect(port.address()).unwrap();
             if matches!(bomb, Bomb::Data | Bomb::Lost) {
                 client.write_all(b"go").unwrap();
+            }
+            if matches!(bomb, Bomb::ReadHalf | Bomb::WriteHalf) {
+                client.shutdown(std::net::Shutdown::Write).unwrap();
             }
             let closed = Rc::new(RefCell::new(None));
             // The client blocks in read: read on a helper thread while the reactor runs.
@@ -1026,7 +1057,9 @@ reactor_test! {
                     let mut again = TcpStream::connect(port.address()).unwrap();
                     echoes(&mut again, reactor);
                 }
-                Bomb::Made | Bomb::Data => assert_eq!(*log.lost.borrow(), ["Panicked"], "{bomb:?}"),
+                Bomb::Made | Bomb::Data | Bomb::ReadHalf | Bomb::WriteHalf => {
+                    assert_eq!(*log.lost.borrow(), ["Panicked"], "{bomb:?}")
+                }
                 Bomb::Lost => assert_eq!(*log.lost.borrow(), ["ConnectionDone"], "{bomb:?}"),
                 Bomb::Producer => {
                     assert_eq!(got, b"produced");
