@@ -295,6 +295,27 @@ reactor_test! {
     }
 }
 
+reactor_test! {
+    fn iterate_from_a_task_polled_at_spawn_is_refused(reactor) {
+        // spawn_local polls the future at once, even outside the loop: that poll is a callback
+        // of the reactor too. A nested iteration there would run the task's own wake-up while
+        // the task is being polled, lose it, and leave the task asleep for ever.
+        let nested: Rc<RefCell<Vec<String>>> = Rc::default();
+        let (n, r2) = (nested.clone(), reactor.clone());
+        let mut first = true;
+        reactor.spawn_local(std::future::poll_fn(move |cx| {
+            if !std::mem::take(&mut first) {
+                return std::task::Poll::Ready(());
+            }
+            cx.waker().wake_by_ref(); // yield: poll me again
+            n.borrow_mut().push(format!("{:?}", r2.iterate(Some(Duration::ZERO))));
+            std::task::Poll::Pending
+        }));
+        run_until(reactor, secs(10), || reactor.task_count() == 0);
+        assert_eq!(*nested.borrow(), ["Err(Reentrant)"]);
+    }
+}
+
 /// Records the bytes it gets; on its first bytes, has the client send more, then tries to
 /// iterate the reactor from inside `data_received`.
 struct Nester {

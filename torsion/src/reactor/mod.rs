@@ -352,7 +352,8 @@ impl Reactor {
 
     /// Runs `fut` on this reactor's thread. It is polled once at once, inside this call (as
     /// Twisted's `ensureDeferred`, unlike tokio's `spawn_local`), then whenever its waker fires
-    /// (from any thread). A panic inside it is logged and the task dropped.
+    /// (from any thread). A panic inside it is logged and the task dropped. Every poll, the
+    /// first included, is a callback of the reactor: `iterate` and `run` are refused in it.
     ///
     /// # Examples
     /// ```
