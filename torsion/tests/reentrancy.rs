@@ -421,6 +421,46 @@ reactor_test! {
     }
 }
 
+/// Sends "a" once connected; records how it ended.
+struct Sender(Rc<RefCell<Vec<&'static str>>>);
+
+impl Protocol for Sender {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        cx.transport().write(b"a");
+    }
+
+    fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+
+    fn connection_lost(&mut self, _: &mut Context<'_>, reason: Reason) {
+        self.0.borrow_mut().push(kind(&reason));
+    }
+}
+
+reactor_test! {
+    fn stop_then_iterate_in_data_received_keeps_the_connectors_callbacks(reactor) {
+        // The same from a torsion client: its protocol and its factory's
+        // client_connection_lost (the connector's bookkeeping) both hear of the shutdown.
+        let (port, logs) = nester_port(reactor, true);
+        let client_lost: Rc<RefCell<Vec<&'static str>>> = Rc::default();
+        let factory_lost: Rc<RefCell<Vec<&'static str>>> = Rc::default();
+        let (c, f) = (client_lost.clone(), factory_lost.clone());
+        let factory = Factory::for_protocol(move || Sender(c.clone()))
+            .on_client_connection_lost(move |_, _, reason| f.borrow_mut().push(kind(&reason)));
+        let connector = reactor.connect_tcp("127.0.0.1", port.port(), factory, secs(10));
+        let hung = Rc::new(Cell::new(false));
+        let safety = safety_stop(reactor, &hung);
+        reactor.run().unwrap();
+        assert!(!hung.get(), "run() only returned through the safety timer");
+        let _ = safety.cancel();
+        assert_eq!(*logs.nested.borrow(), ["Err(Reentrant)"]);
+        assert_eq!(*logs.lost.borrow(), ["ReactorShutdown"]);
+        assert_eq!(*client_lost.borrow(), ["ReactorShutdown"]);
+        assert_eq!(*factory_lost.borrow(), ["ReactorShutdown"]);
+        assert!(connector.transport().is_none());
+        drop((port, connector));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Triggers that add and remove triggers (bug 1)
 
