@@ -11,6 +11,15 @@ use crate::error::{panic_message, Panicked};
 use crate::poller::{Event, Interest, Token, Trigger};
 use crate::Reason;
 
+/// Fails for a descriptor closed while registered (`fileno()` -1, Twisted's `_NO_FILEDESC`),
+/// before it is read or written: poll and select report a closed number on every iteration.
+fn open(d: &dyn FileDescriptor) -> Result<(), Reason> {
+    if d.fileno() < 0 {
+        return Err(Reason::ConnectionLost(None));
+    }
+    Ok(())
+}
+
 impl Reactor {
     /// The poller's events, then the reads asked for again in the previous iteration.
     pub(super) fn dispatch_all(&self, events: &[Event]) {
@@ -42,10 +51,7 @@ impl Reactor {
         };
         if interest.read && (ev.readable || ev.hangup) {
             match self.call_descriptor(ev.token, &desc, |d| {
-                if d.fileno() < 0 {
-                    // Closed while registered (Twisted's `_NO_FILEDESC`).
-                    return Err(Reason::ConnectionLost(None));
-                }
+                open(d)?;
                 d.do_read_event(self, ev)
             }) {
                 None => return,
@@ -56,7 +62,10 @@ impl Reactor {
         if ev.writable || (ev.hangup && !interest.read) {
             // Re-check: the read may have removed the writer or the whole registration.
             if self.live_writer(ev.token, &desc) {
-                self.call_descriptor(ev.token, &desc, |d| d.do_write(self));
+                self.call_descriptor(ev.token, &desc, |d| {
+                    open(d)?;
+                    d.do_write(self)
+                });
             }
         }
     }

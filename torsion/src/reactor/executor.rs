@@ -96,6 +96,10 @@ impl Executor {
             s.task = Some((State::Idle(fut), waker));
             s.generation
         };
+        // This first poll is a callback of the reactor like any other, even when `spawn_local`
+        // is called from outside the loop: `iterate`/`run` from it are refused (a nested
+        // iteration would run this task's own wake-up while it is being polled, and lose it).
+        let _looping = reactor.enter().ok();
         self.poll(reactor, slot, generation);
         Task {
             reactor: std::rc::Rc::downgrade(&reactor.inner),

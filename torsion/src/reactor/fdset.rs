@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use super::registry::Entry;
 use super::Reactor;
+use crate::error::Panicked;
 use crate::poller::{Event, Interest, Token, Trigger};
 use crate::{Error, Reason};
 
@@ -58,7 +59,7 @@ use crate::{Error, Reason};
 pub trait FileDescriptor {
     /// The descriptor to watch. It should stay the same while registered; once the descriptor
     /// is closed it may return -1 (Twisted's convention): the reactor then drops the
-    /// registration with [`Reason::ConnectionLost`] instead of reading it.
+    /// registration with [`Reason::ConnectionLost`] instead of reading or writing it.
     fn fileno(&self) -> RawFd;
 
     /// Called when the descriptor is readable (or at EOF, or in error). Return `Err(reason)` to
@@ -321,9 +322,11 @@ impl Reactor {
         Ok(fd)
     }
 
-    /// Makes `fd` free for `desc`: fails when another object's live registration holds it,
-    /// evicts a stale one (its descriptor no longer reports that number: it was closed while
-    /// registered and the number reused). Returns the token when `desc` itself holds it.
+    /// Makes `fd` free for `desc`: fails when another object's live registration holds it;
+    /// a stale one (its descriptor no longer reports that number: it was closed while
+    /// registered and the number reused) is ended when its `fileno()` is -1 or panics, else
+    /// forgotten (`add_reader`) or loses the number (`register`). Returns the token when
+    /// `desc` itself holds it.
     fn claim_fd(&self, fd: RawFd, desc: &Rc<dyn FileDescriptor>) -> Result<Option<Token>, Error> {
         let held = {
             let registry = self.inner.registry.borrow();
@@ -337,12 +340,37 @@ impl Reactor {
         if std::ptr::addr_eq(Rc::as_ptr(&other), Rc::as_ptr(desc)) {
             return Ok(Some(token));
         }
-        let current = self.guard_value("fileno", || other.fileno()).unwrap_or(-1);
-        if current == fd {
-            return Err(Error::Io(crate::sys::errno(crate::sys::EEXIST)));
+        let reason = match self.guard_value("fileno", || other.fileno()) {
+            Some(current) if current == fd => {
+                return Err(Error::Io(crate::sys::errno(crate::sys::EEXIST)));
+            }
+            // Its fileno() changed: handled below.
+            Some(current) if current >= 0 => None,
+            // Closed while registered (-1, Twisted's convention) and its number reused before
+            // a poll reported it (epoll never does: a closed descriptor leaves it silently).
+            Some(_) => Some(Reason::ConnectionLost(None)),
+            None => Some(Reason::Panicked(Panicked("fileno() panicked".into()))),
+        };
+        if let Some(reason) = reason {
+            // End it as dispatch would have: the registration goes now (the number is free
+            // for `desc`), and, as every close, `connection_lost` runs on the next iteration
+            // rather than inside this call.
+            drop(self.remove_token(token));
+            self.call_soon(move |r| other.connection_lost(r, reason));
+            return Ok(None);
         }
-        // Stale: the old registration keeps its slot (its owner still ends it), but no longer
-        // the fd number; the poller forgets the number (a closed descriptor left epoll already).
+        // It reports another number now. An `add_reader`/`add_writer` registration is forgotten,
+        // as Twisted's reactors overwrite it (kept with no interest, nothing would ever remove
+        // it). A transport's keeps its slot (its owner still ends it), but no longer this fd
+        // number, which the poller forgets.
+        let facade = {
+            let registry = self.inner.registry.borrow();
+            registry.lookup(token).is_some_and(|e| e.facade)
+        };
+        if facade {
+            drop(self.remove_token(token)); // may drop user state: no borrow held
+            return Ok(None);
+        }
         let mut registry = self.inner.registry.borrow_mut();
         registry.unindex(token);
         if let Some(e) = registry.lookup_mut(token) {

@@ -69,8 +69,9 @@
 //!   running (never started, or already stopping) is [`Error::ReactorNotRunning`], as Twisted's
 //!   `ReactorNotRunning`; a second `stop` therefore fails and changes nothing.
 //! * Dropping the last handle of a reactor that still has registrations (never run, or run
-//!   with `iterate` only) ends each of them with [`Reason::ReactorShutdown`] first, so that no
-//!   transport, and no descriptor, outlives the reactor.
+//!   with `iterate` only) ends each of them with [`Reason::ReactorShutdown`] first (`iterate`
+//!   and `run` are refused from those callbacks too), then drops the calls, timers, triggers
+//!   and tasks still queued, so that no transport, and no descriptor, outlives the reactor.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -198,9 +199,15 @@ impl std::fmt::Debug for Reactor {
 impl Drop for Reactor {
     fn drop(&mut self) {
         // The last handle: end every registration while a reactor can still be handed to
-        // their `connection_lost` (this breaks the protocol -> transport cycles).
-        if Rc::strong_count(&self.inner) == 1 && !self.inner.looping.get() {
-            self.close_all(Reason::ReactorShutdown);
+        // their `connection_lost` (this breaks the protocol -> transport cycles). Those are
+        // callbacks of this reactor like any other: the loop is marked as entered, so that
+        // `iterate` or `run` called from them is refused instead of running an iteration on a
+        // reactor half torn down.
+        if Rc::strong_count(&self.inner) == 1 {
+            if let Ok(_looping) = self.enter() {
+                self.close_all(Reason::ReactorShutdown);
+                self.drop_queued();
+            }
         }
     }
 }
@@ -345,7 +352,8 @@ impl Reactor {
 
     /// Runs `fut` on this reactor's thread. It is polled once at once, inside this call (as
     /// Twisted's `ensureDeferred`, unlike tokio's `spawn_local`), then whenever its waker fires
-    /// (from any thread). A panic inside it is logged and the task dropped.
+    /// (from any thread). A panic inside it is logged and the task dropped. Every poll, the
+    /// first included, is a callback of the reactor: `iterate` and `run` are refused in it.
     ///
     /// # Examples
     /// ```
@@ -410,6 +418,19 @@ impl Reactor {
             || !self.inner.again.borrow().is_empty()
             || self.inner.shared.has_pending()
             || (self.inner.timers.next_deadline()).is_some_and(|d| d <= self.inner.timers.now())
+    }
+
+    /// Drops the calls, timers, triggers and tasks queued, which nothing will run: the last
+    /// handle is going. The `connection_lost` callbacks of its drop may have queued some
+    /// holding a handle to this reactor, a cycle that would keep it, its poller and its waker
+    /// open for ever. Each is dropped with no borrow held.
+    fn drop_queued(&self) {
+        let soon = std::mem::take(&mut *self.inner.soon.borrow_mut());
+        drop(soon);
+        let triggers = std::mem::take(&mut *self.inner.triggers.borrow_mut());
+        drop(triggers);
+        self.inner.timers.clear();
+        self.inner.executor.clear();
     }
 
     /// Marks the loop as running until the guard drops; refuses to nest.

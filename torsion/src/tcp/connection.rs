@@ -395,7 +395,7 @@ impl Connection {
 
     fn read_eof(&self, r: &Reactor, t: &Transport) -> Result<(), Reason> {
         let choice = self.with_protocol(r, t, |p, cx| p.read_connection_lost(cx));
-        if self.st.borrow().doomed {
+        if self.st.borrow().gone() {
             // It panicked (or aborted): the close already queued says why.
             return Ok(());
         }
@@ -485,7 +485,10 @@ impl Connection {
             };
             let t = self.transport();
             self.with_protocol(r, &t, |p, cx| p.write_connection_lost(cx));
-            if read_closed && !self.st.borrow().doomed {
+            if self.st.borrow().gone() {
+                return Ok(()); // as in `read_eof`
+            }
+            if read_closed {
                 return Err(Reason::ConnectionDone);
             }
         }
