@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use super::fdset::{FileDescriptor, Readiness};
-use super::registry::WAKER_TOKEN;
+use super::registry::{SIGNAL_TOKEN, WAKER_TOKEN};
 use super::Reactor;
 use crate::error::{panic_message, Panicked};
 use crate::poller::{Event, Interest, Token, Trigger};
@@ -44,6 +44,13 @@ impl Reactor {
     fn dispatch(&self, ev: &Event, again: bool) {
         if ev.token == WAKER_TOKEN {
             self.inner.shared.clear_wake();
+            return;
+        }
+        if ev.token == SIGNAL_TOKEN {
+            if let Some(signal) = crate::sys::take_stop_signal() {
+                tracing::info!(signal, "stop signal received: stopping the reactor");
+                let _ = self.stop();
+            }
             return;
         }
         let Some((desc, interest, edge)) = self.prepare(ev, again) else {

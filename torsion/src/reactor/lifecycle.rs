@@ -1,8 +1,65 @@
 //! Starting and stopping: `run`, `stop`, system event triggers, and the shutdown phase.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::registry::SIGNAL_TOKEN;
 use super::triggers::{Phase, SystemEvent, TriggerId};
 use super::{Reactor, RunState};
-use crate::{Error, Reason};
+use crate::poller::{Interest, Trigger};
+use crate::{sys, Error, Reason};
+
+/// Some running reactor handles the process's stop signals (one at a time, as only the main
+/// reactor does in Twisted).
+static STOP_SIGNALS_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The stop-signal handlers a running reactor installed, put back when it drops.
+struct StopSignals<'a> {
+    reactor: &'a Reactor,
+    fd: std::os::fd::RawFd,
+    saved: Option<sys::SavedStopHandlers>,
+}
+
+impl<'a> StopSignals<'a> {
+    /// Installs the handlers and watches their eventfd, unless another reactor has them.
+    fn take(reactor: &'a Reactor) -> Option<StopSignals<'a>> {
+        if !reactor.inner.stop_signals.get() || STOP_SIGNALS_TAKEN.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let installed = sys::stop_signal_fd().and_then(|fd| {
+            let mut poller = reactor.inner.poller.borrow_mut();
+            poller.register(fd, SIGNAL_TOKEN, Interest::READ, Trigger::Level)?;
+            match sys::install_stop_handlers() {
+                Ok(saved) => Ok((fd, saved)),
+                Err(e) => {
+                    let _ = poller.deregister(fd);
+                    Err(e)
+                }
+            }
+        });
+        match installed {
+            Ok((fd, saved)) => Some(StopSignals {
+                reactor,
+                fd,
+                saved: Some(saved),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGINT and SIGTERM; Ctrl-C ends the process at once");
+                STOP_SIGNALS_TAKEN.store(false, Ordering::SeqCst);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for StopSignals<'_> {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            sys::restore_stop_handlers(saved);
+        }
+        let _ = self.reactor.inner.poller.borrow_mut().deregister(self.fd);
+        STOP_SIGNALS_TAKEN.store(false, Ordering::SeqCst);
+    }
+}
 
 /// Rounds of queued calls the shutdown runs after the triggers (calls that queue more calls
 /// forever are cut off there, with a warning).
@@ -31,6 +88,7 @@ impl Reactor {
             RunState::NotStarted => {}
         }
         let _looping = self.enter()?;
+        let _signals = StopSignals::take(self);
         self.inner.state.set(RunState::Running);
         self.fire_event(SystemEvent::Startup);
         let mut result = Ok(());
@@ -43,6 +101,27 @@ impl Reactor {
         }
         self.inner.state.set(RunState::Stopped);
         result
+    }
+
+    /// Whether [`run`](Reactor::run) stops the reactor gracefully on SIGINT (Ctrl-C) and
+    /// SIGTERM (default true, as Twisted's `installSignalHandlers`): the shutdown triggers run
+    /// and connections close, then `run` returns; a second signal during a slow shutdown ends
+    /// the process at once (exit status 128 + the signal). One running reactor of the process
+    /// handles them at a time (the first to run); the handlers that were in place before are
+    /// put back when its `run` returns. Turn it off for a reactor embedded in a program that
+    /// handles these signals itself.
+    ///
+    /// # Examples
+    /// ```
+    /// let reactor = torsion::Reactor::new()?;
+    /// reactor.handle_stop_signals(false); // the host program owns SIGINT
+    /// reactor.call_when_running(|r| r.stop().unwrap());
+    /// reactor.run()?;
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
+    #[doc(alias = "installSignalHandlers")]
+    pub fn handle_stop_signals(&self, on: bool) {
+        self.inner.stop_signals.set(on);
     }
 
     /// Stops the reactor: the shutdown runs on the next iteration, then `run` returns.

@@ -68,6 +68,9 @@
 //!   once: the shutdown is phase 2 of the next iteration. Stopping a reactor that is not
 //!   running (never started, or already stopping) is [`Error::ReactorNotRunning`], as Twisted's
 //!   `ReactorNotRunning`; a second `stop` therefore fails and changes nothing.
+//! * While it runs, a reactor stops gracefully on SIGINT (Ctrl-C) and SIGTERM, as Twisted's:
+//!   the shutdown runs as for `stop`; a second signal during a slow shutdown ends the process
+//!   at once. [`handle_stop_signals`](Reactor::handle_stop_signals) turns this off.
 //! * Dropping the last handle of a reactor that still has registrations (never run, or run
 //!   with `iterate` only) ends each of them with [`Reason::ReactorShutdown`] first (`iterate`
 //!   and `run` are refused from those callbacks too), then drops the calls, timers, triggers
@@ -143,6 +146,8 @@ pub(crate) struct Inner {
     finished: Cell<bool>,
     /// An iteration (or `run`) is in progress: `iterate` and `run` refuse to nest.
     looping: Cell<bool>,
+    /// `run` handles SIGINT and SIGTERM (see `Reactor::handle_stop_signals`).
+    stop_signals: Cell<bool>,
     /// Reused buffers (taken out while in use, so no borrow spans user code).
     events: Cell<Vec<Event>>,
     thread_calls: Cell<Vec<ThreadCall>>,
@@ -275,6 +280,7 @@ impl Reactor {
                 stopping: Cell::new(false),
                 finished: Cell::new(false),
                 looping: Cell::new(false),
+                stop_signals: Cell::new(true),
                 events: Cell::new(Vec::with_capacity(1024)),
                 thread_calls: Cell::new(Vec::new()),
                 again: RefCell::default(),

@@ -15,6 +15,10 @@ use crate::poller::{Interest, Token, Trigger};
 /// The token of the reactor's own waker (never a slab token: slot `u32::MAX` is never used).
 pub(crate) const WAKER_TOKEN: Token = u64::MAX;
 
+/// The token of the stop-signal eventfd, registered by the reactor that handles SIGINT and
+/// SIGTERM while it runs (slot `u32::MAX - 1` is never used either).
+pub(crate) const SIGNAL_TOKEN: Token = u64::MAX - 1;
+
 pub(crate) struct Entry {
     /// The descriptor number it was registered with (what the poller knows it by).
     pub(crate) fd: RawFd,

@@ -15,6 +15,7 @@ use std::time::Duration;
 mod epoll;
 mod poll;
 mod select;
+mod signals;
 mod socket;
 #[cfg(any(test, feature = "testing"))]
 mod test_support;
@@ -28,6 +29,10 @@ pub(crate) use epoll::{EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD};
 pub(crate) use poll::{pollfd, ppoll, PollEvents, PollFd};
 pub(crate) use poll::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLRDHUP};
 pub(crate) use select::{pselect, FdSet, FD_SETSIZE};
+pub(crate) use signals::{
+    install as install_stop_handlers, restore as restore_stop_handlers, stop_signal_fd,
+    take_stop_signal, Saved as SavedStopHandlers,
+};
 #[cfg(test)]
 pub(crate) use socket::send_urgent;
 pub(crate) use socket::{
