@@ -65,7 +65,7 @@ struct GetArgs {
     #[arg(long, value_enum, default_value_t = Model::default())]
     model: Model,
     /// Connections to open to each address.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     repeat: u64,
     /// Print the poems.
     #[arg(long)]
@@ -88,11 +88,50 @@ struct DemoArgs {
     chunks: u64,
 }
 
+/// The longest delay or timeout the programs take: a day.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// The largest poem `serve` reads.
+const MAX_POEM: u64 = 64 << 20;
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=MAX_SECONDS).contains(&secs) {
+        return Err(format!("{s:?} is not between 0 and {MAX_SECONDS} seconds"));
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid delay"))
+}
+
+/// Reads a poem: a regular file of at most [`MAX_POEM`] bytes (a FIFO would block the
+/// server, `/dev/zero` would never end).
+fn read_poem(path: &std::path::Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let fail = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot read the poem {}: {e}", path.display()),
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(fail)?;
+    if !meta.is_file() {
+        return Err(fail(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let mut poem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_POEM + 1).read_to_end(&mut poem))
+        .map_err(fail)?;
+    if poem.len() as u64 > MAX_POEM {
+        return Err(fail(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {} MiB", MAX_POEM >> 20),
+        )));
+    }
+    Ok(poem)
 }
 
 fn main() -> ExitCode {
@@ -126,12 +165,7 @@ fn log_to_stderr() {
 }
 
 fn serve(args: ServeArgs) -> io::Result<ExitCode> {
-    let poem = std::fs::read(&args.poem).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot read the poem {}: {e}", args.poem.display()),
-        )
-    })?;
+    let poem = read_poem(&args.poem)?;
     poetry::sys::raise_fd_limit();
     let reactor = Reactor::new().map_err(io::Error::other)?;
     let opts = ServeOptions {
@@ -148,8 +182,15 @@ fn serve(args: ServeArgs) -> io::Result<ExitCode> {
                 args.iface, args.port
             ))
         })?;
-    println!("Serving {} on port {}.", args.poem.display(), server.port());
-    io::stdout().flush()?;
+    let mut stdout = io::stdout();
+    writeln!(
+        stdout,
+        "Serving {} on port {}.",
+        args.poem.display(),
+        server.port()
+    )
+    .and_then(|()| stdout.flush())
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot write to stdout: {e}")))?;
     reactor.run().map_err(io::Error::other)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -96,7 +96,9 @@ impl Shared {
     /// Starts sending the poem to `t`.
     fn start(self: &Rc<Self>, reactor: &Reactor, t: &Transport) {
         if self.opts.verbose {
-            println!("Somebody at {} wants poetry!", t.peer());
+            // A log line: a closed or full stdout (`| head -1`) must not stop the serving.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "Somebody at {} wants poetry!", t.peer());
         }
         self.active.set(self.active.get() + 1);
         self.peak.set(self.peak.get().max(self.active.get()));

@@ -443,3 +443,48 @@ fn progress_bars_only_on_a_terminal() {
     assert!(tty.contains("  Task 1 "), "{tty:?}");
     assert!(tty.contains("Task 1: 653 bytes of poetry"), "{tty:?}");
 }
+
+#[test]
+fn out_of_range_numbers_are_refused_not_panicked_on() {
+    let cases: &[&[&str]] = &[
+        &["get", "--repeat", "18446744073709551615", "10000"],
+        &["get", "--timeout", "1e19", "10000"],
+        &["serve", "--delay", "1e19", "x.txt"],
+        &["serve", "--delay", "-1", "x.txt"],
+        &["demo", "--delay", "1e19"],
+    ];
+    for args in cases {
+        let out = run(args);
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn serve_refuses_what_is_not_a_regular_file() {
+    // /dev/zero would never end; a FIFO would block the server forever.
+    let out = run(&["serve", "/dev/zero"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}
+
+#[test]
+fn a_full_stdout_is_an_error_not_a_panic() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = common::poetry()
+        .args(["serve", &poem_path("science.txt").to_string_lossy()])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
