@@ -488,3 +488,29 @@ fn a_full_stdout_is_an_error_not_a_panic() {
     assert!(stderr.contains("cannot write to stdout"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn fast_serving_a_large_poem_holds_one_copy_however_many_clients_do_not_read() {
+    // A 16 MiB poem to 30 clients that never read: each connection keeps what its socket did
+    // not take, and that is the one shared poem, not a copy per client.
+    const POEM: usize = 16 << 20;
+    const CLIENTS: usize = 30;
+    let path = std::env::temp_dir().join(format!("poetry-big-{}.txt", std::process::id()));
+    std::fs::write(&path, vec![b'x'; POEM]).unwrap();
+    let server = Server::start(&["--fast", &path.to_string_lossy()]);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500)); // every client is served
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // The poem once (16 MiB) plus the program; a copy per client would be 480 MiB.
+    assert!(rss_kib < 64 * 1024, "the server's RSS is {rss_kib} KiB");
+    drop(clients);
+}

@@ -1,7 +1,8 @@
 //! A line-based chat server: each line a client sends goes to every other client.
 //!
 //! The factory keeps the set of connected transports; one connection's `data_received` writes
-//! to all the others (the classic Twisted chat server).
+//! to all the others (the classic Twisted chat server). A member that stops reading is reset
+//! once 1 MiB waits for it, so memory stays bounded whatever the members do.
 //!
 //! ```text
 //! cargo run --example chat -- [--port 8001]
@@ -15,6 +16,10 @@ use torsion::{Context, Factory, Protocol, Reactor, Reason, Transport};
 
 /// A client whose unfinished line grows past this is told goodbye and disconnected.
 const MAX_LINE: usize = 64 * 1024;
+
+/// A client that falls this far behind (lines sent to it that it has not read) is reset: one
+/// silent member must not grow the server without limit.
+const MAX_BEHIND: usize = 1 << 20;
 
 /// The connected clients, shared by every protocol the factory builds. A [`Transport`]
 /// compares and hashes by identity (clones are the same connection), so the set holds each
@@ -104,7 +109,11 @@ fn main() {
 
 fn serve(port: u16) -> Result<(), torsion::Error> {
     let reactor = Reactor::new()?;
-    let listening = reactor.listen_tcp(("127.0.0.1", port), chat_factory())?;
+    let opts = torsion::tcp::ListenOptions {
+        max_write_buffer: Some(MAX_BEHIND),
+        ..Default::default()
+    };
+    let listening = reactor.listen_tcp_with(("127.0.0.1", port), chat_factory(), opts)?;
     println!("Chat server on {}.", listening.address());
     reactor.run()
 }

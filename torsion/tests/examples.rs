@@ -330,3 +330,38 @@ fn examples_print_run_time_errors_with_display() {
         );
     }
 }
+
+#[test]
+fn chat_example_stays_small_under_silent_members() {
+    // Two members talk as fast as they can; ten others never read. Without a limit the server
+    // keeps every line for the silent ones; with it, each silent member is reset once 1 MiB
+    // waits for it.
+    const BOUND_KIB: u64 = 48 * 1024;
+    let (server, port) = start_server("chat", &["--port", "0"]);
+    let pid = server.0.id();
+    let silent: Vec<_> = (0..10)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let talkers: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let mut r = c.try_clone().unwrap();
+                // Read (and drop) what the others say, so that the talkers are not the slow ones.
+                std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+                c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+                let line = [b"x".repeat(1000), b"\n".to_vec()].concat();
+                for _ in 0..20_000 {
+                    if c.write_all(&line).is_err() {
+                        break;
+                    }
+                }
+                c
+            })
+        })
+        .collect();
+    let talkers: Vec<_> = talkers.into_iter().map(|h| h.join().unwrap()).collect();
+    let rss = rss_kib(pid);
+    assert!(rss < BOUND_KIB, "the chat server's RSS is {rss} KiB");
+    drop((silent, talkers));
+}

@@ -16,7 +16,8 @@ const COALESCE: usize = 16 * 1024;
 /// written to many connections is held once, whatever their number).
 enum Chunk {
     Owned(Vec<u8>),
-    Shared(Rc<[u8]>),
+    /// Shared bytes from an offset on (what a first send left).
+    Shared(Rc<[u8]>, usize),
 }
 
 impl Deref for Chunk {
@@ -25,7 +26,7 @@ impl Deref for Chunk {
     fn deref(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
-            Chunk::Shared(s) => s,
+            Chunk::Shared(s, start) => &s[*start..],
         }
     }
 }
@@ -70,17 +71,16 @@ impl WriteBuffer {
         self.chunks.push_back(Chunk::Owned(data.to_vec()));
     }
 
-    /// Appends shared bytes from `start` on, without copying them.
+    /// Appends shared bytes from `start` on, without copying them (a small rest is copied).
     pub(crate) fn push_shared(&mut self, data: Rc<[u8]>, start: usize) {
         if start >= data.len() {
             return;
         }
-        if start > 0 || data.len() <= 256 {
-            // A remainder (or a small payload) is copied: the offset lives on the front only.
+        if data.len() - start <= 256 {
             return self.push(&data[start..]);
         }
-        self.len += data.len();
-        self.chunks.push_back(Chunk::Shared(data));
+        self.len += data.len() - start;
+        self.chunks.push_back(Chunk::Shared(data, start));
     }
 
     /// Discards everything.
@@ -163,12 +163,15 @@ mod tests {
         let mut b = WriteBuffer::default();
         b.push(b"header");
         b.push_shared(poem.clone(), 0);
-        b.push_shared(poem.clone(), 99_990); // a remainder: copied
-        assert_eq!(Rc::strong_count(&poem), 2);
-        assert_eq!(b.len(), 6 + 100_000 + 10);
+        b.push_shared(poem.clone(), 40_000); // what a first send left: shared too
+        b.push_shared(poem.clone(), 99_990); // a small rest: copied
+        assert_eq!(Rc::strong_count(&poem), 3);
+        assert_eq!(b.len(), 6 + 100_000 + 60_000 + 10);
         b.consume(6 + 50_000);
         assert_eq!(&b.chunks[0][b.offset..], &poem[50_000..]);
-        b.consume(50_010);
+        b.consume(50_000);
+        assert_eq!(&b.chunks[0][b.offset..], &poem[40_000..]);
+        b.consume(60_010);
         assert!(b.is_empty());
         assert_eq!(Rc::strong_count(&poem), 1, "the shared chunk was let go");
     }
