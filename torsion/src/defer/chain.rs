@@ -5,13 +5,13 @@
 //! its output has the same type, puts the output back into the same box, so a chain of
 //! same-typed callbacks allocates nothing per stage beyond the stage closure itself.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use super::failure::{AlreadyCalled, Cancelled, Failure};
+use super::failure::{AlreadyCalled, Cancelled, ChainedToItself, Failure};
 
 /// A value in the chain: a `Box<Option<T>>` for the current type `T`.
 pub(crate) type Value = Box<dyn Any>;
@@ -41,9 +41,10 @@ pub(crate) fn map_value<T: 'static, U: 'static>(
     mut v: Value,
     f: impl FnOnce(T) -> super::Step<U>,
 ) -> StageOut {
+    // The types are checked statically: a stage always receives its own `T`.
     let slot = v
         .downcast_mut::<Option<T>>()
-        .expect("torsion: a Deferred stage received a value of another type");
+        .expect("torsion: unreachable: a Deferred stage received a value of another type");
     let t = slot
         .take()
         .expect("torsion: a Deferred value was taken twice");
@@ -63,16 +64,66 @@ pub(crate) fn map_value<T: 'static, U: 'static>(
     }
 }
 
+/// [`map_value`] for a callback returning a `Result` (the common case: no [`Step`] in
+/// between).
+///
+/// [`Step`]: super::Step
+#[inline]
+pub(crate) fn map_result<T: 'static, U: 'static>(
+    mut v: Value,
+    f: impl FnOnce(T) -> Result<U, Failure>,
+) -> StageOut {
+    let slot = v
+        .downcast_mut::<Option<T>>()
+        .expect("torsion: unreachable: a Deferred stage received a value of another type");
+    let t = slot
+        .take()
+        .expect("torsion: a Deferred value was taken twice");
+    match f(t) {
+        Ok(u) => {
+            let slot: &mut dyn Any = slot;
+            match slot.downcast_mut::<Option<U>>() {
+                Some(slot) => {
+                    *slot = Some(u);
+                    StageOut::Done(Ok(v))
+                }
+                None => StageOut::Done(Ok(Box::new(Some(u)))),
+            }
+        }
+        Err(f) => StageOut::Done(Err(f)),
+    }
+}
+
 /// Takes the `T` out of a chain value.
 #[inline]
 pub(crate) fn take_value<T: 'static>(mut v: Value) -> T {
     v.downcast_mut::<Option<T>>()
         .and_then(Option::take)
-        .expect("torsion: a Deferred stage received a value of another type")
+        .expect("torsion: unreachable: a Deferred value of another type")
+}
+
+/// Clones the `T` inside a chain value (for observers: the chain keeps the original).
+#[inline]
+pub(crate) fn clone_value<T: Clone + 'static>(v: &Value) -> T {
+    v.downcast_ref::<Option<T>>()
+        .and_then(Option::as_ref)
+        .cloned()
+        .expect("torsion: unreachable: a Deferred value of another type")
 }
 
 /// Erased canceller: gets the chain being cancelled.
 pub(crate) type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
+
+/// How a chain reacts to `cancel`.
+enum OnCancel {
+    /// Twisted's `Deferred.cancel`, with this canceller (taken when it runs).
+    Plain(Option<Canceller>),
+    /// Twisted's `DeferredList.cancel`: when the list has not fired, cancel the inputs (the hook
+    /// does it), and nothing else: no `Cancelled` failure, no suppressed late fire, and nothing
+    /// at all once the list has fired, even while it waits on a Deferred returned by one of its
+    /// callbacks.
+    List(Rc<dyn Fn()>),
+}
 
 struct State {
     /// `callback` or `errback` has been called.
@@ -89,19 +140,21 @@ struct State {
     parent: Option<Rc<Chain>>,
     /// A loop is running this chain's stages (re-entrant calls leave the work to it).
     running: bool,
-    canceller: Option<Canceller>,
+    on_cancel: OnCancel,
     /// Cancelled without a canceller: the next late fire is ignored once.
     suppress_already_called: bool,
+    /// `cancel` has run (or is running) on this unfired chain.
+    cancelling: bool,
 }
 
-/// One Deferred: its state and the type its `callback` takes.
+/// One Deferred's state. Its types are checked statically by [`Deferred`](super::Deferred)
+/// and [`Resolver`](super::Resolver); here values are erased.
 pub(crate) struct Chain {
     st: RefCell<State>,
-    pub(crate) input: TypeId,
 }
 
 impl Chain {
-    pub(crate) fn new(input: TypeId, canceller: Option<Canceller>) -> Rc<Chain> {
+    fn with(on_cancel: OnCancel) -> Rc<Chain> {
         Rc::new(Chain {
             st: RefCell::new(State {
                 fired: false,
@@ -111,16 +164,26 @@ impl Chain {
                 waiting: None,
                 parent: None,
                 running: false,
-                canceller,
+                on_cancel,
                 suppress_already_called: false,
+                cancelling: false,
             }),
-            input,
         })
     }
 
+    pub(crate) fn new(canceller: Option<Canceller>) -> Rc<Chain> {
+        Chain::with(OnCancel::Plain(canceller))
+    }
+
+    /// A chain cancelled as Twisted's `DeferredList`: `cancel_inputs` runs when the chain is
+    /// cancelled before it fired.
+    pub(crate) fn new_list(cancel_inputs: Rc<dyn Fn()>) -> Rc<Chain> {
+        Chain::with(OnCancel::List(cancel_inputs))
+    }
+
     /// A chain already fired with `outcome`.
-    pub(crate) fn fired(input: TypeId, outcome: Outcome) -> Rc<Chain> {
-        let c = Chain::new(input, None);
+    pub(crate) fn fired(outcome: Outcome) -> Rc<Chain> {
+        let c = Chain::new(None);
         {
             let mut st = c.st.borrow_mut();
             st.fired = true;
@@ -197,22 +260,40 @@ impl Chain {
 
     /// Twisted's `cancel`: an unfired chain runs its canceller and, unless that fired it,
     /// errbacks with [`Cancelled`]; a chain waiting on another Deferred cancels that one
-    /// (iteratively, however deep the nesting).
+    /// (iteratively, however deep the nesting). A list chain follows `DeferredList.cancel`
+    /// (see [`OnCancel::List`]), wherever it is in the nesting.
     pub(crate) fn cancel(self: &Rc<Self>) {
         let mut target = self.clone();
         loop {
             let next = {
                 let mut st = target.st.borrow_mut();
+                if let OnCancel::List(hook) = &st.on_cancel {
+                    if st.fired {
+                        return;
+                    }
+                    let hook = hook.clone();
+                    drop(st);
+                    hook();
+                    return;
+                }
                 if st.fired {
                     match &st.waiting {
                         Some(inner) => inner.clone(),
                         None => return,
                     }
                 } else {
-                    let canceller = st.canceller.take();
-                    if canceller.is_none() {
+                    let canceller = match &mut st.on_cancel {
+                        OnCancel::Plain(c) => c.take(),
+                        OnCancel::List(_) => unreachable!("handled above"),
+                    };
+                    // Only a Deferred made without a canceller ignores the next late fire. A
+                    // cancel re-entered from the canceller (whose slot is now empty) must not
+                    // set it: that chain has a canceller, and it is being run.
+                    let had_canceller = canceller.is_some() || st.cancelling;
+                    if !had_canceller {
                         st.suppress_already_called = true;
                     }
+                    st.cancelling = true;
                     drop(st);
                     if let Some(c) = canceller {
                         c(&target);
@@ -271,18 +352,19 @@ impl Chain {
             };
             let input = st.result.take().expect("checked above");
             drop(st);
-            let out = match catch_unwind(AssertUnwindSafe(move || stage(input))) {
-                Ok(out) => out,
-                Err(payload) => StageOut::Done(Err(Failure::from_panic(payload))),
-            };
-            match out {
-                StageOut::Done(o) => {
+            match catch_unwind(AssertUnwindSafe(move || stage(input))) {
+                Ok(StageOut::Done(o)) => {
                     st = self.st.borrow_mut();
                     st.result = Some(o);
                 }
-                StageOut::Chained(inner) => {
+                Ok(StageOut::Chained(inner)) => {
                     self.chain_to(inner);
                     st = self.st.borrow_mut();
+                }
+                Err(payload) => {
+                    let f = Failure::from_panic(payload);
+                    st = self.st.borrow_mut();
+                    st.result = Some(Err(f));
                 }
             }
         }
@@ -290,6 +372,11 @@ impl Chain {
 
     /// A stage returned `inner`: take its result now if it has one, else wait for it.
     fn chain_to(self: &Rc<Self>, inner: Rc<Chain>) {
+        if Rc::ptr_eq(self, &inner) {
+            // Waiting on itself would never end (Twisted warns and hangs): fail instead.
+            self.st.borrow_mut().result = Some(Err(Failure::new(ChainedToItself)));
+            return;
+        }
         let mut ist = inner.st.borrow_mut();
         let ready = ist.fired
             && !ist.running
@@ -321,7 +408,7 @@ type Remains = (
     Option<Outcome>,
     Option<Rc<Chain>>,
     Option<Rc<Chain>>,
-    Option<Canceller>,
+    OnCancel,
 );
 
 thread_local! {
@@ -351,14 +438,14 @@ impl Drop for Chain {
         let st = self.st.get_mut();
         let result = st.result.take();
         if let Some(Err(f)) = &result {
-            tracing::error!("Unhandled error in Deferred:\n{:?}", f);
+            f.log_unhandled();
         }
         let remains: Remains = (
             std::mem::take(&mut st.stages),
             result,
             st.waiting.take(),
             st.parent.take(),
-            st.canceller.take(),
+            std::mem::replace(&mut st.on_cancel, OnCancel::Plain(None)),
         );
         // (During thread-local teardown the queue may be gone: then drop inline.)
         match DROPPING.try_with(|d| d.replace(true)) {

@@ -31,8 +31,7 @@ struct Slot {
 /// use std::task::{Context, Poll, Waker};
 /// use torsion::defer::Deferred;
 ///
-/// let d = Deferred::<u8>::new();
-/// let fire = d.resolver();
+/// let (d, fire) = Deferred::<u8>::new();
 /// let mut fut = pin!(d.into_future());
 /// let mut cx = Context::from_waker(Waker::noop());
 /// assert!(fut.as_mut().poll(&mut cx).is_pending());
@@ -104,7 +103,7 @@ impl<T> Drop for DeferredFuture<T> {
             self.chain.cancel();
         }
         if let Some(Err(f)) = unread {
-            tracing::error!("Unhandled error in Deferred:\n{:?}", f);
+            f.log_unhandled();
         }
     }
 }
