@@ -17,16 +17,10 @@ use super::failure::{AlreadyCalled, Cancelled, ChainedToItself, Failure};
 pub(crate) type Value = Box<dyn Any>;
 /// The current result of a chain.
 pub(crate) type Outcome = Result<Value, Failure>;
-/// One stage (callback/errback pair), erased.
-pub(crate) type Stage = Box<dyn FnOnce(Outcome) -> StageOut>;
-
-/// What a stage produced.
-pub(crate) enum StageOut {
-    /// A result (value or failure) for the next stage.
-    Done(Outcome),
-    /// Another Deferred: the chain waits for it and goes on with its result.
-    Chained(Rc<Chain>),
-}
+/// One stage (callback/errback pair), erased. It works on the chain's current result in place
+/// (a same-typed value is written back into its own box, and the result is not moved in and
+/// out of the stage), and returns the Deferred to wait on, if it returned one.
+pub(crate) type Stage = Box<dyn FnOnce(&mut Outcome) -> Option<Rc<Chain>>>;
 
 /// Boxes `v` as a chain value.
 #[inline]
@@ -34,64 +28,79 @@ pub(crate) fn put_value<U: 'static>(v: U) -> Value {
     Box::new(Some(v))
 }
 
-/// Runs `f` on the `T` inside a chain value and turns its step into the stage's output,
-/// writing a same-typed output back into the same box (one dynamic type check per stage).
+/// A placeholder result, left where a stage took the failure out (it allocates nothing).
 #[inline]
-pub(crate) fn map_value<T: 'static, U: 'static>(
-    mut v: Value,
-    f: impl FnOnce(T) -> super::Step<U>,
-) -> StageOut {
-    // The types are checked statically: a stage always receives its own `T`.
-    let slot = v
-        .downcast_mut::<Option<T>>()
-        .expect("torsion: unreachable: a Deferred stage received a value of another type");
-    let t = slot
-        .take()
-        .expect("torsion: a Deferred value was taken twice");
-    match f(t) {
-        super::Step::Value(u) => {
-            let slot: &mut dyn Any = slot;
-            match slot.downcast_mut::<Option<U>>() {
-                Some(slot) => {
-                    *slot = Some(u);
-                    StageOut::Done(Ok(v))
-                }
-                None => StageOut::Done(Ok(Box::new(Some(u)))),
-            }
-        }
-        super::Step::Failure(f) => StageOut::Done(Err(f)),
-        super::Step::Deferred(d) => StageOut::Chained(d.chain),
+pub(crate) fn hole() -> Outcome {
+    Ok(Box::new(()))
+}
+
+/// Takes the failure out of a result known to be one.
+#[inline]
+pub(crate) fn take_failure(o: &mut Outcome) -> Failure {
+    match std::mem::replace(o, hole()) {
+        Err(f) => f,
+        Ok(_) => unreachable!("torsion: take_failure on a value"),
     }
 }
 
-/// [`map_value`] for a callback returning a `Result` (the common case: no [`Step`] in
-/// between).
-///
-/// [`Step`]: super::Step
+/// Takes the `T` out of the (value) result `o`, leaving its box empty for the next value.
+#[inline]
+pub(crate) fn take_in_place<T: 'static>(o: &mut Outcome) -> T {
+    let Ok(v) = o else {
+        unreachable!("torsion: take_in_place on a failure")
+    };
+    // The types are checked statically: a stage always receives its own `T`.
+    v.downcast_mut::<Option<T>>()
+        .expect("torsion: unreachable: a Deferred stage received a value of another type")
+        .take()
+        .expect("torsion: a Deferred value was taken twice")
+}
+
+/// Writes the value `u` into `o`: into the same box when it held an `Option<U>` (a chain of
+/// same-typed callbacks allocates nothing per stage), else into a new one.
+#[inline]
+pub(crate) fn put_in_place<U: 'static>(o: &mut Outcome, u: U) {
+    if let Ok(v) = o {
+        if let Some(slot) = v.downcast_mut::<Option<U>>() {
+            *slot = Some(u);
+            return;
+        }
+    }
+    *o = Ok(put_value(u));
+}
+
+/// Runs `f` on the `T` inside the (value) result `o` and writes its result back in place.
 #[inline]
 pub(crate) fn map_result<T: 'static, U: 'static>(
-    mut v: Value,
+    o: &mut Outcome,
     f: impl FnOnce(T) -> Result<U, Failure>,
-) -> StageOut {
-    let slot = v
-        .downcast_mut::<Option<T>>()
-        .expect("torsion: unreachable: a Deferred stage received a value of another type");
-    let t = slot
-        .take()
-        .expect("torsion: a Deferred value was taken twice");
-    match f(t) {
-        Ok(u) => {
-            let slot: &mut dyn Any = slot;
-            match slot.downcast_mut::<Option<U>>() {
-                Some(slot) => {
-                    *slot = Some(u);
-                    StageOut::Done(Ok(v))
-                }
-                None => StageOut::Done(Ok(Box::new(Some(u)))),
-            }
-        }
-        Err(f) => StageOut::Done(Err(f)),
+) -> Option<Rc<Chain>> {
+    match f(take_in_place::<T>(o)) {
+        Ok(u) => put_in_place(o, u),
+        Err(f) => *o = Err(f),
     }
+    None
+}
+
+/// [`map_result`] for a callback returning a [`Step`](super::Step).
+#[inline]
+pub(crate) fn map_step<T: 'static, U: 'static>(
+    o: &mut Outcome,
+    f: impl FnOnce(T) -> super::Step<U>,
+) -> Option<Rc<Chain>> {
+    let step = f(take_in_place::<T>(o));
+    put_step(o, step)
+}
+
+/// Writes a [`Step`](super::Step) into the result `o`; returns the Deferred to wait on.
+#[inline]
+pub(crate) fn put_step<U: 'static>(o: &mut Outcome, step: super::Step<U>) -> Option<Rc<Chain>> {
+    match step {
+        super::Step::Value(u) => put_in_place(o, u),
+        super::Step::Failure(f) => *o = Err(f),
+        super::Step::Deferred(d) => return Some(d.chain),
+    }
+    None
 }
 
 /// Takes the `T` out of a chain value.
@@ -350,21 +359,25 @@ impl Chain {
                 }
                 return Some(parent);
             };
-            let input = st.result.take().expect("checked above");
+            let mut cur = st.result.take().expect("checked above");
             drop(st);
-            match catch_unwind(AssertUnwindSafe(move || stage(input))) {
-                Ok(StageOut::Done(o)) => {
-                    st = self.st.borrow_mut();
-                    st.result = Some(o);
+            let next = match catch_unwind(AssertUnwindSafe(|| stage(&mut cur))) {
+                Ok(next) => next,
+                Err(payload) => {
+                    cur = Err(Failure::from_panic(payload));
+                    None
                 }
-                Ok(StageOut::Chained(inner)) => {
+            };
+            match next {
+                None => {
+                    st = self.st.borrow_mut();
+                    st.result = Some(cur);
+                }
+                Some(inner) => {
+                    // `cur` holds what the stage left (an emptied value box or a hole).
+                    drop(cur);
                     self.chain_to(inner);
                     st = self.st.borrow_mut();
-                }
-                Err(payload) => {
-                    let f = Failure::from_panic(payload);
-                    st = self.st.borrow_mut();
-                    st.result = Some(Err(f));
                 }
             }
         }

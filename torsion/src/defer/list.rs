@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
-use super::chain::{clone_value, Chain, Outcome, StageOut};
+use super::chain::{clone_value, Chain, Outcome};
 use super::{AlreadyCalled, Deferred, Failure, FailureGroup, FirstError, Resolver};
 
 /// What a [`DeferredList`] fires with.
@@ -111,21 +111,21 @@ impl<T: Clone + 'static> ListInput<T> for &Deferred<T> {
 /// The list's stage on an input it watches: the list gets a copy, the input goes on with its
 /// result (a consumed failure is marked handled, since a `T` cannot be Twisted's `None`).
 fn attach_watched<T: Clone + 'static>(chain: &Rc<Chain>, sink: Sink<T>) {
-    chain.add(Box::new(move |o: Outcome| {
-        let copy = match &o {
+    chain.add(Box::new(move |o: &mut Outcome| {
+        let copy = match &*o {
             Ok(v) => Ok(clone_value::<T>(v)),
             Err(f) => Err(f.clone()),
         };
         match sink(copy) {
-            Then::Pass => StageOut::Done(o),
+            Then::Pass => {}
             Then::Consume => {
-                if let Err(f) = &o {
+                if let Err(f) = &*o {
                     f.mark_consumed();
                 }
-                StageOut::Done(o)
             }
-            Then::Raise(f) => StageOut::Done(Err(f)),
+            Then::Raise(f) => *o = Err(f),
         }
+        None
     }));
 }
 

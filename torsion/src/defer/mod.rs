@@ -153,7 +153,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
 
-use chain::{clone_value, map_result, map_value, put_value, take_value, Chain, Outcome, StageOut};
+use chain::{
+    clone_value, map_result, map_step, put_step, put_value, take_failure, take_value, Chain,
+    Outcome,
+};
 
 pub use bridge::{ensure_deferred, IntoDeferred, LocalFuture, LocalSpawn};
 pub use failure::{
@@ -234,15 +237,6 @@ impl<U: 'static> IntoStep for Step<U> {
     type Output = U;
     fn into_step(self) -> Step<U> {
         self
-    }
-}
-
-#[inline]
-fn step_out<U: 'static>(step: Step<U>) -> StageOut {
-    match step {
-        Step::Value(u) => StageOut::Done(Ok(put_value(u))),
-        Step::Failure(f) => StageOut::Done(Err(f)),
-        Step::Deferred(d) => StageOut::Chained(d.chain),
     }
 }
 
@@ -332,9 +326,12 @@ impl<T: 'static> Deferred<T> {
         C: FnOnce(T) -> Result<U, Failure> + 'static,
         E: FnOnce(Failure) -> Result<U, Failure> + 'static,
     {
-        self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => map_result(v, callback),
-            Err(f) => StageOut::Done(errback(f).map(put_value)),
+        self.chain.add(Box::new(move |o: &mut Outcome| match o {
+            Ok(_) => map_result(o, callback),
+            Err(_) => {
+                *o = errback(take_failure(o)).map(put_value);
+                None
+            }
         }));
         self.retype()
     }
@@ -361,9 +358,12 @@ impl<T: 'static> Deferred<T> {
         R1: IntoStep,
         R2: IntoStep<Output = R1::Output>,
     {
-        self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => map_value(v, |t: T| callback(t).into_step()),
-            Err(f) => step_out(errback(f).into_step()),
+        self.chain.add(Box::new(move |o: &mut Outcome| match o {
+            Ok(_) => map_step(o, |t: T| callback(t).into_step()),
+            Err(_) => {
+                let step = errback(take_failure(o)).into_step();
+                put_step(o, step)
+            }
         }));
         self.retype()
     }
@@ -377,9 +377,9 @@ impl<T: 'static> Deferred<T> {
         U: 'static,
         C: FnOnce(T) -> Result<U, Failure> + 'static,
     {
-        self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => map_result(v, callback),
-            Err(f) => StageOut::Done(Err(f)),
+        self.chain.add(Box::new(move |o: &mut Outcome| match o {
+            Ok(_) => map_result(o, callback),
+            Err(_) => None,
         }));
         self.retype()
     }
@@ -404,9 +404,9 @@ impl<T: 'static> Deferred<T> {
         U: 'static,
         C: FnOnce(T) -> Deferred<U> + 'static,
     {
-        self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => map_value(v, |t: T| Step::Deferred(callback(t))),
-            Err(f) => StageOut::Done(Err(f)),
+        self.chain.add(Box::new(move |o: &mut Outcome| match o {
+            Ok(_) => map_step(o, |t: T| Step::Deferred(callback(t))),
+            Err(_) => None,
         }));
         self.retype()
     }
@@ -418,9 +418,11 @@ impl<T: 'static> Deferred<T> {
     where
         E: FnOnce(Failure) -> Result<T, Failure> + 'static,
     {
-        self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => StageOut::Done(Ok(v)),
-            Err(f) => StageOut::Done(errback(f).map(put_value)),
+        self.chain.add(Box::new(move |o: &mut Outcome| {
+            if o.is_err() {
+                *o = errback(take_failure(o)).map(put_value);
+            }
+            None
         }));
         self
     }
@@ -430,9 +432,9 @@ impl<T: 'static> Deferred<T> {
     where
         E: FnOnce(Failure) -> Deferred<T> + 'static,
     {
-        self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => StageOut::Done(Ok(v)),
-            Err(f) => StageOut::Chained(errback(f).chain),
+        self.chain.add(Box::new(move |o: &mut Outcome| match o {
+            Ok(_) => None,
+            Err(_) => Some(errback(take_failure(o)).chain),
         }));
         self
     }
@@ -444,9 +446,12 @@ impl<T: 'static> Deferred<T> {
         U: 'static,
         F: FnOnce(Result<T, Failure>) -> Result<U, Failure> + 'static,
     {
-        self.chain.add(Box::new(move |o: Outcome| match o {
-            Ok(v) => map_result(v, |t: T| f(Ok(t))),
-            Err(fl) => StageOut::Done(f(Err(fl)).map(put_value)),
+        self.chain.add(Box::new(move |o: &mut Outcome| match o {
+            Ok(_) => map_result(o, |t: T| f(Ok(t))),
+            Err(_) => {
+                *o = f(Err(take_failure(o))).map(put_value);
+                None
+            }
         }));
         self.retype()
     }
@@ -490,12 +495,12 @@ impl<T: 'static> Deferred<T> {
     where
         T: Clone,
     {
-        self.chain.add(Box::new(move |o: Outcome| {
-            match &o {
+        self.chain.add(Box::new(move |o: &mut Outcome| {
+            match o {
                 Ok(v) => f(Ok(clone_value::<T>(v))),
                 Err(fl) => f(Err(fl.clone())),
             }
-            StageOut::Done(o)
+            None
         }));
     }
 
@@ -571,16 +576,14 @@ impl<T: 'static> Deferred<T> {
                 chain.cancel();
             }),
         );
-        self.chain.add(Box::new(move |o: Outcome| {
+        self.chain.add(Box::new(move |o: &mut Outcome| {
             if call.active() {
                 let _ = call.cancel();
             }
-            match o {
-                Err(f) if timed_out.get() && f.check::<Cancelled>() => {
-                    StageOut::Done(Err(Failure::new(TimedOut { after: timeout })))
-                }
-                o => StageOut::Done(o),
+            if matches!(o, Err(f) if timed_out.get() && f.check::<Cancelled>()) {
+                *o = Err(Failure::new(TimedOut { after: timeout }));
             }
+            None
         }));
         self
     }
