@@ -288,3 +288,40 @@ fn capture_logs(f: impl FnOnce()) -> String {
     let bytes = buf.0.lock().unwrap().clone();
     String::from_utf8(bytes).unwrap()
 }
+
+/// `hand_off`: Twisted's treatment of a Deferred a callback returns while the program keeps it.
+#[test]
+fn hand_off_gives_the_result_at_this_point_and_cancels_through() {
+    // The first half gets the result the chain has where it was split; later stages of the
+    // rest see `()` (Twisted: None).
+    let (d, fire) = Deferred::<u32>::new();
+    let d = d.map(|n| n + 1);
+    let (first, rest) = d.hand_off();
+    let rest = rest.map(|()| "rest");
+    fire.callback(1).unwrap();
+    assert_eq!(value(first), 2);
+    assert_eq!(value(rest), "rest");
+
+    // Cancelling the first half before it has its result cancels the source, and nothing
+    // else: with a canceller that does not fire, the source fails with Cancelled, which the
+    // first half then gets.
+    let ran = Rc::new(Cell::new(0));
+    let r = ran.clone();
+    let (d, fire) = Deferred::<u32>::with_canceller(move |_| r.set(r.get() + 1));
+    let (first, _rest) = d.hand_off();
+    first.cancel();
+    assert_eq!(ran.get(), 1);
+    assert!(fire.called());
+    assert!(failure(first).check::<Cancelled>());
+
+    // A paused source: cancelling the first half cancels the (fired) source, which does
+    // nothing; the first half is not failed by its own cancel.
+    let (d, fire) = Deferred::<u32>::new();
+    d.pause();
+    fire.callback(5).unwrap();
+    let (first, rest) = d.hand_off();
+    first.cancel();
+    assert!(!first.called());
+    rest.unpause();
+    assert_eq!(value(first), 5);
+}

@@ -132,6 +132,11 @@ enum OnCancel {
     /// at all once the list has fired, even while it waits on a Deferred returned by one of its
     /// callbacks.
     List(Rc<dyn Fn()>),
+    /// A Deferred fed by another one ([`Deferred::hand_off`](super::Deferred::hand_off)):
+    /// while unfired, cancelling it cancels the source (with the hook) and does nothing else,
+    /// as cancelling a Twisted Deferred that waits on the source would; once fired, it is
+    /// cancelled as a plain Deferred.
+    Forward(Rc<dyn Fn()>),
 }
 
 struct State {
@@ -188,6 +193,11 @@ impl Chain {
     /// cancelled before it fired.
     pub(crate) fn new_list(cancel_inputs: Rc<dyn Fn()>) -> Rc<Chain> {
         Chain::with(OnCancel::List(cancel_inputs))
+    }
+
+    /// A chain whose cancel before it fired is `cancel_source` and nothing else.
+    pub(crate) fn new_forward(cancel_source: Rc<dyn Fn()>) -> Rc<Chain> {
+        Chain::with(OnCancel::Forward(cancel_source))
     }
 
     /// A chain already fired with `outcome`.
@@ -276,14 +286,15 @@ impl Chain {
         loop {
             let next = {
                 let mut st = target.st.borrow_mut();
-                if let OnCancel::List(hook) = &st.on_cancel {
-                    if st.fired {
+                match &st.on_cancel {
+                    OnCancel::List(hook) | OnCancel::Forward(hook) if !st.fired => {
+                        let hook = hook.clone();
+                        drop(st);
+                        hook();
                         return;
                     }
-                    let hook = hook.clone();
-                    drop(st);
-                    hook();
-                    return;
+                    OnCancel::List(_) => return,
+                    _ => {}
                 }
                 if st.fired {
                     match &st.waiting {
@@ -293,7 +304,9 @@ impl Chain {
                 } else {
                     let canceller = match &mut st.on_cancel {
                         OnCancel::Plain(c) => c.take(),
-                        OnCancel::List(_) => unreachable!("handled above"),
+                        OnCancel::List(_) | OnCancel::Forward(_) => {
+                            unreachable!("handled above")
+                        }
                     };
                     // Only a Deferred made without a canceller ignores the next late fire. A
                     // cancel re-entered from the canceller (whose slot is now empty) must not
@@ -324,6 +337,12 @@ impl Chain {
             return None;
         }
         st.result.take()
+    }
+
+    /// Applies `f` to the result the chain holds now, if any (it is not taken).
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(&Outcome) -> R) -> Option<R> {
+        let st = self.st.borrow();
+        st.result.as_ref().map(f)
     }
 
     /// Runs stages, handing results outward to waiting chains, without recursion.

@@ -109,15 +109,18 @@
 //!   a `Deferred<U>` for the same chain (Twisted returns the same object). The compiler checks
 //!   that each stage takes what the previous one gives. Because a handle is consumed when a
 //!   stage is added, a `Deferred` is not `Clone`; [`observe`](Deferred::observe) gives other
-//!   waiters their own Deferred.
+//!   waiters their own Deferred. A handle reads the chain's current result only when it is of
+//!   the handle's type ([`current_result`](Deferred::current_result)): not while the chain is
+//!   paused before a stage that changes the type (Twisted reads any `d.result`).
 //! * **Firing goes through the [`Resolver`]**, typed by the input type. Twisted fires the same
 //!   object it adds callbacks to; here the two roles are two handles made together.
 //! * **Values must be of the chain's type.** A Twisted callback may return anything, including
 //!   `None`; here every stage's output has one type. So where Twisted puts `None` into a
 //!   Deferred, torsion cannot: a [`DeferredList`] with `consume_errors` leaves an observed
 //!   input's failure in place, marked handled (Twisted replaces it with `None`), and a
-//!   [`race`] leaves an observed input's value in place (Twisted: `None`). An input taken by
-//!   value is gone, so nothing can tell.
+//!   [`race`] leaves an observed input's value in place (Twisted: `None`; racing the first
+//!   halves of [`hand_off`](Deferred::hand_off) gives Twisted's behaviour, with `()` for
+//!   `None`). An input taken by value is gone, so nothing can tell.
 //! * **Callbacks return a [`Step`]-like value.** A callback returns `Result<U, Failure>` (`Ok`
 //!   for a value, `Err` for a failure, so `?` re-raises), a `Deferred<U>` to wait on, or a
 //!   [`Step<U>`] to choose among the three at run time; [`map`](Deferred::map) takes a plain
@@ -125,6 +128,9 @@
 //!   `add_both` gets a `Result<T, Failure>`.
 //! * **A returned Deferred is consumed.** A Deferred returned by a callback is moved into the
 //!   chain, so nothing can be added to it afterwards (Twisted leaves it with result `None`).
+//!   To go on using it as Twisted programs do, return the first half of
+//!   [`hand_off`](Deferred::hand_off) and keep the second, which goes on with `()` where
+//!   Twisted has `None`.
 //! * **`pause` and waiting are separate.** In Twisted, waiting on a returned Deferred is an
 //!   internal `pause()`, so a stray `unpause()` could resume a chain whose result is still a
 //!   Deferred; here the user's pause counter is separate from the waiting state, and an
@@ -133,6 +139,11 @@
 //!   [`try_result`](Deferred::try_result), awaiting, or a stage) moves it out; observers get
 //!   clones. A DeferredList without `consume_errors` leaves a clone of each input failure in an
 //!   input it took by value, so it is logged as unhandled just as in Twisted.
+//! * **Re-entrant hand-overs.** When a callback returns a Deferred whose own stages are running
+//!   (the callback runs inside them), Twisted hands over the result that Deferred holds between
+//!   two of its callbacks; torsion's loop finishes the stages in progress first. And when a
+//!   Deferred hands its result to a chain that is paused, Twisted leaves that Deferred's later
+//!   callbacks unrun until something touches it again; torsion runs them.
 //! * **Unhandled-error timing.** Logged at drop of the last handle (including [`Resolver`]s),
 //!   which is deterministic. A Deferred kept alive by a reference cycle (for example a callback
 //!   holding a resolver of its own Deferred, or two never-fired Deferreds waiting on each other)
@@ -489,6 +500,43 @@ impl<T: 'static> Deferred<T> {
         out
     }
 
+    /// Splits the chain where it ends now: the first Deferred gets the result this chain has
+    /// at this point, and the second is the rest of this chain, which goes on with `()`.
+    ///
+    /// This is what Twisted does to a Deferred that a callback returns while the program keeps
+    /// using it: the waiting chain takes the result (at once if there is one, else when the
+    /// Deferred's stages so far have run), and the Deferred itself goes on with `None`. Return
+    /// the first half from the callback and keep the second:
+    /// `let (for_chain, mine) = d.hand_off();`. Cancelling the first half before it has its
+    /// result cancels this Deferred, and does nothing else (as cancelling the Twisted chain
+    /// waiting on it would).
+    ///
+    /// ```
+    /// use torsion::defer::{succeed, Deferred};
+    ///
+    /// let (d, fire) = Deferred::<u32>::new();
+    /// let (for_outer, d) = d.hand_off();
+    /// let outer = succeed(()).add_callback_deferred(move |()| for_outer);
+    /// let d = d.add_callback(|()| Ok("after the hand-off")); // Twisted: gets None
+    /// fire.callback(7).unwrap();
+    /// assert_eq!(outer.try_result().unwrap().unwrap(), 7);
+    /// assert_eq!(d.try_result().unwrap().unwrap(), "after the hand-off");
+    /// ```
+    pub fn hand_off(self) -> (Deferred<T>, Deferred<()>) {
+        let source = Rc::downgrade(&self.chain);
+        let target = Chain::new_forward(Rc::new(move || {
+            if let Some(c) = source.upgrade() {
+                c.cancel();
+            }
+        }));
+        let fire = Resolver::<T>::of(target.clone());
+        let rest = self.add_both(move |r| {
+            let _ = fire.fire(r);
+            Ok(())
+        });
+        (Deferred::from_chain(target), rest)
+    }
+
     /// Adds a pass-through stage that gives `f` a copy of the result (failures are shared
     /// clones); the chain goes on with the original.
     pub(crate) fn watch(&self, f: impl FnOnce(Result<T, Failure>) + 'static)
@@ -547,6 +595,39 @@ impl<T: 'static> Deferred<T> {
     /// True while the chain waits for a Deferred returned by one of its callbacks.
     pub fn is_waiting(&self) -> bool {
         self.chain.is_waiting()
+    }
+
+    /// A copy of the result the chain holds now (Twisted's `d.result`), without taking it: what
+    /// its next stage gets, also while it is paused. `None` before it fired, while it waits on
+    /// a Deferred returned by a callback, once its result was taken (by
+    /// [`try_result`](Deferred::try_result), an await, or a Deferred waiting on this one), and
+    /// while it is paused before a stage that changes the type: the chain then holds a value of
+    /// an earlier stage's type, which this handle cannot show (Twisted can).
+    ///
+    /// ```
+    /// use torsion::defer::Deferred;
+    ///
+    /// let (d, fire) = Deferred::<u32>::new();
+    /// assert!(d.current_result().is_none());
+    /// d.pause();
+    /// let d = d.map(|n| n + 1);
+    /// fire.callback(4).unwrap();
+    /// assert_eq!(d.current_result().unwrap().unwrap(), 4); // the +1 has not run yet
+    /// let s = d.map(|n| n.to_string()); // paused before a u32 -> String stage
+    /// assert!(s.current_result().is_none());
+    /// s.unpause();
+    /// assert_eq!(s.current_result().unwrap().unwrap(), "5");
+    /// ```
+    pub fn current_result(&self) -> Option<Result<T, Failure>>
+    where
+        T: Clone,
+    {
+        self.chain
+            .peek(|o| match o {
+                Ok(v) => v.downcast_ref::<Option<T>>()?.clone().map(Ok),
+                Err(f) => Some(Err(f.clone())),
+            })
+            .flatten()
     }
 
     /// Takes the result if there is one (like Twisted's test helpers `successResultOf` and
