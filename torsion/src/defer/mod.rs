@@ -156,6 +156,7 @@ mod chain;
 mod failure;
 mod future;
 mod list;
+mod run;
 mod sync;
 
 use std::fmt;
@@ -176,6 +177,7 @@ pub use failure::{
 };
 pub use future::DeferredFuture;
 pub use list::{gather_results, race, DeferredList, ListInput, ListResult};
+pub use run::ReactorStopped;
 pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore, QueueOverflow, QueueUnderflow};
 
 use crate::time::ReactorTime;
