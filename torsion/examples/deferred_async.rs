@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let fail = std::env::args().nth(1).as_deref() == Some("fail");
     task::react(move |reactor| async move {
         let greeting = task::defer_later(&reactor, Duration::from_millis(10), || {
-            Ok::<_, Failure>("hello from the reactor")
+            Ok("hello from the reactor")
         })
         .await?;
         println!("{greeting}");

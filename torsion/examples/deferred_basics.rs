@@ -6,9 +6,7 @@ use torsion::defer::{Deferred, Failure};
 
 /// Something that will have a price later (here: fired by hand below).
 fn price_of(_item: &str) -> (Deferred<u32>, torsion::defer::Resolver<u32>) {
-    let d = Deferred::new();
-    let fire = d.resolver();
-    (d, fire)
+    Deferred::new()
 }
 
 fn main() {

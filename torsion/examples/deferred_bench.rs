@@ -18,8 +18,7 @@ fn main() {
     let mut best_total = Duration::MAX;
     for _ in 0..rounds {
         let start = Instant::now();
-        let d = Deferred::<u64>::new();
-        let fire = d.resolver();
+        let (d, fire) = Deferred::<u64>::new();
         let mut d = d;
         for _ in 0..stages {
             d = d.add_callback(|v| Ok(black_box(v) + 1));

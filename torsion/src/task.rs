@@ -23,7 +23,7 @@ use crate::Reactor;
 /// use torsion::{defer::Failure, task::defer_later, testing::Clock};
 ///
 /// let clock = Clock::new();
-/// let d = defer_later(&clock, Duration::from_secs(3), || Ok::<_, Failure>("done"));
+/// let d = defer_later(&clock, Duration::from_secs(3), || Ok("done"));
 /// clock.advance(Duration::from_secs(2));
 /// assert!(!d.called());
 /// clock.advance(Duration::from_secs(1));
@@ -37,13 +37,12 @@ where
 {
     let call: Rc<RefCell<Option<DelayedCall>>> = Rc::new(RefCell::new(None));
     let to_cancel = call.clone();
-    let d = Deferred::<()>::with_canceller(move |_| {
+    let (d, fire) = Deferred::<()>::with_canceller(move |_| {
         let c = to_cancel.borrow_mut().take();
         if let Some(c) = c {
             let _ = c.cancel();
         }
     });
-    let fire = d.resolver();
     let scheduled = clock.schedule_boxed(
         delay,
         Box::new(move || {
@@ -51,7 +50,7 @@ where
         }),
     );
     *call.borrow_mut() = Some(scheduled);
-    d.add_callback(move |()| f())
+    d.add_callback_deferred(move |()| maybe_deferred(f))
 }
 
 /// The function of a [`LoopingCall`], given the number of intervals elapsed (always 1 unless
@@ -94,7 +93,7 @@ struct LoopInner {
 /// let t = ticks.clone();
 /// let lc = LoopingCall::new(clock.clone(), move || {
 ///     t.set(t.get() + 1);
-///     Ok::<(), Failure>(())
+///     Ok(())
 /// });
 /// let done = lc.start(Duration::from_secs(1), true); // calls at once, then every second
 /// clock.pump(&[Duration::from_secs(1); 3]);
@@ -166,7 +165,7 @@ impl LoopingCall {
     /// # Panics
     /// When the loop is already running (Twisted asserts the same).
     pub fn start(&self, interval: Duration, now: bool) -> Deferred<()> {
-        let d = Deferred::<()>::new();
+        let (d, fire) = Deferred::<()>::new();
         {
             let mut st = self.inner.state.borrow_mut();
             assert!(
@@ -174,7 +173,7 @@ impl LoopingCall {
                 "Tried to start an already running LoopingCall."
             );
             st.running = true;
-            st.deferred = Some(d.resolver());
+            st.deferred = Some(fire);
             st.start_time = self.inner.clock.now();
             st.interval = interval;
             st.run_at_start = now;
@@ -274,7 +273,7 @@ impl LoopInner {
         let _ = d.add_callbacks(
             move |()| {
                 me.after_call();
-                Ok::<(), Failure>(())
+                Ok(())
             },
             move |failure| {
                 let r = {
@@ -285,7 +284,7 @@ impl LoopInner {
                 if let Some(r) = r {
                     let _ = r.errback(failure);
                 }
-                Ok::<(), Failure>(())
+                Ok(())
             },
         );
     }
@@ -384,7 +383,7 @@ impl fmt::Debug for LoopingCall {
 /// use torsion::{defer::Failure, task};
 ///
 /// let code = task::react(|reactor| async move {
-///     let n = task::defer_later(&reactor, Duration::from_millis(1), || Ok::<_, Failure>(2)).await?;
+///     let n = task::defer_later(&reactor, Duration::from_millis(1), || Ok(2)).await?;
 ///     assert_eq!(n, 2);
 ///     Ok(())
 /// });
@@ -414,7 +413,7 @@ where
         r.call_when_running(|r| {
             let _ = r.stop();
         });
-        Ok::<(), Failure>(())
+        Ok(())
     });
     if let Err(e) = reactor.run() {
         eprintln!("react: the reactor failed: {e}");

@@ -120,8 +120,7 @@ impl Drop for DropFlag {
 #[test]
 fn await_a_deferred_inside_a_future() {
     let exec = MiniExec::default();
-    let a = Deferred::<u32>::new();
-    let fire_a = a.resolver();
+    let (a, fire_a) = Deferred::<u32>::new();
     let d = ensure_deferred(&exec, async move {
         let n = a.await?;
         let s = torsion::defer::succeed(format!("{n}!")).await?;
@@ -172,7 +171,7 @@ fn cancelling_the_deferred_drops_the_future_and_cancels_what_it_awaits() {
     let dropped = Rc::new(Cell::new(false));
     let inner_cancelled = Rc::new(Cell::new(false));
     let ic = inner_cancelled.clone();
-    let inner = Deferred::<u32>::with_canceller(move |_| ic.set(true));
+    let (inner, _fire) = Deferred::<u32>::with_canceller(move |_| ic.set(true));
     let guard = DropFlag(dropped.clone());
     let d = ensure_deferred(&exec, async move {
         let _guard = guard;
@@ -189,15 +188,13 @@ fn cancelling_the_deferred_drops_the_future_and_cancels_what_it_awaits() {
 
 #[test]
 fn dropping_an_awaiting_future_cancels_the_deferred() {
-    let d = Deferred::<u8>::new();
-    let r = d.resolver();
+    let (d, r) = Deferred::<u8>::new();
     let fut = d.into_future();
     drop(fut);
     assert!(r.called(), "cancelled by the drop");
 
     // A future dropped after the Deferred fired does not cancel anything.
-    let d = Deferred::<u8>::new();
-    let r = d.resolver();
+    let (d, r) = Deferred::<u8>::new();
     let mut fut = Box::pin(d.into_future());
     r.callback(3).unwrap();
     let waker = Waker::from(Arc::new(TaskWaker {
@@ -212,8 +209,8 @@ fn dropping_an_awaiting_future_cancels_the_deferred() {
 fn awaiting_wakes_the_task_when_the_deferred_fires() {
     let exec = MiniExec::default();
     let steps = Rc::new(RefCell::new(Vec::new()));
-    let (a, b) = (Deferred::<u8>::new(), Deferred::<u8>::new());
-    let (ra, rb) = (a.resolver(), b.resolver());
+    let (a, ra) = Deferred::<u8>::new();
+    let (b, rb) = Deferred::<u8>::new();
     let s = steps.clone();
     let d = ensure_deferred(&exec, async move {
         s.borrow_mut().push("start");
@@ -236,10 +233,9 @@ fn awaiting_wakes_the_task_when_the_deferred_fires() {
 #[test]
 fn a_callback_may_return_the_deferred_of_a_future() {
     let exec = MiniExec::default();
-    let gate = Deferred::<u8>::new();
-    let open = gate.resolver();
+    let (gate, open) = Deferred::<u8>::new();
     let e = exec.clone();
-    let d = torsion::defer::succeed(10u8).add_callback(move |n| {
+    let d = torsion::defer::succeed(10u8).add_callback_deferred(move |n| {
         ensure_deferred(&e, async move {
             let g = gate.await?;
             Ok(n + g)
@@ -257,7 +253,7 @@ fn into_deferred_takes_a_deferred_or_a_future() {
     let exec = MiniExec::default();
     let d = torsion::defer::succeed(1).into_deferred(&exec);
     assert_eq!(value(d), 1);
-    let d = async { Ok::<_, Failure>(2) }.into_deferred(&exec);
+    let d = async { Ok(2) }.into_deferred(&exec);
     assert_eq!(value(d), 2);
 }
 
@@ -273,8 +269,8 @@ fn ensure_deferred_on_the_reactor() {
     let reactor = Reactor::new().unwrap();
     let r = reactor.clone();
     let d = ensure_deferred(&reactor, async move {
-        let a = defer_later(&r, Duration::from_millis(1), || Ok::<_, Failure>(20)).await?;
-        let b = defer_later(&r, Duration::ZERO, || Ok::<_, Failure>(22)).await?;
+        let a = defer_later(&r, Duration::from_millis(1), || Ok(20)).await?;
+        let b = defer_later(&r, Duration::ZERO, || Ok(22)).await?;
         Ok(a + b)
     });
     let r = reactor.clone();
@@ -294,10 +290,10 @@ thread_local! {
 fn another_thread_fires_the_awaited_deferred_through_the_reactor() {
     let reactor = Reactor::new().unwrap();
     let handle = reactor.handle();
-    let gate = Deferred::<u32>::new();
+    let (gate, fire) = Deferred::<u32>::new();
     // Deferreds are !Send: the reactor thread keeps the resolver, and the other thread asks the
     // reactor to fire it; the fire wakes the task awaiting the Deferred.
-    GATE.with(|g| *g.borrow_mut() = Some(gate.resolver()));
+    GATE.with(|g| *g.borrow_mut() = Some(fire));
     let r = reactor.clone();
     let d = ensure_deferred(&reactor, async move { gate.await }).add_both(move |res| {
         r.stop().unwrap();
@@ -322,7 +318,7 @@ fn a_timeout_on_a_future_drops_it() {
     let reactor = Reactor::new().unwrap();
     let dropped = Rc::new(Cell::new(false));
     let guard = DropFlag(dropped.clone());
-    let never = Deferred::<()>::new();
+    let (never, _fire) = Deferred::<()>::new();
     let d = ensure_deferred(&reactor, async move {
         let _guard = guard;
         never.await
@@ -342,7 +338,7 @@ fn a_timeout_on_a_future_drops_it() {
 #[test]
 fn react_returns_success_when_main_succeeds() {
     let code = react(|reactor| async move {
-        defer_later(&reactor, Duration::from_millis(1), || Ok::<_, Failure>(())).await
+        defer_later(&reactor, Duration::from_millis(1), || Ok(())).await
     });
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     // A Deferred-returning main, already fired before the reactor runs.
@@ -357,7 +353,7 @@ fn react_child() {
         return;
     }
     let code = react(|reactor| async move {
-        defer_later(&reactor, Duration::from_millis(1), || Ok::<_, Failure>(())).await?;
+        defer_later(&reactor, Duration::from_millis(1), || Ok(())).await?;
         Err::<(), _>(Failure::new(Boom))
     });
     std::process::exit(if code == std::process::ExitCode::SUCCESS {

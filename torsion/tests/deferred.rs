@@ -92,16 +92,15 @@ fn capture_logs(f: impl FnOnce()) -> String {
 //    AlreadyCalled error.
 #[test]
 fn semantic_1_fires_once_second_fire_is_already_called() {
-    let d = Deferred::<i32>::new();
-    assert!(!d.called());
-    d.callback(1).unwrap();
-    assert!(d.called());
-    assert_eq!(d.callback(2), Err(AlreadyCalled));
-    assert_eq!(d.errback(Boom("late")), Err(AlreadyCalled));
+    let (d, fire) = Deferred::<i32>::new();
+    assert!(!d.called() && !fire.called());
+    fire.callback(1).unwrap();
+    assert!(d.called() && fire.called());
+    assert_eq!(fire.callback(2), Err(AlreadyCalled));
+    assert_eq!(fire.errback(Boom("late")), Err(AlreadyCalled));
     assert_eq!(value(d), 1);
 
-    let d = Deferred::<i32>::new();
-    let r = d.resolver();
+    let (d, r) = Deferred::<i32>::new();
     r.errback(Boom("first")).unwrap();
     assert_eq!(r.callback(3), Err(AlreadyCalled));
     assert_eq!(failure(d).downcast_ref::<Boom>(), Some(&Boom("first")));
@@ -125,8 +124,7 @@ fn semantic_2_stages_and_failure_goes_to_next_stage() {
         l.clone(),
         l.clone(),
     );
-    let d = Deferred::<i32>::new();
-    let fire = d.resolver();
+    let (d, fire) = Deferred::<i32>::new();
     let d = d
         .add_callbacks(
             move |v| {
@@ -191,8 +189,7 @@ fn semantic_3_callbacks_added_after_firing_run_at_once() {
     assert_eq!(*l.borrow(), ["ran 1"]);
     assert!(d.has_result());
     // A callback that adds to the chain it runs in: the new stage runs in the same loop.
-    let d = Deferred::<i32>::new();
-    let fire = d.resolver();
+    let (d, fire) = Deferred::<i32>::new();
     let d = d.map(|v| v + 1);
     fire.callback(1).unwrap();
     let d = d.map(|v| v * 10);
@@ -204,12 +201,11 @@ fn semantic_3_callbacks_added_after_firing_run_at_once() {
 #[test]
 fn semantic_4_returned_deferred_pauses_chain() {
     let l = log();
-    let inner = Deferred::<String>::new();
-    let inner_fire = inner.resolver();
+    let (inner, inner_fire) = Deferred::<String>::new();
     let l1 = l.clone();
     let l2 = l.clone();
     let d = succeed(3)
-        .add_callback(move |_| {
+        .add_callback_deferred(move |_| {
             push(&l1, "returns inner");
             inner
         })
@@ -226,16 +222,17 @@ fn semantic_4_returned_deferred_pauses_chain() {
     // An inner failure goes to the outer chain's errbacks; an already fired inner is taken at
     // once (and its failure counts as handled).
     let d = succeed(1)
-        .add_callback(|_| fail::<i32>(Boom("inner")))
+        .add_callback_deferred(|_| fail::<i32>(Boom("inner")))
         .add_errback(|f| Ok(if f.check::<Boom>() { 99 } else { 0 }));
     assert_eq!(value(d), 99);
 
     // An inner Deferred whose own chain is still running (it is returned from inside one of its
     // callbacks' side effects) hands over once its stages are done.
-    let inner = Deferred::<i32>::new();
-    let inner_fire = inner.resolver();
-    let inner = inner.map(|v| v + 1).add_callback(|v| succeed(v * 10));
-    let d = succeed(0).add_callback(move |_| inner);
+    let (inner, inner_fire) = Deferred::<i32>::new();
+    let inner = inner
+        .map(|v| v + 1)
+        .add_callback_deferred(|v| succeed(v * 10));
+    let d = succeed(0).add_callback_deferred(move |_| inner);
     assert!(d.is_waiting());
     inner_fire.callback(1).unwrap();
     assert_eq!(value(d), 20);
@@ -248,8 +245,7 @@ fn semantic_4_deep_nesting_and_long_chain_do_not_overflow() {
     small_stack(|| {
         const N: usize = 100_000;
         // A chain of N stages.
-        let d = Deferred::<u64>::new();
-        let fire = d.resolver();
+        let (d, fire) = Deferred::<u64>::new();
         let mut d = d;
         for _ in 0..N {
             d = d.add_callback(|v| Ok(v + 1));
@@ -259,14 +255,14 @@ fn semantic_4_deep_nesting_and_long_chain_do_not_overflow() {
 
         // N nested Deferreds: each one's callback returns the next, each waits in turn, and the
         // innermost fires last: the result travels out through N waiting chains.
-        let innermost = Deferred::<u64>::new();
-        let mut resolvers = vec![innermost.resolver()];
+        let (innermost, fire_innermost) = Deferred::<u64>::new();
+        let mut resolvers = vec![fire_innermost];
         let mut next = innermost;
         for _ in 0..N {
-            let d = Deferred::<u64>::new();
-            resolvers.push(d.resolver());
+            let (d, fire) = Deferred::<u64>::new();
+            resolvers.push(fire);
             let inner = next;
-            next = d.add_callback(move |_| inner.map(|v| v + 1));
+            next = d.add_callback_deferred(move |_| inner.map(|v| v + 1));
         }
         let outermost = next;
         for r in resolvers.iter().rev() {
@@ -278,31 +274,32 @@ fn semantic_4_deep_nesting_and_long_chain_do_not_overflow() {
         assert_eq!(value(outermost), N as u64);
 
         // The same N-deep nesting, cancelled from the outside: the cancel reaches the innermost.
-        let innermost = Deferred::<u64>::new();
-        let inner_r = innermost.resolver();
+        let (innermost, inner_r) = Deferred::<u64>::new();
         let mut next = innermost;
         for _ in 0..N {
             let inner = next;
-            next = succeed(0u64).add_callback(move |_| inner);
+            next = succeed(0u64).add_callback_deferred(move |_| inner);
         }
         next.cancel();
         assert!(inner_r.called());
         assert!(failure(next).check::<Cancelled>());
 
         // Dropping a long line of waiting Deferreds does not recurse either.
-        let innermost = Deferred::<u64>::new();
+        let (innermost, _fire) = Deferred::<u64>::new();
         let mut next = innermost;
         for _ in 0..N {
             let inner = next;
-            next = succeed(0u64).add_callback(move |_| inner);
+            next = succeed(0u64).add_callback_deferred(move |_| inner);
         }
         drop(next);
 
         // Nor does dropping N never-fired Deferreds, each owned by a stage of the previous one.
-        let mut next = Deferred::<u64>::new();
+        let mut next = Deferred::<u64>::new().0;
         for _ in 0..N {
             let inner = next;
-            next = Deferred::<u64>::new().add_callback(move |_| inner);
+            next = Deferred::<u64>::new()
+                .0
+                .add_callback_deferred(move |_| inner);
         }
         drop(next);
     });
@@ -314,8 +311,7 @@ fn semantic_5_pause_unpause_and_cancel() {
     // pause/unpause is a counter.
     let l = log();
     let l1 = l.clone();
-    let d = Deferred::<i32>::new();
-    let fire = d.resolver();
+    let (d, fire) = Deferred::<i32>::new();
     d.pause();
     d.pause();
     let d = d.add_callback(move |v| {
@@ -334,8 +330,7 @@ fn semantic_5_pause_unpause_and_cancel() {
     assert_eq!(value(d), 1);
 
     // Without a canceller: errbacks with Cancelled; the next late fire is ignored once.
-    let d = Deferred::<i32>::new();
-    let r = d.resolver();
+    let (d, r) = Deferred::<i32>::new();
     d.cancel();
     assert!(r.called());
     assert_eq!(r.callback(5), Ok(()), "first late fire ignored");
@@ -349,15 +344,14 @@ fn semantic_5_pause_unpause_and_cancel() {
     // A canceller that does not fire: Cancelled, and late fires are AlreadyCalled.
     let ran = Rc::new(RefCell::new(false));
     let ran2 = ran.clone();
-    let d = Deferred::<i32>::with_canceller(move |_| *ran2.borrow_mut() = true);
-    let r = d.resolver();
+    let (d, r) = Deferred::<i32>::with_canceller(move |_| *ran2.borrow_mut() = true);
     d.cancel();
     assert!(*ran.borrow());
     assert_eq!(r.callback(5), Err(AlreadyCalled));
     assert!(failure(d).check::<Cancelled>());
 
     // A canceller that fires: its result wins.
-    let d = Deferred::<i32>::with_canceller(|r| r.callback(42).unwrap());
+    let (d, _fire) = Deferred::<i32>::with_canceller(|r| r.callback(42).unwrap());
     d.cancel();
     assert_eq!(value(d), 42);
 
@@ -369,9 +363,9 @@ fn semantic_5_pause_unpause_and_cancel() {
     // Cancelling a Deferred that waits on an inner one cancels the inner one.
     let inner_cancelled = Rc::new(RefCell::new(false));
     let ic = inner_cancelled.clone();
-    let inner = Deferred::<i32>::with_canceller(move |_| *ic.borrow_mut() = true);
+    let (inner, _fire) = Deferred::<i32>::with_canceller(move |_| *ic.borrow_mut() = true);
     let d = succeed(0)
-        .add_callback(move |_| inner)
+        .add_callback_deferred(move |_| inner)
         .add_errback(|f| Ok(if f.check::<Cancelled>() { -1 } else { 0 }));
     assert!(d.is_waiting());
     d.cancel();
@@ -383,7 +377,9 @@ fn semantic_5_pause_unpause_and_cancel() {
 #[test]
 fn semantic_6_add_timeout_turns_cancel_into_timed_out() {
     let clock = Clock::new();
-    let d = Deferred::<i32>::new().add_timeout(Duration::from_secs(5), &clock);
+    let d = Deferred::<i32>::new()
+        .0
+        .add_timeout(Duration::from_secs(5), &clock);
     clock.advance(Duration::from_secs(4));
     assert!(!d.called());
     clock.advance(Duration::from_secs(1));
@@ -396,8 +392,7 @@ fn semantic_6_add_timeout_turns_cancel_into_timed_out() {
     );
 
     // Fired in time: the timer is cancelled and the value passes.
-    let d = Deferred::<i32>::new();
-    let r = d.resolver();
+    let (d, r) = Deferred::<i32>::new();
     let d = d.add_timeout(Duration::from_secs(5), &clock);
     assert_eq!(clock.pending(), 1);
     r.callback(3).unwrap();
@@ -405,14 +400,16 @@ fn semantic_6_add_timeout_turns_cancel_into_timed_out() {
     assert_eq!(value(d), 3);
 
     // A cancel by the user (not the timer) stays Cancelled.
-    let d = Deferred::<i32>::new().add_timeout(Duration::from_secs(5), &clock);
+    let d = Deferred::<i32>::new()
+        .0
+        .add_timeout(Duration::from_secs(5), &clock);
     d.cancel();
     assert!(failure(d).check::<Cancelled>());
     assert_eq!(clock.pending(), 0);
 
     // A canceller that fires with a value on timeout: the value passes.
-    let d = Deferred::<i32>::with_canceller(|r| r.callback(-7).unwrap())
-        .add_timeout(Duration::from_secs(1), &clock);
+    let (d, _fire) = Deferred::<i32>::with_canceller(|r| r.callback(-7).unwrap());
+    let d = d.add_timeout(Duration::from_secs(1), &clock);
     clock.advance(Duration::from_secs(1));
     assert_eq!(value(d), -7);
 }
@@ -428,7 +425,7 @@ fn semantic_7_failure_and_unhandled_error_logged_at_drop() {
     assert!(f.type_name().ends_with("Boom"));
     assert_eq!(f.downcast_ref::<Boom>(), Some(&Boom("a")));
     let f = f.trap::<Other>().unwrap_err();
-    assert_eq!(f.trap::<Boom>().unwrap(), Boom("a"));
+    assert_eq!(*f.trap::<Boom>().unwrap(), Boom("a"));
     let forced = Failure::with_backtrace(Boom("bt"), std::backtrace::Backtrace::force_capture());
     assert_eq!(
         forced.backtrace().status(),
@@ -445,8 +442,7 @@ fn semantic_7_failure_and_unhandled_error_logged_at_drop() {
 
     // Dropped with an unhandled failure: logged at drop time, with the failure.
     let logs = capture_logs(|| {
-        let d = Deferred::<i32>::new();
-        let r = d.resolver();
+        let (d, r) = Deferred::<i32>::new();
         let d = d.add_callback(|_| Err::<i32, _>(Failure::new(Boom("unhandled"))));
         r.callback(1).unwrap();
         drop(d);
@@ -482,8 +478,7 @@ fn semantic_8_succeed_fail_maybe_deferred() {
         panic!("in maybe")
     }));
     assert!(f.check::<Panicked>());
-    let inner = Deferred::<i32>::new();
-    let r = inner.resolver();
+    let (inner, r) = Deferred::<i32>::new();
     let d = maybe_deferred(move || inner);
     r.callback(8).unwrap();
     assert_eq!(value(d), 8);
@@ -494,8 +489,7 @@ fn semantic_8_succeed_fail_maybe_deferred() {
 #[test]
 fn semantic_8_deferred_list() {
     // Results in input order, whatever the firing order.
-    let ds: Vec<Deferred<i32>> = (0..3).map(|_| Deferred::new()).collect();
-    let rs: Vec<_> = ds.iter().map(Deferred::resolver).collect();
+    let (ds, rs): (Vec<Deferred<i32>>, Vec<_>) = (0..3).map(|_| Deferred::new()).unzip();
     let dl = DeferredList::new(ds).consume_errors(true).into_deferred();
     rs[2].callback(2).unwrap();
     rs[0].errback(Boom("zero")).unwrap();
@@ -509,12 +503,11 @@ fn semantic_8_deferred_list() {
     assert_eq!(*all[2].as_ref().unwrap(), 2);
 
     // Empty list fires at once with All([]).
-    let dl = DeferredList::<i32>::new([]).into_deferred();
+    let dl = DeferredList::new(Vec::<Deferred<i32>>::new()).into_deferred();
     assert!(matches!(value(dl), ListResult::All(v) if v.is_empty()));
 
     // fire_on_one_callback.
-    let ds: Vec<Deferred<i32>> = (0..3).map(|_| Deferred::new()).collect();
-    let rs: Vec<_> = ds.iter().map(Deferred::resolver).collect();
+    let (ds, rs): (Vec<Deferred<i32>>, Vec<_>) = (0..3).map(|_| Deferred::new()).unzip();
     let dl = DeferredList::new(ds)
         .fire_on_one_callback(true)
         .consume_errors(true)
@@ -532,8 +525,7 @@ fn semantic_8_deferred_list() {
     rs[1].callback(1).unwrap();
 
     // fire_on_one_errback gives FirstError with the index.
-    let ds: Vec<Deferred<i32>> = (0..3).map(|_| Deferred::new()).collect();
-    let rs: Vec<_> = ds.iter().map(Deferred::resolver).collect();
+    let (ds, rs): (Vec<Deferred<i32>>, Vec<_>) = (0..3).map(|_| Deferred::new()).unzip();
     let dl = DeferredList::new(ds)
         .fire_on_one_errback(true)
         .consume_errors(true)
@@ -546,8 +538,7 @@ fn semantic_8_deferred_list() {
 
     // Without consume_errors, the input's failure stays unhandled (and is logged); with it, not.
     let logs = capture_logs(|| {
-        let d = Deferred::<i32>::new();
-        let r = d.resolver();
+        let (d, r) = Deferred::<i32>::new();
         let dl = DeferredList::new([d]).into_deferred();
         r.errback(Boom("kept")).unwrap();
         drop(r);
@@ -555,8 +546,7 @@ fn semantic_8_deferred_list() {
     });
     assert!(logs.contains("Unhandled error in Deferred") && logs.contains("boom: kept"));
     let logs = capture_logs(|| {
-        let d = Deferred::<i32>::new();
-        let r = d.resolver();
+        let (d, r) = Deferred::<i32>::new();
         let dl = DeferredList::new([d]).consume_errors(true).into_deferred();
         r.errback(Boom("consumed")).unwrap();
         drop(r);
@@ -565,8 +555,7 @@ fn semantic_8_deferred_list() {
     assert!(!logs.contains("Unhandled"), "{logs}");
 
     // Cancelling the list cancels the inputs.
-    let d = Deferred::<i32>::new();
-    let r = d.resolver();
+    let (d, r) = Deferred::<i32>::new();
     let dl = DeferredList::new([d]).consume_errors(true).into_deferred();
     dl.cancel();
     assert!(r.called());
@@ -578,8 +567,7 @@ fn semantic_8_deferred_list() {
 
 #[test]
 fn semantic_8_gather_results_and_race() {
-    let ds: Vec<Deferred<i32>> = (0..3).map(|_| Deferred::new()).collect();
-    let rs: Vec<_> = ds.iter().map(Deferred::resolver).collect();
+    let (ds, rs): (Vec<Deferred<i32>>, Vec<_>) = (0..3).map(|_| Deferred::new()).unzip();
     let g = gather_results(ds, true);
     rs[1].callback(1).unwrap();
     rs[0].callback(0).unwrap();
@@ -595,8 +583,7 @@ fn semantic_8_gather_results_and_race() {
     assert_eq!(fe.failure.message(), "boom: second");
 
     // race: first success wins, the others are cancelled.
-    let ds: Vec<Deferred<i32>> = (0..3).map(|_| Deferred::new()).collect();
-    let rs: Vec<_> = ds.iter().map(Deferred::resolver).collect();
+    let (ds, rs): (Vec<Deferred<i32>>, Vec<_>) = (0..3).map(|_| Deferred::new()).unzip();
     let w = race(ds);
     rs[0].errback(Boom("loser")).unwrap();
     assert!(!w.called());
@@ -605,8 +592,7 @@ fn semantic_8_gather_results_and_race() {
     assert!(rs[1].called(), "the rest were cancelled");
 
     // all fail: FailureGroup in input order.
-    let ds: Vec<Deferred<i32>> = (0..2).map(|_| Deferred::new()).collect();
-    let rs: Vec<_> = ds.iter().map(Deferred::resolver).collect();
+    let (ds, rs): (Vec<Deferred<i32>>, Vec<_>) = (0..2).map(|_| Deferred::new()).unzip();
     let w = race(ds);
     rs[1].errback(Boom("b")).unwrap();
     rs[0].errback(Boom("a")).unwrap();
@@ -615,8 +601,7 @@ fn semantic_8_gather_results_and_race() {
     assert_eq!(msgs, ["boom: a", "boom: b"]);
 
     // cancelling the race cancels all inputs.
-    let ds: Vec<Deferred<i32>> = (0..2).map(|_| Deferred::new()).collect();
-    let rs: Vec<_> = ds.iter().map(Deferred::resolver).collect();
+    let (ds, rs): (Vec<Deferred<i32>>, Vec<_>) = (0..2).map(|_| Deferred::new()).unzip();
     let w = race(ds);
     w.cancel();
     assert!(rs.iter().all(|r| r.called()));
@@ -731,8 +716,7 @@ fn semantic_9_typed_stages_change_type() {
     struct User {
         name: String,
     }
-    let d = Deferred::<u32>::new();
-    let fire = d.resolver();
+    let (d, fire) = Deferred::<u32>::new();
     let d: Deferred<User> = d
         .add_callback(|id: u32| Ok(format!("user{id}")))
         .add_callback(|name: String| Ok(User { name }))
@@ -750,21 +734,40 @@ fn semantic_9_typed_stages_change_type() {
     );
 
     // Returned Deferreds may have another type; map for infallible stages; unit works too.
-    let d: Deferred<Vec<u8>> =
-        succeed(3usize)
-            .add_callback(|n| succeed(vec![0u8; n]))
-            .map(|mut v| {
-                v.push(1);
-                v
-            });
+    let d: Deferred<Vec<u8>> = succeed(3usize)
+        .add_callback_deferred(|n| succeed(vec![0u8; n]))
+        .map(|mut v| {
+            v.push(1);
+            v
+        });
     assert_eq!(value(d), vec![0, 0, 0, 1]);
     let d: Deferred<()> = succeed(()).map(|()| ());
     value(d);
 }
 
+// Review §4.1: a cancel re-entered from the canceller must not make the next late fire be
+// silently ignored (only a Deferred without a canceller ignores one late fire).
 #[test]
-#[should_panic(expected = "not the Deferred's input type")]
-fn firing_through_a_retyped_handle_panics() {
-    let d = Deferred::<u32>::new().map(|n| n.to_string());
-    let _ = d.callback("no".into());
+fn cancel_reentered_from_the_canceller_does_not_swallow_a_late_fire() {
+    let (d, fire) = Deferred::<i32>::with_canceller(|r| r.cancel());
+    d.cancel();
+    assert!(fire.called());
+    assert_eq!(fire.callback(5), Err(AlreadyCalled));
+    assert!(failure(d).check::<Cancelled>());
+}
+
+// Review §4.1: a callback returning the Deferred it was added to fails instead of waiting on
+// itself forever.
+#[test]
+fn a_callback_returning_its_own_deferred_fails_with_chained_to_itself() {
+    let slot: Rc<RefCell<Option<Deferred<i32>>>> = Rc::default();
+    let s = slot.clone();
+    let (d, fire) = Deferred::<i32>::new();
+    let d = d.add_callback_deferred(move |_| s.borrow_mut().take().expect("set below"));
+    let watcher = d.observe();
+    *slot.borrow_mut() = Some(d);
+    fire.callback(1).unwrap();
+    assert!(failure(watcher).check::<torsion::defer::ChainedToItself>());
+    let d = slot.borrow_mut().take();
+    assert!(d.is_none(), "the callback took it");
 }

@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use proptest::prelude::*;
 use torsion::defer::{
-    fail, succeed, AlreadyCalled, Cancelled, Deferred, Failure, Panicked, Resolver,
+    fail, succeed, AlreadyCalled, Cancelled, Deferred, Failure, Panicked, Resolver, Step,
 };
 
 /// A result in the model and in the observations: a value, or a failure code
@@ -270,7 +270,6 @@ fn perform(
     log: &Shared<Vec<(usize, Res)>>,
     inners: &Shared<Vec<Resolver<i64>>>,
 ) -> torsion::defer::Step<i64> {
-    use torsion::defer::Step;
     log.borrow_mut().push((id, input));
     let base = match input {
         Res::Val(v) => v,
@@ -282,8 +281,8 @@ fn perform(
         Action::ReturnFired(k) => Step::Deferred(succeed(base + k)),
         Action::ReturnFailed(c) => Step::Deferred(fail(Code(c))),
         Action::ReturnPending => {
-            let d = Deferred::new();
-            inners.borrow_mut().push(d.resolver());
+            let (d, fire) = Deferred::new();
+            inners.borrow_mut().push(fire);
             Step::Deferred(d)
         }
         Action::Panic => panic!("{PANIC_MSG}"),
@@ -299,8 +298,7 @@ fn res_of(r: &Result<i64, Failure>) -> Res {
 
 impl Sut {
     fn new() -> Sut {
-        let d = Deferred::new();
-        let fire = d.resolver();
+        let (d, fire) = Deferred::new();
         Sut {
             d: Some(d),
             fire,
@@ -313,18 +311,21 @@ impl Sut {
         let d = self.d.take().unwrap();
         let (id, log, inners) = (spec.id, self.log.clone(), self.inners.clone());
         let (log2, inners2) = (log.clone(), inners.clone());
+        // Every side may return a value, a failure or a Deferred: the general `Step` form.
         self.d = Some(match (spec.callback, spec.errback) {
-            (Some(a), _) if both => {
-                d.add_both(move |r: Result<i64, Failure>| perform(a, id, res_of(&r), &log, &inners))
-            }
-            (Some(cb), Some(eb)) => d.add_callbacks(
+            (Some(a), _) if both => d.add_callbacks_step(
+                move |v| perform(a, id, Res::Val(v), &log, &inners),
+                move |f: Failure| perform(a, id, Res::Err(code_of(&f)), &log2, &inners2),
+            ),
+            (Some(cb), Some(eb)) => d.add_callbacks_step(
                 move |v| perform(cb, id, Res::Val(v), &log, &inners),
                 move |f: Failure| perform(eb, id, Res::Err(code_of(&f)), &log2, &inners2),
             ),
-            (Some(cb), None) => {
-                d.add_callback(move |v| perform(cb, id, Res::Val(v), &log, &inners))
-            }
-            (None, Some(eb)) => d.add_errback(move |f: Failure| {
+            (Some(cb), None) => d.add_callbacks_step(
+                move |v| perform(cb, id, Res::Val(v), &log, &inners),
+                Step::Failure,
+            ),
+            (None, Some(eb)) => d.add_callbacks_step(Step::Value, move |f: Failure| {
                 perform(eb, id, Res::Err(code_of(&f)), &log, &inners)
             }),
             (None, None) => unreachable!(),

@@ -32,7 +32,7 @@ fn defer_later_fires_after_delay() {
     let c = calls.clone();
     let d = defer_later(&clock, secs(2), move || {
         *c.borrow_mut() += 1;
-        Ok::<_, Failure>("done")
+        Ok("done")
     });
     clock.advance(S);
     assert!(!d.called());
@@ -56,9 +56,7 @@ fn defer_later_failure_panic_and_returned_deferred() {
     assert!(failure(d).check::<Panicked>());
 
     let c2 = clock.clone();
-    let d = defer_later(&clock, S, move || {
-        defer_later(&c2, S, || Ok::<_, Failure>(5))
-    });
+    let d = defer_later(&clock, S, move || defer_later(&c2, S, || Ok(5)));
     clock.advance(S);
     assert!(d.is_waiting());
     clock.advance(S);
@@ -72,7 +70,7 @@ fn defer_later_is_cancellable() {
     let r = ran.clone();
     let d = defer_later(&clock, secs(5), move || {
         *r.borrow_mut() = true;
-        Ok::<_, Failure>(())
+        Ok(())
     });
     assert_eq!(clock.pending(), 1);
     d.cancel();
@@ -87,7 +85,7 @@ fn counting_loop(clock: &Clock) -> (LoopingCall, Rc<RefCell<Vec<Duration>>>) {
     let (t, c) = (times.clone(), clock.clone());
     let lc = LoopingCall::new(clock.clone(), move || {
         t.borrow_mut().push(c.elapsed());
-        Ok::<(), Failure>(())
+        Ok(())
     });
     (lc, times)
 }
@@ -138,7 +136,7 @@ fn looping_call_with_count_reports_elapsed_intervals() {
     let c = counts.clone();
     let lc = LoopingCall::with_count(clock.clone(), move |n| {
         c.borrow_mut().push(n);
-        Ok::<(), Failure>(())
+        Ok(())
     });
     let _done = lc.start(secs(1), true);
     clock.advance(S);
@@ -182,8 +180,8 @@ fn looping_call_waits_for_returned_deferred() {
     let pending: Rc<RefCell<Vec<torsion::defer::Resolver<()>>>> = Rc::default();
     let p = pending.clone();
     let lc = LoopingCall::new(clock.clone(), move || {
-        let d = Deferred::<()>::new();
-        p.borrow_mut().push(d.resolver());
+        let (d, fire) = Deferred::<()>::new();
+        p.borrow_mut().push(fire);
         d
     });
     let done = lc.start(S, true);
@@ -214,7 +212,7 @@ fn looping_call_stop_from_inside_and_reset() {
         if *n2.borrow() == 2 {
             s.borrow().as_ref().unwrap().stop();
         }
-        Ok::<(), Failure>(())
+        Ok(())
     });
     *slot.borrow_mut() = Some(lc.clone());
     let done = lc.start(S, true);
@@ -245,7 +243,7 @@ fn looping_call_zero_interval() {
         if c.borrow().len() == 5 {
             s.borrow().as_ref().unwrap().stop();
         }
-        Ok::<(), Failure>(())
+        Ok(())
     });
     *slot.borrow_mut() = Some(lc.clone());
     let done = lc.start(Duration::ZERO, true);

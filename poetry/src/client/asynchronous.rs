@@ -82,7 +82,7 @@ pub(super) fn start(
             ensure_deferred(reactor, async move {
                 let poem = download.await.map_err(|f| f.message());
                 collector.record(task, poem);
-                Ok::<(), Failure>(())
+                Ok(())
             })
         })
         .collect();

@@ -42,8 +42,8 @@ pub fn get_poetry(
     timeout: Duration,
     on_bytes: Rc<dyn Fn(usize)>,
 ) -> Deferred<Vec<u8>> {
-    let d = Deferred::new();
-    let factory = Factory::with_state(d.resolver(), move |resolver, _| PoetryProtocol {
+    let (d, fire) = Deferred::new();
+    let factory = Factory::with_state(fire, move |resolver, _| PoetryProtocol {
         poem: Vec::new(),
         poem_received: (**resolver).clone(),
         on_bytes: on_bytes.clone(),
@@ -68,7 +68,7 @@ pub(super) fn start(
         get_poetry(reactor, address, opts.timeout, on_bytes).add_callbacks(
             move |poem| {
                 got.record(task, Ok(poem)); // got_poem
-                Ok::<_, Failure>(())
+                Ok(())
             },
             move |err: Failure| {
                 failed.record(task, Err(err.message())); // poem_failed

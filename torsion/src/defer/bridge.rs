@@ -60,6 +60,8 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// The future's `Err` (or a panic in it) becomes the Deferred's failure. Cancelling the Deferred
 /// drops the future (if it has not finished) and the Deferred fails with
 /// [`Cancelled`](super::Cancelled).
+#[doc(alias = "ensureDeferred")]
+#[doc(alias = "inlineCallbacks")]
 pub fn ensure_deferred<S, F, T>(spawner: &S, fut: F) -> Deferred<T>
 where
     S: LocalSpawn + ?Sized,
@@ -68,13 +70,13 @@ where
 {
     let cancel_slot: Rc<RefCell<Option<CancelFn>>> = Rc::default();
     let slot = cancel_slot.clone();
-    let d = Deferred::<T>::with_canceller(move |_| {
+    let (d, fire) = Deferred::<T>::with_canceller(move |_| {
         let cancel = slot.borrow_mut().take();
         if let Some(cancel) = cancel {
             cancel();
         }
     });
-    let fire = d.resolver();
+    let fired = fire.clone();
     let guarded = CatchUnwind(Box::pin(fut));
     let cancel = spawner.spawn_local_boxed(Box::pin(async move {
         let out = match guarded.await {
@@ -83,7 +85,7 @@ where
         };
         let _ = fire.fire(out);
     }));
-    if !d.called() {
+    if !fired.called() {
         *cancel_slot.borrow_mut() = Some(cancel);
     }
     d
@@ -92,6 +94,7 @@ where
 impl<T: 'static> Deferred<T> {
     /// Runs `fut` on `spawner` and returns a Deferred of its result (Twisted's
     /// `Deferred.fromCoroutine`); the same as [`ensure_deferred`].
+    #[doc(alias = "fromCoroutine")]
     pub fn from_future<S, F>(spawner: &S, fut: F) -> Deferred<T>
     where
         S: LocalSpawn + ?Sized,

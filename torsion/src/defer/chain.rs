@@ -5,28 +5,22 @@
 //! its output has the same type, puts the output back into the same box, so a chain of
 //! same-typed callbacks allocates nothing per stage beyond the stage closure itself.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use super::failure::{AlreadyCalled, Cancelled, Failure};
+use super::failure::{AlreadyCalled, Cancelled, ChainedToItself, Failure};
 
 /// A value in the chain: a `Box<Option<T>>` for the current type `T`.
 pub(crate) type Value = Box<dyn Any>;
 /// The current result of a chain.
 pub(crate) type Outcome = Result<Value, Failure>;
-/// One stage (callback/errback pair), erased.
-pub(crate) type Stage = Box<dyn FnOnce(Outcome) -> StageOut>;
-
-/// What a stage produced.
-pub(crate) enum StageOut {
-    /// A result (value or failure) for the next stage.
-    Done(Outcome),
-    /// Another Deferred: the chain waits for it and goes on with its result.
-    Chained(Rc<Chain>),
-}
+/// One stage (callback/errback pair), erased. It works on the chain's current result in place
+/// (a same-typed value is written back into its own box, and the result is not moved in and
+/// out of the stage), and returns the Deferred to wait on, if it returned one.
+pub(crate) type Stage = Box<dyn FnOnce(&mut Outcome) -> Option<Rc<Chain>>>;
 
 /// Boxes `v` as a chain value.
 #[inline]
@@ -34,33 +28,79 @@ pub(crate) fn put_value<U: 'static>(v: U) -> Value {
     Box::new(Some(v))
 }
 
-/// Runs `f` on the `T` inside a chain value and turns its step into the stage's output,
-/// writing a same-typed output back into the same box (one dynamic type check per stage).
+/// A placeholder result, left where a stage took the failure out (it allocates nothing).
 #[inline]
-pub(crate) fn map_value<T: 'static, U: 'static>(
-    mut v: Value,
-    f: impl FnOnce(T) -> super::Step<U>,
-) -> StageOut {
-    let slot = v
-        .downcast_mut::<Option<T>>()
-        .expect("torsion: a Deferred stage received a value of another type");
-    let t = slot
-        .take()
-        .expect("torsion: a Deferred value was taken twice");
-    match f(t) {
-        super::Step::Value(u) => {
-            let slot: &mut dyn Any = slot;
-            match slot.downcast_mut::<Option<U>>() {
-                Some(slot) => {
-                    *slot = Some(u);
-                    StageOut::Done(Ok(v))
-                }
-                None => StageOut::Done(Ok(Box::new(Some(u)))),
-            }
-        }
-        super::Step::Failure(f) => StageOut::Done(Err(f)),
-        super::Step::Deferred(d) => StageOut::Chained(d.chain),
+pub(crate) fn hole() -> Outcome {
+    Ok(Box::new(()))
+}
+
+/// Takes the failure out of a result known to be one.
+#[inline]
+pub(crate) fn take_failure(o: &mut Outcome) -> Failure {
+    match std::mem::replace(o, hole()) {
+        Err(f) => f,
+        Ok(_) => unreachable!("torsion: take_failure on a value"),
     }
+}
+
+/// Takes the `T` out of the (value) result `o`, leaving its box empty for the next value.
+#[inline]
+pub(crate) fn take_in_place<T: 'static>(o: &mut Outcome) -> T {
+    let Ok(v) = o else {
+        unreachable!("torsion: take_in_place on a failure")
+    };
+    // The types are checked statically: a stage always receives its own `T`.
+    v.downcast_mut::<Option<T>>()
+        .expect("torsion: unreachable: a Deferred stage received a value of another type")
+        .take()
+        .expect("torsion: a Deferred value was taken twice")
+}
+
+/// Writes the value `u` into `o`: into the same box when it held an `Option<U>` (a chain of
+/// same-typed callbacks allocates nothing per stage), else into a new one.
+#[inline]
+pub(crate) fn put_in_place<U: 'static>(o: &mut Outcome, u: U) {
+    if let Ok(v) = o {
+        if let Some(slot) = v.downcast_mut::<Option<U>>() {
+            *slot = Some(u);
+            return;
+        }
+    }
+    *o = Ok(put_value(u));
+}
+
+/// Runs `f` on the `T` inside the (value) result `o` and writes its result back in place.
+#[inline]
+pub(crate) fn map_result<T: 'static, U: 'static>(
+    o: &mut Outcome,
+    f: impl FnOnce(T) -> Result<U, Failure>,
+) -> Option<Rc<Chain>> {
+    match f(take_in_place::<T>(o)) {
+        Ok(u) => put_in_place(o, u),
+        Err(f) => *o = Err(f),
+    }
+    None
+}
+
+/// [`map_result`] for a callback returning a [`Step`](super::Step).
+#[inline]
+pub(crate) fn map_step<T: 'static, U: 'static>(
+    o: &mut Outcome,
+    f: impl FnOnce(T) -> super::Step<U>,
+) -> Option<Rc<Chain>> {
+    let step = f(take_in_place::<T>(o));
+    put_step(o, step)
+}
+
+/// Writes a [`Step`](super::Step) into the result `o`; returns the Deferred to wait on.
+#[inline]
+pub(crate) fn put_step<U: 'static>(o: &mut Outcome, step: super::Step<U>) -> Option<Rc<Chain>> {
+    match step {
+        super::Step::Value(u) => put_in_place(o, u),
+        super::Step::Failure(f) => *o = Err(f),
+        super::Step::Deferred(d) => return Some(d.chain),
+    }
+    None
 }
 
 /// Takes the `T` out of a chain value.
@@ -68,11 +108,36 @@ pub(crate) fn map_value<T: 'static, U: 'static>(
 pub(crate) fn take_value<T: 'static>(mut v: Value) -> T {
     v.downcast_mut::<Option<T>>()
         .and_then(Option::take)
-        .expect("torsion: a Deferred stage received a value of another type")
+        .expect("torsion: unreachable: a Deferred value of another type")
+}
+
+/// Clones the `T` inside a chain value (for observers: the chain keeps the original).
+#[inline]
+pub(crate) fn clone_value<T: Clone + 'static>(v: &Value) -> T {
+    v.downcast_ref::<Option<T>>()
+        .and_then(Option::as_ref)
+        .cloned()
+        .expect("torsion: unreachable: a Deferred value of another type")
 }
 
 /// Erased canceller: gets the chain being cancelled.
 pub(crate) type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
+
+/// How a chain reacts to `cancel`.
+enum OnCancel {
+    /// Twisted's `Deferred.cancel`, with this canceller (taken when it runs).
+    Plain(Option<Canceller>),
+    /// Twisted's `DeferredList.cancel`: when the list has not fired, cancel the inputs (the hook
+    /// does it), and nothing else: no `Cancelled` failure, no suppressed late fire, and nothing
+    /// at all once the list has fired, even while it waits on a Deferred returned by one of its
+    /// callbacks.
+    List(Rc<dyn Fn()>),
+    /// A Deferred fed by another one ([`Deferred::hand_off`](super::Deferred::hand_off)):
+    /// while unfired, cancelling it cancels the source (with the hook) and does nothing else,
+    /// as cancelling a Twisted Deferred that waits on the source would; once fired, it is
+    /// cancelled as a plain Deferred.
+    Forward(Rc<dyn Fn()>),
+}
 
 struct State {
     /// `callback` or `errback` has been called.
@@ -89,19 +154,21 @@ struct State {
     parent: Option<Rc<Chain>>,
     /// A loop is running this chain's stages (re-entrant calls leave the work to it).
     running: bool,
-    canceller: Option<Canceller>,
+    on_cancel: OnCancel,
     /// Cancelled without a canceller: the next late fire is ignored once.
     suppress_already_called: bool,
+    /// `cancel` has run (or is running) on this unfired chain.
+    cancelling: bool,
 }
 
-/// One Deferred: its state and the type its `callback` takes.
+/// One Deferred's state. Its types are checked statically by [`Deferred`](super::Deferred)
+/// and [`Resolver`](super::Resolver); here values are erased.
 pub(crate) struct Chain {
     st: RefCell<State>,
-    pub(crate) input: TypeId,
 }
 
 impl Chain {
-    pub(crate) fn new(input: TypeId, canceller: Option<Canceller>) -> Rc<Chain> {
+    fn with(on_cancel: OnCancel) -> Rc<Chain> {
         Rc::new(Chain {
             st: RefCell::new(State {
                 fired: false,
@@ -111,16 +178,31 @@ impl Chain {
                 waiting: None,
                 parent: None,
                 running: false,
-                canceller,
+                on_cancel,
                 suppress_already_called: false,
+                cancelling: false,
             }),
-            input,
         })
     }
 
+    pub(crate) fn new(canceller: Option<Canceller>) -> Rc<Chain> {
+        Chain::with(OnCancel::Plain(canceller))
+    }
+
+    /// A chain cancelled as Twisted's `DeferredList`: `cancel_inputs` runs when the chain is
+    /// cancelled before it fired.
+    pub(crate) fn new_list(cancel_inputs: Rc<dyn Fn()>) -> Rc<Chain> {
+        Chain::with(OnCancel::List(cancel_inputs))
+    }
+
+    /// A chain whose cancel before it fired is `cancel_source` and nothing else.
+    pub(crate) fn new_forward(cancel_source: Rc<dyn Fn()>) -> Rc<Chain> {
+        Chain::with(OnCancel::Forward(cancel_source))
+    }
+
     /// A chain already fired with `outcome`.
-    pub(crate) fn fired(input: TypeId, outcome: Outcome) -> Rc<Chain> {
-        let c = Chain::new(input, None);
+    pub(crate) fn fired(outcome: Outcome) -> Rc<Chain> {
+        let c = Chain::new(None);
         {
             let mut st = c.st.borrow_mut();
             st.fired = true;
@@ -197,22 +279,43 @@ impl Chain {
 
     /// Twisted's `cancel`: an unfired chain runs its canceller and, unless that fired it,
     /// errbacks with [`Cancelled`]; a chain waiting on another Deferred cancels that one
-    /// (iteratively, however deep the nesting).
+    /// (iteratively, however deep the nesting). A list chain follows `DeferredList.cancel`
+    /// (see [`OnCancel::List`]), wherever it is in the nesting.
     pub(crate) fn cancel(self: &Rc<Self>) {
         let mut target = self.clone();
         loop {
             let next = {
                 let mut st = target.st.borrow_mut();
+                match &st.on_cancel {
+                    OnCancel::List(hook) | OnCancel::Forward(hook) if !st.fired => {
+                        let hook = hook.clone();
+                        drop(st);
+                        hook();
+                        return;
+                    }
+                    OnCancel::List(_) => return,
+                    _ => {}
+                }
                 if st.fired {
                     match &st.waiting {
                         Some(inner) => inner.clone(),
                         None => return,
                     }
                 } else {
-                    let canceller = st.canceller.take();
-                    if canceller.is_none() {
+                    let canceller = match &mut st.on_cancel {
+                        OnCancel::Plain(c) => c.take(),
+                        OnCancel::List(_) | OnCancel::Forward(_) => {
+                            unreachable!("handled above")
+                        }
+                    };
+                    // Only a Deferred made without a canceller ignores the next late fire. A
+                    // cancel re-entered from the canceller (whose slot is now empty) must not
+                    // set it: that chain has a canceller, and it is being run.
+                    let had_canceller = canceller.is_some() || st.cancelling;
+                    if !had_canceller {
                         st.suppress_already_called = true;
                     }
+                    st.cancelling = true;
                     drop(st);
                     if let Some(c) = canceller {
                         c(&target);
@@ -234,6 +337,12 @@ impl Chain {
             return None;
         }
         st.result.take()
+    }
+
+    /// Applies `f` to the result the chain holds now, if any (it is not taken).
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(&Outcome) -> R) -> Option<R> {
+        let st = self.st.borrow();
+        st.result.as_ref().map(f)
     }
 
     /// Runs stages, handing results outward to waiting chains, without recursion.
@@ -269,18 +378,23 @@ impl Chain {
                 }
                 return Some(parent);
             };
-            let input = st.result.take().expect("checked above");
+            let mut cur = st.result.take().expect("checked above");
             drop(st);
-            let out = match catch_unwind(AssertUnwindSafe(move || stage(input))) {
-                Ok(out) => out,
-                Err(payload) => StageOut::Done(Err(Failure::from_panic(payload))),
-            };
-            match out {
-                StageOut::Done(o) => {
-                    st = self.st.borrow_mut();
-                    st.result = Some(o);
+            let next = match catch_unwind(AssertUnwindSafe(|| stage(&mut cur))) {
+                Ok(next) => next,
+                Err(payload) => {
+                    cur = Err(Failure::from_panic(payload));
+                    None
                 }
-                StageOut::Chained(inner) => {
+            };
+            match next {
+                None => {
+                    st = self.st.borrow_mut();
+                    st.result = Some(cur);
+                }
+                Some(inner) => {
+                    // `cur` holds what the stage left (an emptied value box or a hole).
+                    drop(cur);
                     self.chain_to(inner);
                     st = self.st.borrow_mut();
                 }
@@ -290,6 +404,11 @@ impl Chain {
 
     /// A stage returned `inner`: take its result now if it has one, else wait for it.
     fn chain_to(self: &Rc<Self>, inner: Rc<Chain>) {
+        if Rc::ptr_eq(self, &inner) {
+            // Waiting on itself would never end (Twisted warns and hangs): fail instead.
+            self.st.borrow_mut().result = Some(Err(Failure::new(ChainedToItself)));
+            return;
+        }
         let mut ist = inner.st.borrow_mut();
         let ready = ist.fired
             && !ist.running
@@ -321,7 +440,7 @@ type Remains = (
     Option<Outcome>,
     Option<Rc<Chain>>,
     Option<Rc<Chain>>,
-    Option<Canceller>,
+    OnCancel,
 );
 
 thread_local! {
@@ -351,14 +470,14 @@ impl Drop for Chain {
         let st = self.st.get_mut();
         let result = st.result.take();
         if let Some(Err(f)) = &result {
-            tracing::error!("Unhandled error in Deferred:\n{:?}", f);
+            f.log_unhandled();
         }
         let remains: Remains = (
             std::mem::take(&mut st.stages),
             result,
             st.waiting.take(),
             st.parent.take(),
-            st.canceller.take(),
+            std::mem::replace(&mut st.on_cancel, OnCancel::Plain(None)),
         );
         // (During thread-local teardown the queue may be gone: then drop inline.)
         match DROPPING.try_with(|d| d.replace(true)) {

@@ -2,8 +2,11 @@
 
 use std::any::Any;
 use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::Cell;
 use std::error::Error as StdError;
 use std::fmt;
+use std::marker::PhantomData;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// An error travelling down a [`Deferred`](super::Deferred)'s errback chain.
@@ -14,14 +17,20 @@ use std::time::Duration;
 /// `RUST_LIB_BACKTRACE` asks for backtraces; [`Failure::with_backtrace`] takes one you captured
 /// yourself (for example with [`Backtrace::force_capture`]).
 ///
+/// **Cloning is cheap**: clones share the error and the backtrace (one reference count), as
+/// Twisted hands the very same `Failure` object to every observer of a Deferred (see
+/// [`Deferred::observe`](super::Deferred::observe) and [`DeferredList`](super::DeferredList)).
+/// For the same reason the error is only ever lent out (by [`error`](Failure::error),
+/// [`downcast_ref`](Failure::downcast_ref) or [`trap`](Failure::trap)), never moved out.
+///
 /// Like Twisted's `Failure`, it can be inspected by type: [`check`](Failure::check) tells whether
-/// the error is of a type, [`trap`](Failure::trap) extracts it or gives the failure back, so that
-/// `?` re-raises it down the chain:
+/// the error is of a type, [`trap`](Failure::trap) gives it (as a [`Trapped`]) or gives the
+/// failure back, so that `?` re-raises it down the chain:
 ///
 /// ```
 /// use torsion::defer::{Cancelled, Deferred, Failure};
 ///
-/// let d = Deferred::<u32>::new();
+/// let (d, _fire) = Deferred::<u32>::new();
 /// let d = d.add_errback(|f: Failure| {
 ///     f.trap::<Cancelled>()?; // any other error goes on down the chain
 ///     Ok(0)
@@ -33,16 +42,18 @@ use std::time::Duration;
 /// Every `E: Error + 'static` converts into a `Failure` (so `?` works in callbacks). For that
 /// reason `Failure` itself does not implement [`std::error::Error`] (the same trade-off as
 /// `anyhow::Error`); [`error`](Failure::error) gives the wrapped error as `&dyn Error`.
+#[derive(Clone)]
 pub struct Failure {
-    inner: Box<Inner>,
+    inner: Rc<Inner>,
 }
 
 struct Inner {
     error: Box<dyn StdError + 'static>,
     type_name: &'static str,
     backtrace: Backtrace,
-    /// The rendered backtrace of the original, for copies made by [`Failure::shadow`].
-    shadowed_backtrace: Option<String>,
+    /// Handed to a [`DeferredList`](super::DeferredList) with `consume_errors`: a Deferred left
+    /// holding it does not log it as unhandled.
+    consumed: Cell<bool>,
 }
 
 impl Failure {
@@ -53,12 +64,20 @@ impl Failure {
 
     /// Wraps `error` with a backtrace captured by the caller.
     pub fn with_backtrace<E: StdError + 'static>(error: E, backtrace: Backtrace) -> Failure {
+        Failure::build(Box::new(error), std::any::type_name::<E>(), backtrace)
+    }
+
+    fn build(
+        error: Box<dyn StdError + 'static>,
+        type_name: &'static str,
+        backtrace: Backtrace,
+    ) -> Failure {
         Failure {
-            inner: Box::new(Inner {
-                error: Box::new(error),
-                type_name: std::any::type_name::<E>(),
+            inner: Rc::new(Inner {
+                error,
+                type_name,
                 backtrace,
-                shadowed_backtrace: None,
+                consumed: Cell::new(false),
             }),
         }
     }
@@ -69,17 +88,10 @@ impl Failure {
     }
 
     /// Wraps an already boxed error. Its type name is that of the box, since the concrete type
-    /// is unknown; [`check`](Failure::check) and [`trap`](Failure::trap) still see the concrete
-    /// type.
+    /// is unknown; [`check`](Failure::check), [`trap`](Failure::trap) and
+    /// [`downcast_ref`](Failure::downcast_ref) still see the concrete type.
     pub fn from_boxed(error: Box<dyn StdError + 'static>) -> Failure {
-        Failure {
-            inner: Box::new(Inner {
-                error,
-                type_name: "Box<dyn Error>",
-                backtrace: Backtrace::capture(),
-                shadowed_backtrace: None,
-            }),
-        }
+        Failure::build(error, "Box<dyn Error>", Backtrace::capture())
     }
 
     /// The failure for a caught panic: its error is [`Panicked`] with the panic's message.
@@ -93,19 +105,20 @@ impl Failure {
         self.inner.error.is::<E>()
     }
 
-    /// Extracts the error if it is an `E`, or gives the failure back unchanged (Twisted's `trap`,
-    /// which re-raises the failure when it does not match): in an errback, `f.trap::<E>()?`
-    /// handles `E` and passes every other failure on.
+    /// Gives the error as a [`Trapped<E>`] if it is an `E` (it derefs to `&E`), or gives the
+    /// failure back unchanged (Twisted's `trap`, which re-raises the failure when it does not
+    /// match): in an errback, `f.trap::<E>()?` handles `E` and passes every other failure on.
     ///
     /// # Errors
     /// The failure itself, when its error is not an `E`.
-    pub fn trap<E: StdError + 'static>(self) -> Result<E, Failure> {
-        if !self.check::<E>() {
-            return Err(self);
-        }
-        match self.inner.error.downcast::<E>() {
-            Ok(e) => Ok(*e),
-            Err(_) => unreachable!("checked above"),
+    pub fn trap<E: StdError + 'static>(self) -> Result<Trapped<E>, Failure> {
+        if self.check::<E>() {
+            Ok(Trapped {
+                failure: self,
+                _e: PhantomData,
+            })
+        } else {
+            Err(self)
         }
     }
 
@@ -117,11 +130,6 @@ impl Failure {
     /// The wrapped error.
     pub fn error(&self) -> &(dyn StdError + 'static) {
         &*self.inner.error
-    }
-
-    /// Unwraps the boxed error, dropping the backtrace.
-    pub fn into_error(self) -> Box<dyn StdError + 'static> {
-        self.inner.error
     }
 
     /// The error's message (its `Display`), Twisted's `getErrorMessage`.
@@ -140,6 +148,11 @@ impl Failure {
         &self.inner.backtrace
     }
 
+    /// True when `self` and `other` are clones of one failure (Twisted's `is`).
+    pub fn same(&self, other: &Failure) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The type, the message and (when captured) the backtrace, as Twisted's `getTraceback`.
     pub fn traceback(&self) -> String {
         let mut s = format!("{}: {}", self.inner.type_name, self.inner.error);
@@ -148,35 +161,58 @@ impl Failure {
             s.push_str(&format!("\ncaused by: {e}"));
             source = e.source();
         }
-        if let Some(bt) = &self.inner.shadowed_backtrace {
-            s.push_str(&format!("\nbacktrace:\n{bt}"));
-        } else if self.inner.backtrace.status() == BacktraceStatus::Captured {
+        if self.inner.backtrace.status() == BacktraceStatus::Captured {
             s.push_str(&format!("\nbacktrace:\n{}", self.inner.backtrace));
         }
         s
     }
 
-    /// A stand-in with the same type name, message and rendered backtrace, left in an input
-    /// Deferred whose failure was also handed to an aggregate (DeferredList without
-    /// `consume_errors`): it is what gets logged as unhandled, as Twisted logs the very same
-    /// failure object.
-    pub(crate) fn shadow(&self) -> Failure {
-        let bt =
-            self.inner
-                .shadowed_backtrace
-                .clone()
-                .or_else(|| match self.inner.backtrace.status() {
-                    BacktraceStatus::Captured => Some(self.inner.backtrace.to_string()),
-                    _ => None,
-                });
-        Failure {
-            inner: Box::new(Inner {
-                error: Box::new(Message(self.message())),
-                type_name: self.inner.type_name,
-                backtrace: Backtrace::disabled(),
-                shadowed_backtrace: bt,
-            }),
+    /// Marks the failure as handled by a list with `consume_errors`: a Deferred still holding
+    /// it (an observed input) does not log it as unhandled.
+    pub(crate) fn mark_consumed(&self) {
+        self.inner.consumed.set(true);
+    }
+
+    /// Logs the failure as an unhandled error of a Deferred, unless a list consumed it.
+    pub(crate) fn log_unhandled(&self) {
+        if !self.inner.consumed.get() {
+            tracing::error!("Unhandled error in Deferred:\n{:?}", self);
         }
+    }
+}
+
+/// The error of a [`Failure`] known to be an `E`, from [`Failure::trap`]. It derefs to `E`,
+/// and still holds the failure (errors are shared by clones of a failure, so they are lent, not
+/// moved out).
+pub struct Trapped<E> {
+    failure: Failure,
+    _e: PhantomData<fn() -> E>,
+}
+
+impl<E: StdError + 'static> Trapped<E> {
+    /// The failure the error came from.
+    pub fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
+    /// Gives the failure back (to re-raise it after all).
+    pub fn into_failure(self) -> Failure {
+        self.failure
+    }
+}
+
+impl<E: StdError + 'static> std::ops::Deref for Trapped<E> {
+    type Target = E;
+    fn deref(&self) -> &E {
+        self.failure
+            .downcast_ref::<E>()
+            .expect("torsion: unreachable: trap checked the type")
+    }
+}
+
+impl<E: StdError + 'static> fmt::Debug for Trapped<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
     }
 }
 
@@ -242,8 +278,9 @@ impl fmt::Display for Cancelled {
 
 impl StdError for Cancelled {}
 
-/// A timeout set by [`Deferred::add_timeout`](super::Deferred::add_timeout) expired (Twisted's
-/// `defer.TimeoutError`).
+/// A timeout expired: the one set by [`Deferred::add_timeout`](super::Deferred::add_timeout)
+/// (Twisted's `defer.TimeoutError`), or any other (its message is neutral: "timed out after
+/// ...").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimedOut {
     /// The timeout that expired.
@@ -252,7 +289,7 @@ pub struct TimedOut {
 
 impl fmt::Display for TimedOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the Deferred timed out after {:?}", self.after)
+        write!(f, "timed out after {:?}", self.after)
     }
 }
 
@@ -270,9 +307,22 @@ impl fmt::Display for AlreadyCalled {
 
 impl StdError for AlreadyCalled {}
 
+/// A callback returned the very Deferred it was added to; waiting on itself would never end, so
+/// the chain goes on with this failure instead (Twisted warns and the chain hangs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChainedToItself;
+
+impl fmt::Display for ChainedToItself {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a callback returned the Deferred it was added to")
+    }
+}
+
+impl StdError for ChainedToItself {}
+
 /// The first failure among several Deferreds, and the index of the Deferred that failed
 /// (Twisted's `FirstError`, from `DeferredList(fireOnOneErrback=True)` and `gatherResults`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FirstError {
     /// Position of the failed Deferred in the input.
     pub index: usize,
@@ -294,7 +344,7 @@ impl StdError for FirstError {
 
 /// Every Deferred given to [`race`](super::race) failed; their failures in input order
 /// (Twisted's `FailureGroup`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FailureGroup {
     /// The failures, in the order of the input Deferreds.
     pub failures: Vec<Failure>,

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use super::chain::{put_value, Chain, Outcome, StageOut};
+use super::chain::{put_value, Chain, Outcome};
 use super::{outcome_into, Deferred, Failure};
 
 struct Slot {
@@ -31,8 +31,7 @@ struct Slot {
 /// use std::task::{Context, Poll, Waker};
 /// use torsion::defer::Deferred;
 ///
-/// let d = Deferred::<u8>::new();
-/// let fire = d.resolver();
+/// let (d, fire) = Deferred::<u8>::new();
 /// let mut fut = pin!(d.into_future());
 /// let mut cx = Context::from_waker(Waker::noop());
 /// assert!(fut.as_mut().poll(&mut cx).is_pending());
@@ -58,7 +57,8 @@ impl<T: 'static> IntoFuture for Deferred<T> {
         }));
         let s = slot.clone();
         let chain = self.chain.clone();
-        let _ = self.add_raw(Box::new(move |o: Outcome| {
+        let _ = self.add_raw(Box::new(move |o: &mut Outcome| {
+            let o = std::mem::replace(o, Ok(put_value(())));
             let waker = {
                 let mut slot = s.borrow_mut();
                 slot.result = Some(o);
@@ -68,7 +68,7 @@ impl<T: 'static> IntoFuture for Deferred<T> {
             if let Some(w) = waker {
                 w.wake();
             }
-            StageOut::Done(Ok(put_value(())))
+            None
         }));
         DeferredFuture {
             slot,
@@ -104,7 +104,7 @@ impl<T> Drop for DeferredFuture<T> {
             self.chain.cancel();
         }
         if let Some(Err(f)) = unread {
-            tracing::error!("Unhandled error in Deferred:\n{:?}", f);
+            f.log_unhandled();
         }
     }
 }

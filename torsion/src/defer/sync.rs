@@ -28,7 +28,7 @@ fn acquire_token(core: &Rc<RefCell<Tokens>>) -> Deferred<()> {
     let id = st.next_id;
     st.next_id += 1;
     let weak: Weak<RefCell<Tokens>> = Rc::downgrade(core);
-    let d = Deferred::<()>::with_canceller(move |_| {
+    let (d, fire) = Deferred::<()>::with_canceller(move |_| {
         if let Some(core) = weak.upgrade() {
             core.borrow_mut().waiting.retain(|(i, _)| *i != id);
         }
@@ -36,9 +36,9 @@ fn acquire_token(core: &Rc<RefCell<Tokens>>) -> Deferred<()> {
     if st.tokens > 0 && st.waiting.is_empty() {
         st.tokens -= 1;
         drop(st);
-        let _ = d.callback(());
+        let _ = fire.callback(());
     } else {
-        st.waiting.push_back((id, d.resolver()));
+        st.waiting.push_back((id, fire));
     }
     d
 }
@@ -85,7 +85,7 @@ where
     F: FnOnce() -> R + 'static,
     R: IntoStep,
 {
-    acquired.add_callback(move |()| {
+    acquired.add_callback_deferred(move |()| {
         maybe_deferred(f).add_both(move |r| {
             release();
             r
@@ -372,12 +372,12 @@ impl<T: 'static> DeferredQueue<T> {
         let id = st.next_id;
         st.next_id += 1;
         let weak = Rc::downgrade(&self.state);
-        let d = Deferred::<T>::with_canceller(move |_| {
+        let (d, fire) = Deferred::<T>::with_canceller(move |_| {
             if let Some(state) = weak.upgrade() {
                 state.borrow_mut().waiting.retain(|(i, _)| *i != id);
             }
         });
-        st.waiting.push_back((id, d.resolver()));
+        st.waiting.push_back((id, fire));
         drop(st);
         self.dispatch();
         Ok(d)

@@ -40,7 +40,7 @@ fn fd_count() -> usize {
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The lock that serialises the tests that count the process's descriptors.
-fn lock_serial() -> MutexGuard<'static, ()> {
+pub(crate) fn lock_serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
