@@ -158,6 +158,7 @@ mod future;
 mod list;
 mod run;
 mod sync;
+pub(crate) mod threads;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -179,6 +180,7 @@ pub use future::DeferredFuture;
 pub use list::{gather_results, race, DeferredList, ListInput, ListResult};
 pub use run::ReactorStopped;
 pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore, QueueOverflow, QueueUnderflow};
+pub use threads::{RemoteFailure, DEFAULT_POOL_SIZE};
 
 use crate::time::ReactorTime;
 
