@@ -558,6 +558,7 @@ impl<T: 'static> Deferred<T> {
 
     /// Adds a stage that fires `other` with this chain's result (Twisted's `chainDeferred`);
     /// this chain goes on with `()`. An `AlreadyCalled` error from `other` becomes the failure.
+    #[doc(alias = "chainDeferred")]
     pub fn chain_deferred(self, other: Resolver<T>) -> Deferred<()> {
         self.add_both(move |r| other.fire(r).map_err(Failure::new))
     }
@@ -622,6 +623,7 @@ impl<T: 'static> Deferred<T> {
     /// s.unpause();
     /// assert_eq!(s.current_result().unwrap().unwrap(), "5");
     /// ```
+    #[doc(alias = "result")]
     pub fn current_result(&self) -> Option<Result<T, Failure>>
     where
         T: Clone,
@@ -650,6 +652,7 @@ impl<T: 'static> Deferred<T> {
     /// [`Cancelled`] failure of that cancellation into [`TimedOut`] (Twisted's `addTimeout`).
     /// The timer is cancelled as soon as the Deferred fires. The timeout stage is added at the
     /// current end of the chain.
+    #[doc(alias = "addTimeout")]
     pub fn add_timeout<C: ReactorTime + ?Sized>(self, timeout: Duration, clock: &C) -> Deferred<T> {
         let timed_out = Rc::new(std::cell::Cell::new(false));
         let flag = timed_out.clone();

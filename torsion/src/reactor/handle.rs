@@ -130,6 +130,7 @@ impl Handle {
     ///
     /// # Errors
     /// [`Error::ReactorGone`] when the reactor was dropped; the call is dropped.
+    #[doc(alias = "callFromThread")]
     pub fn call_from_thread<F>(&self, f: F) -> Result<(), Error>
     where
         F: FnOnce(&Reactor) + Send + 'static,
