@@ -486,6 +486,8 @@ mod tests {
     /// (no mutex, no eventfd write); a wake from another thread goes through the queue.
     #[test]
     fn same_thread_wakes_skip_the_thread_queue() {
+        // Serialised with the tests that count the process's open descriptors.
+        let _serial = crate::testing::serial();
         let reactor = Reactor::new().unwrap();
         let slot: Rc<Cell<Option<Waker>>> = Rc::default();
         let polls = Rc::new(Cell::new(0));
