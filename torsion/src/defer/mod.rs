@@ -88,6 +88,13 @@
 //!   inputs by value or by reference ([`ListInput`]); [`Failure`] is cheaply cloneable;
 //!   [`Failure::trap`] lends the error as a [`Trapped`] instead of moving it out;
 //!   [`Deferred::observe`] watches a Deferred without taking it.
+//! * [`Deferred::hand_off`] returns a Deferred from a callback while the program keeps using it
+//!   (Twisted's behaviour), and [`Deferred::current_result`] reads `d.result`.
+//! * Threads: [`Reactor::defer_to_thread`](crate::Reactor::defer_to_thread),
+//!   [`call_in_thread`](crate::Reactor::call_in_thread) and
+//!   [`Handle::blocking_call_from_thread`](crate::Handle::blocking_call_from_thread), on a
+//!   bounded pool owned by the reactor; [`Reactor::run_until_complete`](crate::Reactor::run_until_complete)
+//!   runs a reactor until a Deferred (or future) has its result.
 //! * A callback returning the Deferred it was added to fails with [`ChainedToItself`] instead of
 //!   waiting on itself forever; a `cancel` re-entered from a canceller no longer makes the next
 //!   late fire be ignored; [`TimedOut`]'s message is "timed out after ...".
