@@ -4,7 +4,7 @@
 //! select, poll and epoll backends chosen at run time), transports, protocols and factories,
 //! Deferreds, and a testing kit that runs protocols without sockets or sleeps.
 //!
-//! Start with [`Reactor`].
+//! Start with [`Reactor`]. Coming from Twisted: [`twisted`] maps Twisted's names to torsion's.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -14,6 +14,7 @@ pub mod interfaces;
 pub mod task;
 pub mod testing;
 pub mod time;
+pub mod twisted;
 
 pub use defer::{Deferred, Failure};
 pub use error::{ConnectError, Error, Reason};

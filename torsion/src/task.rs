@@ -29,6 +29,7 @@ use crate::Reactor;
 /// clock.advance(Duration::from_secs(1));
 /// assert_eq!(d.try_result().unwrap().unwrap(), "done");
 /// ```
+#[doc(alias = "deferLater")]
 pub fn defer_later<C, F, R>(clock: &C, delay: Duration, f: F) -> Deferred<R::Output>
 where
     C: ReactorTime + ?Sized,

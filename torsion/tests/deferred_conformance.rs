@@ -9,6 +9,9 @@
 //! cannot express because of a difference the `torsion::defer` module docs list ([`Unsupported`]):
 //! the lines before the stop must then be Twisted's first lines. Any other difference is a
 //! mismatch, and fails the test.
+//!
+//! `CONFORMANCE_VERBOSE=1 cargo test -p torsion --test deferred_conformance -- --nocapture`
+//! also prints where each unsupported program stopped.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;

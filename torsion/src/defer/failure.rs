@@ -133,6 +133,7 @@ impl Failure {
     }
 
     /// The error's message (its `Display`), Twisted's `getErrorMessage`.
+    #[doc(alias = "getErrorMessage")]
     pub fn message(&self) -> String {
         self.inner.error.to_string()
     }
@@ -154,6 +155,7 @@ impl Failure {
     }
 
     /// The type, the message and (when captured) the backtrace, as Twisted's `getTraceback`.
+    #[doc(alias = "getTraceback")]
     pub fn traceback(&self) -> String {
         let mut s = format!("{}: {}", self.inner.type_name, self.inner.error);
         let mut source = self.inner.error.source();
@@ -268,6 +270,7 @@ impl StdError for Panicked {}
 
 /// The Deferred was cancelled (Twisted's `CancelledError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[doc(alias = "CancelledError")]
 pub struct Cancelled;
 
 impl fmt::Display for Cancelled {
@@ -282,6 +285,7 @@ impl StdError for Cancelled {}
 /// (Twisted's `defer.TimeoutError`), or any other (its message is neutral: "timed out after
 /// ...").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[doc(alias = "TimeoutError")]
 pub struct TimedOut {
     /// The timeout that expired.
     pub after: Duration,
@@ -297,6 +301,7 @@ impl StdError for TimedOut {}
 
 /// A Deferred was fired a second time (Twisted's `AlreadyCalledError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[doc(alias = "AlreadyCalledError")]
 pub struct AlreadyCalled;
 
 impl fmt::Display for AlreadyCalled {

@@ -88,6 +88,13 @@
 //!   inputs by value or by reference ([`ListInput`]); [`Failure`] is cheaply cloneable;
 //!   [`Failure::trap`] lends the error as a [`Trapped`] instead of moving it out;
 //!   [`Deferred::observe`] watches a Deferred without taking it.
+//! * [`Deferred::hand_off`] returns a Deferred from a callback while the program keeps using it
+//!   (Twisted's behaviour), and [`Deferred::current_result`] reads `d.result`.
+//! * Threads: [`Reactor::defer_to_thread`](crate::Reactor::defer_to_thread),
+//!   [`call_in_thread`](crate::Reactor::call_in_thread) and
+//!   [`Handle::blocking_call_from_thread`](crate::Handle::blocking_call_from_thread), on a
+//!   bounded pool owned by the reactor; [`Reactor::run_until_complete`](crate::Reactor::run_until_complete)
+//!   runs a reactor until a Deferred (or future) has its result.
 //! * A callback returning the Deferred it was added to fails with [`ChainedToItself`] instead of
 //!   waiting on itself forever; a `cancel` re-entered from a canceller no longer makes the next
 //!   late fire be ignored; [`TimedOut`]'s message is "timed out after ...".
@@ -158,6 +165,7 @@ mod future;
 mod list;
 mod run;
 mod sync;
+pub(crate) mod threads;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -179,6 +187,7 @@ pub use future::DeferredFuture;
 pub use list::{gather_results, race, DeferredList, ListInput, ListResult};
 pub use run::ReactorStopped;
 pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore, QueueOverflow, QueueUnderflow};
+pub use threads::{RemoteFailure, DEFAULT_POOL_SIZE};
 
 use crate::time::ReactorTime;
 
@@ -556,6 +565,7 @@ impl<T: 'static> Deferred<T> {
 
     /// Adds a stage that fires `other` with this chain's result (Twisted's `chainDeferred`);
     /// this chain goes on with `()`. An `AlreadyCalled` error from `other` becomes the failure.
+    #[doc(alias = "chainDeferred")]
     pub fn chain_deferred(self, other: Resolver<T>) -> Deferred<()> {
         self.add_both(move |r| other.fire(r).map_err(Failure::new))
     }
@@ -620,6 +630,7 @@ impl<T: 'static> Deferred<T> {
     /// s.unpause();
     /// assert_eq!(s.current_result().unwrap().unwrap(), "5");
     /// ```
+    #[doc(alias = "result")]
     pub fn current_result(&self) -> Option<Result<T, Failure>>
     where
         T: Clone,
@@ -648,6 +659,7 @@ impl<T: 'static> Deferred<T> {
     /// [`Cancelled`] failure of that cancellation into [`TimedOut`] (Twisted's `addTimeout`).
     /// The timer is cancelled as soon as the Deferred fires. The timeout stage is added at the
     /// current end of the chain.
+    #[doc(alias = "addTimeout")]
     pub fn add_timeout<C: ReactorTime + ?Sized>(self, timeout: Duration, clock: &C) -> Deferred<T> {
         let timed_out = Rc::new(std::cell::Cell::new(false));
         let flag = timed_out.clone();

@@ -107,7 +107,6 @@ struct Slot {
     task: Option<(State, Arc<TaskWaker>)>,
 }
 
-#[derive(Default)]
 pub(crate) struct Executor {
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
@@ -115,6 +114,23 @@ pub(crate) struct Executor {
     ready: RefCell<Vec<(u32, u32)>>,
     /// This reactor is in the thread's `LOCAL` list.
     registered: std::cell::Cell<bool>,
+    /// The reactor's thread pool, started on first use (`defer_to_thread`, `call_in_thread`).
+    pub(crate) pool: RefCell<Option<crate::defer::threads::Pool>>,
+    /// The size the pool is made with.
+    pub(crate) pool_size: std::cell::Cell<usize>,
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Executor {
+            slots: RefCell::default(),
+            free: RefCell::default(),
+            ready: RefCell::default(),
+            registered: std::cell::Cell::new(false),
+            pool: RefCell::new(None),
+            pool_size: std::cell::Cell::new(crate::defer::DEFAULT_POOL_SIZE),
+        }
+    }
 }
 
 impl Executor {
@@ -321,8 +337,10 @@ impl Executor {
         }
     }
 
-    /// Drops every task (when the reactor is dropped).
+    /// Drops every task and stops the thread pool (when the reactor is dropped).
     pub(crate) fn clear(&self) {
+        let pool = self.pool.borrow_mut().take();
+        drop(pool); // joins its workers
         let tasks: Vec<_> = self
             .slots
             .borrow_mut()
@@ -395,15 +413,10 @@ impl<T> Drop for OutputGuard<T> {
 /// use torsion::Reactor;
 ///
 /// let reactor = Reactor::new()?;
-/// let answer = reactor.spawn_task(async { 6 * 7 });
-/// let doubled = reactor.spawn_task(async move { answer.await.unwrap() * 2 });
-/// let r = reactor.clone();
-/// reactor.spawn_local(async move {
-///     assert_eq!(doubled.await.unwrap(), 84);
-///     r.call_soon(|r| r.stop().unwrap());
-/// });
-/// reactor.call_when_running(|_| {}); // (the tasks may finish before the loop starts)
-/// reactor.run()?;
+/// let answer = reactor.spawn_task(async { 6 * 7 }); // runs to completion here
+/// let doubled = reactor.spawn_task(async move { answer.await.map(|n| n * 2) });
+/// let n = reactor.run_until_complete(async move { doubled.await? }).unwrap();
+/// assert_eq!(n, 84);
 /// # Ok::<(), torsion::Error>(())
 /// ```
 pub struct Task<T = ()> {
@@ -477,8 +490,8 @@ mod tests {
     /// (no mutex, no eventfd write); a wake from another thread goes through the queue.
     #[test]
     fn same_thread_wakes_skip_the_thread_queue() {
-        // Opens descriptors: not while another test of this binary counts them.
-        let _serial = crate::testing::lock_serial();
+        // Serialised with the tests that count the process's open descriptors.
+        let _serial = crate::testing::serial();
         let reactor = Reactor::new().unwrap();
         let slot: Rc<Cell<Option<Waker>>> = Rc::default();
         let polls = Rc::new(Cell::new(0));

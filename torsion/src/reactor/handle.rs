@@ -22,6 +22,10 @@ pub(crate) struct Shared {
     /// False once the reactor is dropped.
     alive: AtomicBool,
     waker: OwnedFd,
+    /// The reactor's thread (where the reactor was made; a `Reactor` never leaves it).
+    thread: std::thread::ThreadId,
+    /// The reactor's thread pool is being stopped: workers waiting for the reactor give up.
+    pub(crate) threads_stopping: AtomicBool,
 }
 
 impl Shared {
@@ -31,7 +35,19 @@ impl Shared {
             notified: AtomicBool::new(false),
             alive: AtomicBool::new(true),
             waker: sys::eventfd()?,
+            thread: std::thread::current().id(),
+            threads_stopping: AtomicBool::new(false),
         })
+    }
+
+    /// True on the reactor's own thread.
+    pub(crate) fn is_reactor_thread(&self) -> bool {
+        std::thread::current().id() == self.thread
+    }
+
+    /// Tells workers waiting on the reactor whether its thread pool is being stopped.
+    pub(crate) fn threads_stopping(&self, yes: bool) {
+        self.threads_stopping.store(yes, Ordering::Release);
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<ThreadCall>> {
@@ -114,6 +130,7 @@ impl Handle {
     ///
     /// # Errors
     /// [`Error::ReactorGone`] when the reactor was dropped; the call is dropped.
+    #[doc(alias = "callFromThread")]
     pub fn call_from_thread<F>(&self, f: F) -> Result<(), Error>
     where
         F: FnOnce(&Reactor) + Send + 'static,
