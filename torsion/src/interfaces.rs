@@ -169,6 +169,11 @@ impl<'a> Context<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HalfClose {
     /// Close the whole connection: `connection_lost(ConnectionDone)` follows (the default).
+    /// What the protocol already wrote is still sent first (a reply is never cut behind a
+    /// clean close), for a bounded time (the reactor's TCP transports: 30 s by default, see
+    /// [`ListenOptions::close_flush_timeout`](crate::tcp::ListenOptions::close_flush_timeout)),
+    /// after which the connection is reset with [`Reason::TimedOut`]. Twisted drops the
+    /// buffer here instead.
     #[default]
     Close,
     /// Keep the connection open for writing; stop reading. Call `lose_connection` when done.

@@ -175,10 +175,18 @@ impl Failure {
         self.inner.consumed.set(true);
     }
 
-    /// Logs the failure as an unhandled error of a Deferred, unless a list consumed it.
+    /// Logs the failure as an unhandled error of a Deferred, unless a list consumed it. With no
+    /// `tracing` subscriber installed it goes to stderr instead (as Twisted prints to stderr
+    /// before logging starts): an error nobody handled is never silent.
     pub(crate) fn log_unhandled(&self) {
-        if !self.inner.consumed.get() {
+        if self.inner.consumed.get() {
+            return;
+        }
+        if tracing::dispatcher::has_been_set() {
             tracing::error!("Unhandled error in Deferred:\n{:?}", self);
+        } else {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "Unhandled error in Deferred:\n{self:?}");
         }
     }
 }

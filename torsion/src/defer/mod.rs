@@ -41,7 +41,8 @@
 //!   (cancelling the Deferred drops the future; its error or panic becomes the [`Failure`]).
 //! * **Unhandled errors.** When the last handle to a Deferred whose chain ended in a failure is
 //!   dropped, `Unhandled error in Deferred:` and the failure are logged (with `tracing::error!`)
-//!   right then — not whenever a garbage collector gets round to it, as in Twisted.
+//!   right then — not whenever a garbage collector gets round to it, as in Twisted. A program
+//!   that installed no `tracing` subscriber gets them on stderr.
 //!
 //! ```
 //! use torsion::defer::{Deferred, Failure};

@@ -246,6 +246,7 @@ impl Reactor {
     /// # Errors
     /// The poller's error, e.g. [`Error::FdOutOfRange`] on the select backend; `EEXIST` when
     /// another object's live registration holds the same fd number.
+    #[doc(alias = "addReader")]
     pub fn add_reader(&self, desc: Rc<dyn FileDescriptor>) -> Result<(), Error> {
         self.add_interest(desc, Interest::READ)
     }
@@ -254,17 +255,20 @@ impl Reactor {
     ///
     /// # Errors
     /// As [`add_reader`](Reactor::add_reader).
+    #[doc(alias = "addWriter")]
     pub fn add_writer(&self, desc: Rc<dyn FileDescriptor>) -> Result<(), Error> {
         self.add_interest(desc, Interest::WRITE)
     }
 
     /// Stops watching `desc` for readability. Does nothing if it was not watched. The
     /// descriptor is found by identity, so this works even after its `fileno()` changed.
+    #[doc(alias = "removeReader")]
     pub fn remove_reader(&self, desc: &dyn FileDescriptor) {
         self.remove_interest(desc, Interest::READ);
     }
 
     /// Stops watching `desc` for writability. As [`remove_reader`](Reactor::remove_reader).
+    #[doc(alias = "removeWriter")]
     pub fn remove_writer(&self, desc: &dyn FileDescriptor) {
         self.remove_interest(desc, Interest::WRITE);
     }
@@ -272,6 +276,7 @@ impl Reactor {
     /// Stops watching every descriptor added with `add_reader`/`add_writer` and returns them
     /// (Twisted's `removeAll`). Registrations made with [`register`](Reactor::register) (the
     /// transports') stay: close them through their owners.
+    #[doc(alias = "removeAll")]
     pub fn remove_all(&self) -> Vec<Rc<dyn FileDescriptor>> {
         let facade: Vec<Token> = self.tokens_where(|e| e.facade);
         facade
@@ -281,11 +286,13 @@ impl Reactor {
     }
 
     /// The descriptors watched for readability (Twisted's `getReaders`).
+    #[doc(alias = "getReaders")]
     pub fn readers(&self) -> Vec<Rc<dyn FileDescriptor>> {
         self.descs_where(|e| e.interest.read)
     }
 
     /// The descriptors watched for writability (Twisted's `getWriters`).
+    #[doc(alias = "getWriters")]
     pub fn writers(&self) -> Vec<Rc<dyn FileDescriptor>> {
         self.descs_where(|e| e.interest.write)
     }

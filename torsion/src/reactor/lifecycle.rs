@@ -175,6 +175,7 @@ impl Reactor {
     }
 
     /// Runs `f` once the reactor runs: at startup, or at once if it is already running.
+    #[doc(alias = "callWhenRunning")]
     pub fn call_when_running<F: FnOnce(&Reactor) + 'static>(&self, f: F) {
         if self.running() {
             self.guard("call_when_running", || f(self));
@@ -199,6 +200,7 @@ impl Reactor {
     /// reactor.run()?;
     /// # Ok::<(), torsion::Error>(())
     /// ```
+    #[doc(alias = "addSystemEventTrigger")]
     pub fn add_system_event_trigger<F: FnOnce(&Reactor) + 'static>(
         &self,
         phase: Phase,
@@ -212,6 +214,7 @@ impl Reactor {
     }
 
     /// Removes a trigger that has not run yet. Returns whether it was found.
+    #[doc(alias = "removeSystemEventTrigger")]
     pub fn remove_system_event_trigger(&self, id: TriggerId) -> bool {
         let removed = self.inner.triggers.borrow_mut().remove(id);
         removed.is_some()

@@ -341,12 +341,14 @@ impl Reactor {
     /// reactor.run()?;
     /// # Ok::<(), torsion::Error>(())
     /// ```
+    #[doc(alias = "callLater")]
     pub fn call_later<F: FnOnce(&Reactor) + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
         // The timer phase passes the reactor to the call: no reference to it is kept.
         self.inner.timers.schedule(delay, f)
     }
 
     /// The pending delayed calls, earliest first (Twisted's `getDelayedCalls`).
+    #[doc(alias = "getDelayedCalls")]
     pub fn delayed_calls(&self) -> Vec<DelayedCall> {
         self.inner.timers.pending()
     }

@@ -117,6 +117,10 @@ pub(super) struct State {
     pub(super) producer_paused: bool,
     pub(super) high: usize,
     pub(super) low: usize,
+    /// The limit on flushing after the peer's FIN (see `Limits::close_flush_timeout`).
+    flush_timer: Option<DelayedCall>,
+    /// Run after the protocol's `connection_lost` (the connector's bookkeeping).
+    on_lost: Option<OnLost>,
 }
 
 impl State {
@@ -131,7 +135,8 @@ pub(crate) type OnLost = Box<dyn FnOnce(&Reactor, Reason)>;
 /// What a new connection is made with, besides its socket.
 pub(crate) struct Setup {
     pub(crate) protocol: Box<dyn Protocol>,
-    pub(crate) limits: Limits,
+    /// Shared by the connections of one listener.
+    pub(crate) limits: Rc<Limits>,
     /// Run after the protocol's `connection_lost` (the connector's bookkeeping).
     pub(crate) on_lost: Option<OnLost>,
 }
@@ -147,11 +152,7 @@ pub(crate) struct Connection {
     pub(super) st: RefCell<State>,
     pub(super) peer: SocketAddr,
     pub(super) host: SocketAddr,
-    pub(super) limits: Limits,
-    /// The limit on flushing after the peer's FIN (see `Limits::close_flush_timeout`).
-    flush_timer: RefCell<Option<DelayedCall>>,
-    /// Run after the protocol's `connection_lost` (the connector's bookkeeping).
-    on_lost: RefCell<Option<OnLost>>,
+    pub(super) limits: Rc<Limits>,
 }
 
 impl Connection {
@@ -198,12 +199,12 @@ impl Connection {
                 producer_paused: false,
                 high: DEFAULT_HIGH_WATER,
                 low: DEFAULT_LOW_WATER,
+                flush_timer: None,
+                on_lost,
             }),
             peer,
             host,
             limits,
-            flush_timer: RefCell::new(None),
-            on_lost: RefCell::new(on_lost),
         });
         let registered = reactor
             .register(conn.clone(), Trigger::Edge)
@@ -326,7 +327,7 @@ impl Connection {
             st.buf.clear();
             st.producer.take()
         };
-        let timer = self.flush_timer.borrow_mut().take();
+        let timer = self.st.borrow_mut().flush_timer.take();
         if let Some(t) = timer {
             let _ = t.cancel();
         }
@@ -360,7 +361,7 @@ impl Connection {
                 p.connection_lost(&mut Context::new(r, &t), reason.clone())
             });
         }
-        let on_lost = self.on_lost.borrow_mut().take();
+        let on_lost = self.st.borrow_mut().on_lost.take();
         if let Some(f) = on_lost {
             let mut f = Some(f);
             guard("client_connection_lost", &mut || {
@@ -431,11 +432,11 @@ impl Connection {
         let me = self.me.clone();
         let timer = r.call_later(after, move |r| {
             let Some(c) = me.upgrade() else { return };
-            c.flush_timer.borrow_mut().take();
+            c.st.borrow_mut().flush_timer.take();
             tracing::warn!(peer = %c.peer, ?after, "the peer half-closed and did not read the rest of the reply in time; resetting");
             c.doom(r, Reason::TimedOut(TimedOut { after }), true);
         });
-        *self.flush_timer.borrow_mut() = Some(timer);
+        self.st.borrow_mut().flush_timer = Some(timer);
         Ok(())
     }
 

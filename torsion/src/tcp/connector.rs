@@ -1,27 +1,24 @@
-//! Outgoing connections: resolution off the reactor thread, non-blocking connect, timeout.
+//! Outgoing connections: resolution on the reactor's thread pool, non-blocking connect,
+//! timeout.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::connection::{Connection, Limits, Setup};
 use crate::error::{panic_message, ConnectError, Panicked, TimedOut};
 use crate::interfaces::{Address, ClientFactory, Connector, ConnectorImpl, Transport};
 use crate::reactor::Inner;
-use crate::{sys, DelayedCall, FileDescriptor, Reactor, Reason, Task};
+use crate::{sys, Deferred, DelayedCall, FileDescriptor, Reactor, Reason};
 
 enum State {
     Disconnected,
     /// Waiting for the name lookup (`task`), or for the next iteration (an IP literal).
     Resolving {
-        task: Option<Task>,
+        lookup: Option<Deferred<()>>,
         timer: DelayedCall,
     },
     /// `connect(2)` in progress; `rest` holds the addresses still to try, next one last.
@@ -122,23 +119,42 @@ impl ConnectorImpl for ConnectorInner {
         });
         match c.host.parse::<IpAddr>() {
             Ok(ip) => {
-                *c.state.borrow_mut() = State::Resolving { task: None, timer };
+                *c.state.borrow_mut() = State::Resolving {
+                    lookup: None,
+                    timer,
+                };
                 let me = self.strong();
                 // The attempt starts on the next iteration: never inside connect().
                 r.call_soon(move |r| me.attempt(r, Ok(vec![SocketAddr::new(ip, me.port)])));
             }
             Err(_) => {
-                *c.state.borrow_mut() = State::Resolving { task: None, timer };
-                let lookup = resolve(c.host.clone(), c.port);
+                *c.state.borrow_mut() = State::Resolving {
+                    lookup: None,
+                    timer,
+                };
+                // On the reactor's bounded thread pool (Twisted's resolver uses its threads
+                // too): many slow lookups never make many threads. A lookup that outlives its
+                // connect (timed out, cancelled) is dropped when it ends.
+                let (host, port) = (c.host.clone(), c.port);
                 let me = self.strong();
-                let task = r.spawn_local(async move {
-                    let result = lookup.await;
-                    if let Some(r) = me.reactor() {
-                        me.attempt(&r, result);
-                    }
-                });
-                if let State::Resolving { task: slot, .. } = &mut *c.state.borrow_mut() {
-                    *slot = Some(task);
+                let lookup = r
+                    .defer_to_thread(move || {
+                        (host.as_str(), port)
+                            .to_socket_addrs()
+                            .map(|a| a.collect::<Vec<_>>())
+                    })
+                    .add_both(move |result| {
+                        let result = result.unwrap_or_else(|failure| {
+                            // The pool refused or dropped the job (shut down, cancelled).
+                            Err(io::Error::other(failure.to_string()))
+                        });
+                        if let Some(r) = me.reactor() {
+                            me.attempt(&r, result);
+                        }
+                        Ok(())
+                    });
+                if let State::Resolving { lookup: slot, .. } = &mut *c.state.borrow_mut() {
+                    *slot = Some(lookup);
                 }
             }
         }
@@ -190,6 +206,10 @@ impl ConnectorInner {
                 let reason = ConnectError::HostNotFound(format!("{}: no address", self.host));
                 return self.fail(r, reason);
             }
+            // Out of descriptors (or threads, or memory) is not a missing host.
+            Err(e) if sys::is_fd_exhaustion(&e) || e.kind() == io::ErrorKind::Other => {
+                return self.fail(r, ConnectError::io(e));
+            }
             Err(e) => {
                 let reason = ConnectError::HostNotFound(format!("{}: {e}", self.host));
                 return self.fail(r, reason);
@@ -211,7 +231,10 @@ impl ConnectorInner {
         last: ConnectError,
     ) {
         let Some(addr) = rest.pop() else {
-            *self.state.borrow_mut() = State::Resolving { task: None, timer };
+            *self.state.borrow_mut() = State::Resolving {
+                lookup: None,
+                timer,
+            };
             return self.fail(r, last);
         };
         let sock = match sys::tcp_socket(&addr) {
@@ -263,9 +286,9 @@ impl ConnectorInner {
     fn reset(&self, r: &Reactor) -> State {
         let old = std::mem::replace(&mut *self.state.borrow_mut(), State::Disconnected);
         match &old {
-            State::Resolving { task, timer } => {
-                if let Some(t) = task {
-                    t.cancel();
+            State::Resolving { lookup, timer } => {
+                if let Some(d) = lookup {
+                    d.cancel(); // its callback then finds this state gone and does nothing
                 }
                 let _ = timer.cancel();
             }
@@ -333,7 +356,7 @@ impl ConnectorInner {
         let on_ready = |t: &Transport| *self.state.borrow_mut() = State::Connected(t.clone());
         let setup = Setup {
             protocol,
-            limits: Limits::default(),
+            limits: Rc::new(Limits::default()),
             on_lost: Some(on_lost),
         };
         if Connection::establish(r, sock, peer, None, setup, on_ready).is_none() {
@@ -383,50 +406,5 @@ impl FileDescriptor for Attempt {
 
     fn connection_lost(&self, r: &Reactor, reason: Reason) {
         self.connector.fail(r, attempt_reason(reason));
-    }
-}
-
-/// Resolves `host` on a helper thread; the returned future completes on the reactor thread.
-fn resolve(host: String, port: u16) -> Lookup {
-    let slot: Arc<Mutex<LookupSlot>> = Arc::default();
-    let s = slot.clone();
-    std::thread::spawn(move || {
-        let result = (host.as_str(), port)
-            .to_socket_addrs()
-            .map(|a| a.collect::<Vec<_>>());
-        let waker = {
-            let mut slot = s.lock().unwrap_or_else(|p| p.into_inner());
-            slot.result = Some(result);
-            slot.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    });
-    Lookup { slot }
-}
-
-#[derive(Default)]
-struct LookupSlot {
-    result: Option<io::Result<Vec<SocketAddr>>>,
-    waker: Option<Waker>,
-}
-
-struct Lookup {
-    slot: Arc<Mutex<LookupSlot>>,
-}
-
-impl Future for Lookup {
-    type Output = io::Result<Vec<SocketAddr>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.result.take() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                slot.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
     }
 }

@@ -73,11 +73,11 @@ impl Default for ListenOptions {
 }
 
 impl ListenOptions {
-    fn limits(&self) -> Limits {
-        Limits {
+    fn limits(&self) -> Rc<Limits> {
+        Rc::new(Limits {
             close_flush_timeout: self.close_flush_timeout,
             max_write_buffer: self.max_write_buffer,
-        }
+        })
     }
 }
 
@@ -88,7 +88,7 @@ pub(crate) struct Listener {
     reactor: Weak<Inner>,
     factory: Rc<dyn ProtocolFactory>,
     addr: SocketAddr,
-    limits: Limits,
+    limits: Rc<Limits>,
     /// A spare descriptor, closed to accept-and-drop pending clients when the process is out of
     /// descriptors (so that the listener does not spin on a readable socket it cannot serve).
     reserve: RefCell<Option<File>>,
@@ -151,7 +151,7 @@ impl Listener {
                 let host = (!self.addr.ip().is_unspecified()).then_some(self.addr);
                 let setup = Setup {
                     protocol,
-                    limits: self.limits,
+                    limits: self.limits.clone(),
                     on_lost: None,
                 };
                 Connection::establish(r, sock, peer, host, setup, |_| {});

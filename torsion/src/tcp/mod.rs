@@ -83,6 +83,7 @@ impl Reactor {
     /// port.stop_listening();
     /// # Ok::<(), torsion::Error>(())
     /// ```
+    #[doc(alias = "listenTCP")]
     pub fn listen_tcp<A, F>(
         &self,
         addr: A,
@@ -117,6 +118,7 @@ impl Reactor {
     /// resolved on a helper thread. The attempt starts on the next iteration and fails with
     /// [`ConnectError::TimedOut`](crate::ConnectError::TimedOut) after `timeout`. The factory's
     /// callbacks report the outcome.
+    #[doc(alias = "connectTCP")]
     pub fn connect_tcp<F>(
         &self,
         host: &str,

@@ -177,6 +177,7 @@ pub fn run_until(reactor: &Reactor, limit: Duration, mut done: impl FnMut() -> b
 ///
 /// # Panics
 /// When the Deferred has no result yet, or holds a failure (shown in the message).
+#[doc(alias = "successResultOf")]
 pub fn success_result_of<T: 'static>(d: crate::Deferred<T>) -> T {
     match d.try_result() {
         Ok(Ok(v)) => v,
@@ -189,6 +190,7 @@ pub fn success_result_of<T: 'static>(d: crate::Deferred<T>) -> T {
 ///
 /// # Panics
 /// When the Deferred has no result yet, or holds a value.
+#[doc(alias = "failureResultOf")]
 pub fn failure_result_of<T: 'static>(d: crate::Deferred<T>) -> crate::Failure {
     match d.try_result() {
         Ok(Err(f)) => f,
