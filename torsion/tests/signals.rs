@@ -57,7 +57,7 @@ fn child_entry() {
 
 /// Waits for the child's "READY", sends `signals` (a pause between them), and returns its
 /// stdout and exit code.
-fn stop_with(kind: &str, backend: Backend, signals: &[&str]) -> (String, Option<i32>, Duration) {
+fn stop_with(kind: &str, backend: Backend, signals: &[i32]) -> (String, Option<i32>, Duration) {
     let mut child = spawn_child(kind, backend);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
@@ -71,16 +71,11 @@ fn stop_with(kind: &str, backend: Backend, signals: &[&str]) -> (String, Option<
     }
     std::thread::sleep(Duration::from_millis(100)); // the connection gets accepted
     let start = Instant::now();
-    for (i, sig) in signals.iter().enumerate() {
+    for (i, &sig) in signals.iter().enumerate() {
         if i > 0 {
             std::thread::sleep(Duration::from_millis(300));
         }
-        let status = Command::new("kill")
-            .arg(sig)
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        torsion::testing::signal_process(child.id(), sig).unwrap();
     }
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
@@ -91,7 +86,7 @@ fn stop_with(kind: &str, backend: Backend, signals: &[&str]) -> (String, Option<
 #[test]
 fn sigint_and_sigterm_stop_the_reactor_gracefully() {
     for backend in Backend::ALL {
-        for sig in ["-INT", "-TERM"] {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
             let (out, code, _) = stop_with("graceful", backend, &[sig]);
             assert_eq!(code, Some(0), "{backend} {sig}: {out}");
             assert!(
@@ -110,7 +105,7 @@ fn sigint_and_sigterm_stop_the_reactor_gracefully() {
 #[test]
 fn a_second_ctrl_c_during_a_slow_shutdown_exits_at_once() {
     for backend in Backend::ALL {
-        let (out, code, took) = stop_with("slow", backend, &["-INT", "-INT"]);
+        let (out, code, took) = stop_with("slow", backend, &[libc::SIGINT, libc::SIGINT]);
         assert_eq!(code, Some(130), "{backend}: {out}");
         assert!(out.contains("shutdown trigger ran"), "{backend}: {out}");
         assert!(!out.contains("run returned"), "{backend}: {out}");

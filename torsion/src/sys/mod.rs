@@ -43,7 +43,7 @@ pub(crate) use socket::{
 };
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use test_support::{
-    current_thread, default_sigpipe, install_noop_handler, set_nofile_limit, signal_thread,
+    current_thread, default_sigpipe, install_noop_handler, kill, set_nofile_limit, signal_thread,
     thread_cpu_time,
 };
 #[cfg(test)]

@@ -39,6 +39,14 @@ pub(crate) fn signal_thread(thread: ThreadId, sig: libc::c_int) -> io::Result<()
     }
 }
 
+/// Sends `sig` to the process `pid` (kill(2)).
+pub(crate) fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "process id out of range"))?;
+    // SAFETY: kill only takes plain integers; a wrong pid is an error, not undefined behaviour.
+    cvt(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
 extern "C" fn noop_handler(_: libc::c_int) {}
 
 /// Installs a handler that does nothing for `sig`, *without* SA_RESTART, so that blocking

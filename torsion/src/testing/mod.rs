@@ -25,7 +25,7 @@ pub use pair::{connected_pair, connected_pair_with, flush_all, IoPump, FLUSH_ROU
 #[cfg(any(test, feature = "testing"))]
 pub use process::{
     install_noop_signal_handler, open_fd_count, output_within, restore_default_sigpipe, serial,
-    set_open_files_limit, signal_storm, thread_cpu_time,
+    set_open_files_limit, signal_process, signal_storm, thread_cpu_time,
 };
 pub use string_transport::StringTransport;
 

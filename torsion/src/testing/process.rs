@@ -65,6 +65,15 @@ pub fn install_noop_signal_handler(sig: i32) -> io::Result<()> {
     sys::install_noop_handler(sig)
 }
 
+/// Sends signal `sig` (e.g. `libc::SIGINT`, 2 on Linux) to the process `pid`, as `kill -SIG
+/// PID` does, without needing the `kill` program.
+///
+/// # Errors
+/// The system error (no such process, not permitted).
+pub fn signal_process(pid: u32, sig: i32) -> io::Result<()> {
+    sys::kill(pid, sig)
+}
+
 /// Serialises tests that count the process's descriptors, so parallel tests in the same binary
 /// do not disturb each other's counts.
 pub fn serial() -> MutexGuard<'static, ()> {
