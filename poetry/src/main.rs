@@ -73,6 +73,12 @@ struct GetArgs {
     /// Seconds to wait for a connection.
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     timeout: Duration,
+    /// Seconds a server may stay silent before its download fails.
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    idle_timeout: Duration,
+    /// The largest poem to accept, in bytes; a larger one fails its download.
+    #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_poem: u64,
     /// The servers: PORT (on 127.0.0.1) or HOST:PORT.
     #[arg(required = true, value_name = "[HOST:]PORT")]
     addresses: Vec<Address>,
@@ -203,6 +209,10 @@ fn get(args: GetArgs) -> io::Result<ExitCode> {
         show: args.show,
         progress: io::stdout().is_terminal(),
         timeout: args.timeout,
+        limits: poetry::client::Limits {
+            idle_timeout: args.idle_timeout,
+            max_poem: usize::try_from(args.max_poem).unwrap_or(usize::MAX),
+        },
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

@@ -514,3 +514,81 @@ fn fast_serving_a_large_poem_holds_one_copy_however_many_clients_do_not_read() {
     assert!(rss_kib < 64 * 1024, "the server's RSS is {rss_kib} KiB");
     drop(clients);
 }
+
+/// A server on a free port that accepts `clients` connections and hands each to `serve`.
+fn raw_server(
+    clients: usize,
+    serve: fn(std::net::TcpStream),
+) -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..clients {
+            let Ok((s, _)) = l.accept() else { return };
+            conns.push(std::thread::spawn(move || serve(s)));
+        }
+        for c in conns {
+            let _ = c.join();
+        }
+    });
+    (port, t)
+}
+
+const MODELS: [&str; 5] = ["blocking", "select", "reactor", "deferred", "async"];
+
+#[test]
+fn a_silent_server_fails_its_download_after_the_idle_timeout() {
+    for model in MODELS {
+        // Accepts, never sends, keeps the connection open for longer than the test.
+        let (port, server) = raw_server(1, |s| {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            drop(s);
+        });
+        let start = Instant::now();
+        let out = run(&[
+            "get",
+            "--model",
+            model,
+            "--idle-timeout",
+            "0.3",
+            &port.to_string(),
+        ]);
+        let (stdout, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{model}: {stdout}{stderr}");
+        assert!(stderr.contains("Poem failed"), "{model}: {stderr}");
+        assert!(stdout.contains("Got 0 poems"), "{model}: {stdout}");
+        assert!(
+            start.elapsed().as_secs_f64() < 4.0,
+            "{model}: waited for the server"
+        );
+        drop(server);
+    }
+}
+
+#[test]
+fn an_endless_server_fails_its_download_past_the_maximum_size() {
+    for model in MODELS {
+        let (port, server) = raw_server(1, |mut s| {
+            use std::io::Write;
+            let chunk = [b'x'; 4096];
+            while s.write_all(&chunk).is_ok() {}
+        });
+        let out = run(&[
+            "get",
+            "--model",
+            model,
+            "--max-poem",
+            "100000",
+            &port.to_string(),
+        ]);
+        let (stdout, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{model}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("larger than 100000 bytes"),
+            "{model}: {stderr}"
+        );
+        assert!(stdout.contains("Got 0 poems"), "{model}: {stdout}");
+        server.join().unwrap();
+    }
+}

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use torsion::defer::{ensure_deferred, DeferredQueue, Failure};
 use torsion::{Context, Factory, Protocol, Reactor, Reason};
 
+use super::limits::Limited;
 use super::{Collector, GetOptions};
 use crate::Address;
 
@@ -48,6 +49,7 @@ async fn get_poetry(
         .on_client_connection_failed(|q, _, reason| {
             let _ = q.put(Chunk::End(Err(Failure::new(reason))));
         });
+    let factory = Limited::factory(factory, opts.limits);
     reactor.connect_tcp(&address.host, address.port, factory, opts.timeout);
     let mut poem = Vec::new();
     loop {
@@ -80,7 +82,9 @@ pub(super) fn start(
             );
             let collector = collector.clone();
             ensure_deferred(reactor, async move {
-                let poem = download.await.map_err(|f| f.message());
+                let poem = download
+                    .await
+                    .map_err(|f| torsion::error::Chain(f.error()).to_string());
                 collector.record(task, poem);
                 Ok(())
             })

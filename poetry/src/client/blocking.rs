@@ -10,13 +10,16 @@ use super::{failed_line, show, Download, Fetched, GetOptions, Model};
 use crate::progress::Progress;
 use crate::Address;
 
-/// Reads the whole poem from `address`: `recv` until the server closes.
+/// Reads the whole poem from `address`: `recv` until the server closes, within the
+/// [`Limits`](super::Limits).
 fn get_poetry(
     address: &Address,
-    timeout: Duration,
+    opts: &GetOptions,
     mut on_bytes: impl FnMut(usize),
 ) -> io::Result<Vec<u8>> {
-    let mut sock = connect(address, timeout)?;
+    let mut sock = connect(address, opts.timeout)?;
+    let limits = opts.limits;
+    sock.set_read_timeout(Some(limits.idle_timeout.max(Duration::from_millis(1))))?;
     let mut poem = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -24,10 +27,24 @@ fn get_poetry(
         match sock.read(&mut buf) {
             Ok(0) => return Ok(poem),
             Ok(n) => {
+                if poem.len() + n > limits.max_poem {
+                    return Err(super::limits::too_large(limits.max_poem));
+                }
                 poem.extend_from_slice(&buf[..n]);
                 on_bytes(n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no data for {:?}", limits.idle_timeout),
+                ));
+            }
             Err(e) => return Err(e),
         }
     }
@@ -59,7 +76,7 @@ pub(super) fn run(
         writeln!(out, "Task {task}: get poetry from: {address}")?;
         out.flush()?;
         let start = Instant::now();
-        let poem = get_poetry(address, opts.timeout, |n| progress.add(i, n));
+        let poem = get_poetry(address, opts, |n| progress.add(i, n));
         let elapsed = start.elapsed();
         total += elapsed;
         progress.finish(i, poem.is_ok());

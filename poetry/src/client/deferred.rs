@@ -3,11 +3,11 @@
 //! in a DeferredList whose callback stops the reactor.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use torsion::defer::{DeferredList, Failure, Resolver};
 use torsion::{Context, Deferred, Factory, Protocol, Reactor, Reason};
 
+use super::limits::Limited;
 use super::{Collector, GetOptions};
 use crate::Address;
 
@@ -34,12 +34,12 @@ impl Protocol for PoetryProtocol {
 }
 
 /// Downloads a poem from `address`: a Deferred that fires with the poem, or fails with the
-/// connection's [`Reason`] (the tutorial's `get_poetry(host, port)`). `on_bytes` sees each
-/// chunk's size as it arrives.
+/// connection's [`Reason`] (the tutorial's `get_poetry(host, port)`), within `opts`'s connect
+/// timeout and [`Limits`](super::Limits). `on_bytes` sees each chunk's size as it arrives.
 pub fn get_poetry(
     reactor: &Reactor,
     address: &Address,
-    timeout: Duration,
+    opts: &GetOptions,
     on_bytes: Rc<dyn Fn(usize)>,
 ) -> Deferred<Vec<u8>> {
     let (d, fire) = Deferred::new();
@@ -51,7 +51,8 @@ pub fn get_poetry(
     .on_client_connection_failed(|resolver, _, reason| {
         let _ = resolver.errback(Failure::new(reason));
     });
-    reactor.connect_tcp(&address.host, address.port, factory, timeout);
+    let factory = Limited::factory(factory, opts.limits);
+    reactor.connect_tcp(&address.host, address.port, factory, opts.timeout);
     d
 }
 
@@ -65,13 +66,13 @@ pub(super) fn start(
         let c = collector.clone();
         let on_bytes: Rc<dyn Fn(usize)> = Rc::new(move |n| c.bytes(task, n));
         let (got, failed) = (collector.clone(), collector.clone());
-        get_poetry(reactor, address, opts.timeout, on_bytes).add_callbacks(
+        get_poetry(reactor, address, opts, on_bytes).add_callbacks(
             move |poem| {
                 got.record(task, Ok(poem)); // got_poem
                 Ok(())
             },
             move |err: Failure| {
-                failed.record(task, Err(err.message())); // poem_failed
+                failed.record(task, Err(torsion::error::Chain(err.error()).to_string())); // poem_failed
                 Ok(())
             },
         )

@@ -36,8 +36,11 @@ use crate::Address;
 mod asynchronous;
 mod blocking;
 mod deferred;
+mod limits;
 mod protocol;
 mod select;
+
+pub use limits::Limits;
 
 /// The client's style: the tutorial's successive versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -80,6 +83,9 @@ pub struct GetOptions {
     pub progress: bool,
     /// Give up connecting after this long (default 30 s, as Twisted's `connectTCP`).
     pub timeout: Duration,
+    /// What one download may cost: a silent server fails it after an idle timeout, an endless
+    /// one past a maximum size.
+    pub limits: Limits,
 }
 
 impl Default for GetOptions {
@@ -90,6 +96,7 @@ impl Default for GetOptions {
             show: false,
             progress: false,
             timeout: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 }

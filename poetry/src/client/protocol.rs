@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use torsion::{Context, Factory, Protocol, Reactor, Reason};
 
+use super::limits::Limited;
 use super::{Collector, GetOptions};
 use crate::Address;
 
@@ -27,7 +28,7 @@ impl Protocol for PoetryProtocol {
         let result = if reason.is_clean() {
             Ok(poem)
         } else {
-            Err(reason.to_string())
+            Err(torsion::error::Chain(&reason).to_string())
         };
         self.collector.done(self.task, result);
     }
@@ -46,8 +47,9 @@ pub(super) fn start(
             collector: (**collector).clone(),
         })
         .on_client_connection_failed(move |collector, _, reason| {
-            collector.done(task, Err(reason.to_string()));
+            collector.done(task, Err(torsion::error::Chain(&reason).to_string()));
         });
+        let factory = Limited::factory(factory, opts.limits);
         reactor.connect_tcp(&address.host, address.port, factory, opts.timeout);
     }
 }

@@ -8,10 +8,12 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use torsion::{FileDescriptor, Reactor, Reason};
+use torsion::defer::TimedOut;
+use torsion::{DelayedCall, FileDescriptor, Reactor, Reason};
 
 use super::blocking::connect;
-use super::{Collector, GetOptions};
+use super::limits::too_large;
+use super::{Collector, GetOptions, Limits};
 use crate::Address;
 
 /// One download: a non-blocking socket and the poem so far.
@@ -21,6 +23,9 @@ struct PoetrySocket {
     sock: RefCell<Option<TcpStream>>,
     poem: RefCell<Vec<u8>>,
     collector: Rc<Collector>,
+    limits: Limits,
+    /// Fails the download when the server stays silent for `limits.idle_timeout`.
+    idle: RefCell<Option<DelayedCall>>,
 }
 
 impl FileDescriptor for PoetrySocket {
@@ -37,8 +42,15 @@ impl FileDescriptor for PoetrySocket {
             match sock.read(&mut buf) {
                 Ok(0) => return Err(Reason::ConnectionDone),
                 Ok(n) => {
-                    self.poem.borrow_mut().extend_from_slice(&buf[..n]);
+                    let mut poem = self.poem.borrow_mut();
+                    if poem.len() + n > self.limits.max_poem {
+                        return Err(Reason::lost(too_large(self.limits.max_poem)));
+                    }
+                    poem.extend_from_slice(&buf[..n]);
                     self.collector.bytes(self.task, n);
+                    if let Some(t) = &*self.idle.borrow() {
+                        let _ = t.reset(self.limits.idle_timeout);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -48,13 +60,16 @@ impl FileDescriptor for PoetrySocket {
     }
 
     fn connection_lost(&self, _: &Reactor, reason: Reason) {
+        if let Some(t) = self.idle.borrow_mut().take() {
+            let _ = t.cancel();
+        }
         // The reactor has stopped watching the socket: now it may close.
         self.sock.borrow_mut().take();
         let poem = std::mem::take(&mut *self.poem.borrow_mut());
         let result = if reason.is_clean() {
             Ok(poem)
         } else {
-            Err(reason.to_string())
+            Err(torsion::error::Chain(&reason).to_string())
         };
         self.collector.done(self.task, result);
     }
@@ -82,11 +97,24 @@ pub(super) fn start(
             sock: RefCell::new(Some(sock)),
             poem: RefCell::default(),
             collector: collector.clone(),
+            limits: opts.limits,
+            idle: RefCell::new(None),
         });
         if let Err(e) = reactor.add_reader(d.clone()) {
             d.sock.borrow_mut().take();
             collector.done(task, Err(e.to_string()));
+            continue;
         }
+        let weak = Rc::downgrade(&d);
+        let after = opts.limits.idle_timeout;
+        let timer = reactor.call_later(after, move |r| {
+            if let Some(d) = weak.upgrade() {
+                d.idle.borrow_mut().take();
+                r.remove_reader(&*d);
+                d.connection_lost(r, Reason::TimedOut(TimedOut { after }));
+            }
+        });
+        *d.idle.borrow_mut() = Some(timer);
     }
     Ok(())
 }
