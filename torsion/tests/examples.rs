@@ -365,3 +365,50 @@ fn chat_example_stays_small_under_silent_members() {
     assert!(rss < BOUND_KIB, "the chat server's RSS is {rss} KiB");
     drop((silent, talkers));
 }
+
+#[test]
+fn the_library_warnings_reach_the_examples_stderr() {
+    // A silent member of the chat falls 1 MiB behind: the library resets it and logs a
+    // warning, which the user of the example must see on stderr.
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(example("chat"))
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim_end()
+        .trim_end_matches('.')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let child = KillOnDrop(child);
+    let silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut talker = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    talker
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let line = [b"y".repeat(1000), b"\n".to_vec()].concat();
+    for _ in 0..30_000 {
+        if talker.write_all(&line).is_err() {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(child); // killed: its stderr ends
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(
+        log.contains("a write buffer passed its limit"),
+        "chat's stderr: {log}"
+    );
+    drop((silent, talker));
+}

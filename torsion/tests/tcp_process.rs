@@ -69,6 +69,41 @@ fn child_entry() {
             std::io::stdout().flush().unwrap();
             reactor.run().unwrap();
         }
+        Ok("connect-emfile") => {
+            // No descriptor left: the lookup (which opens /etc/hosts) or the socket fails.
+            let failed = Rc::new(std::cell::RefCell::new(None));
+            let f = failed.clone();
+            let factory =
+                Factory::for_protocol(|| Echo).on_client_connection_failed(move |_, _, reason| {
+                    *f.borrow_mut() = Some(torsion::error::Chain(&reason).to_string());
+                });
+            reactor.set_thread_pool_size(1);
+            // Start the pool's thread before the limit (iterating: `run` would shut down).
+            let warmed = Rc::new(std::cell::Cell::new(false));
+            let w = warmed.clone();
+            let warm = reactor.defer_to_thread(|| ()).add_callback(move |()| {
+                w.set(true);
+                Ok(())
+            });
+            while !warmed.get() {
+                reactor.iterate(Some(Duration::from_millis(50))).unwrap();
+            }
+            drop(warm);
+            let limit = torsion::testing::open_fd_count() as u64 + 8;
+            torsion::testing::set_open_files_limit(limit).unwrap();
+            // Fill every number left under the limit (holes included).
+            let mut fillers = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                fillers.push(f);
+            }
+            reactor.connect_tcp("localhost", 9, factory, Duration::from_secs(5));
+            let start = Instant::now();
+            while failed.borrow().is_none() && start.elapsed() < Duration::from_secs(10) {
+                reactor.iterate(Some(Duration::from_millis(50))).unwrap();
+            }
+            println!("FAILED: {}", failed.borrow().clone().unwrap_or_default());
+            drop(fillers);
+        }
         Ok("sigpipe") => {
             torsion::testing::restore_default_sigpipe().unwrap();
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -231,4 +266,17 @@ fn writes_to_a_vanished_peer_never_raise_sigpipe_poll() {
 #[test]
 fn writes_to_a_vanished_peer_never_raise_sigpipe_epoll() {
     sigpipe_on(Backend::Epoll);
+}
+
+#[test]
+fn out_of_descriptors_a_connect_says_so() {
+    let child = spawn_child("connect-emfile", Backend::Epoll);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("FAILED: ").map(|(_, why)| why))
+        .unwrap_or("");
+    assert!(line.contains("Too many open files"), "{stdout}");
+    assert!(!line.contains("host not found"), "{stdout}");
 }

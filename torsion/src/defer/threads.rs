@@ -77,7 +77,10 @@ impl Pool {
         }
     }
 
-    fn submit(&mut self, job: Job) {
+    /// Queues `job`, starting a worker when all are busy and the pool is not full. Fails (and
+    /// gives the job up) only when no worker runs and none can be started: the job would wait
+    /// for ever.
+    fn submit(&mut self, job: Job) -> std::io::Result<()> {
         let start_one = {
             let mut q = self.shared.lock();
             q.jobs.push_back(job);
@@ -91,12 +94,17 @@ impl Pool {
                 .spawn(move || worker(&shared))
             {
                 Ok(h) => self.workers.push(h),
-                // No new thread: the job waits for a running worker (or, with none, for the
-                // pool's stop, which drops it).
-                Err(e) => tracing::error!(error = %e, "cannot start a thread-pool worker"),
+                // No new thread: the job waits for a running worker, if there is one.
+                Err(e) if self.workers.is_empty() => {
+                    let job = self.shared.lock().jobs.pop_back();
+                    drop(job);
+                    return Err(e);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot start another thread-pool worker"),
             }
         }
         self.shared.cv.notify_one();
+        Ok(())
     }
 
     /// Stops the workers (dropping queued jobs) and joins them.
@@ -197,8 +205,9 @@ impl Reactor {
         F: FnOnce() -> T + Send + 'static,
     {
         let (d, fire) = Deferred::<T>::new();
+        let refused_fire = fire.clone();
         let handle = self.handle();
-        self.with_pool(move |pool| {
+        let refused = self.with_pool(move |pool| {
             let id = pool.next_id;
             pool.next_id += 1;
             pool.pending.insert(
@@ -211,7 +220,7 @@ impl Reactor {
                     let _ = fire.fire(r.map_err(Failure::from_panic));
                 }),
             );
-            pool.submit(Box::new(move || {
+            let submitted = pool.submit(Box::new(move || {
                 let r: Result<T, Box<dyn Any + Send>> = catch_unwind(AssertUnwindSafe(f));
                 let done: Done = Box::new(r);
                 // A reactor that is gone has no Deferred to fire.
@@ -228,7 +237,14 @@ impl Reactor {
                     }
                 });
             }));
+            submitted.err().inspect(|_| {
+                pool.pending.remove(&id);
+            })
         });
+        if let Some(e) = refused {
+            // No thread to run it: the Deferred fails now (no pool borrow held).
+            let _ = refused_fire.errback(Failure::new(e));
+        }
         d
     }
 
@@ -236,7 +252,7 @@ impl Reactor {
     /// A panic in `f` is logged.
     #[doc(alias = "callInThread")]
     pub fn call_in_thread<F: FnOnce() + Send + 'static>(&self, f: F) {
-        self.with_pool(move |pool| {
+        let refused = self.with_pool(move |pool| {
             pool.submit(Box::new(move || {
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
                     tracing::error!(
@@ -244,8 +260,11 @@ impl Reactor {
                         "a call_in_thread function panicked"
                     );
                 }
-            }));
+            }))
         });
+        if let Err(e) = refused {
+            tracing::error!(error = %e, "call_in_thread: no thread can be started; the call is dropped");
+        }
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct ConnectorInner {
     factory: Rc<dyn ClientFactory>,
     state: RefCell<State>,
     factory_started: Cell<bool>,
+    /// Counts name lookups: a lookup's answer is used only while it is the current one (a
+    /// cancelled or timed-out lookup's answer, arriving later, is dropped).
+    lookups: Cell<u64>,
 }
 
 /// The reason a failed `connect(2)` gives.
@@ -77,6 +80,7 @@ pub(crate) fn new(
         factory,
         state: RefCell::new(State::Disconnected),
         factory_started: Cell::new(false),
+        lookups: Cell::new(0),
     }))
 }
 
@@ -137,19 +141,28 @@ impl ConnectorImpl for ConnectorInner {
                 // connect (timed out, cancelled) is dropped when it ends.
                 let (host, port) = (c.host.clone(), c.port);
                 let me = self.strong();
+                let lookup_id = c.lookups.get().wrapping_add(1);
+                c.lookups.set(lookup_id);
                 let lookup = r
                     .defer_to_thread(move || {
                         (host.as_str(), port)
                             .to_socket_addrs()
                             .map(|a| a.collect::<Vec<_>>())
+                            .map_err(out_of_descriptors_or)
                     })
                     .add_both(move |result| {
                         let result = result.unwrap_or_else(|failure| {
                             // The pool refused or dropped the job (shut down, cancelled).
                             Err(io::Error::other(failure.to_string()))
                         });
+                        // On the next iteration: a refused job fails at once, and the
+                        // factory is never called from inside connect().
                         if let Some(r) = me.reactor() {
-                            me.attempt(&r, result);
+                            r.call_soon(move |r| {
+                                if me.lookups.get() == lookup_id {
+                                    me.attempt(r, result);
+                                }
+                            });
                         }
                         Ok(())
                     });
@@ -287,6 +300,7 @@ impl ConnectorInner {
         let old = std::mem::replace(&mut *self.state.borrow_mut(), State::Disconnected);
         match &old {
             State::Resolving { lookup, timer } => {
+                self.lookups.set(self.lookups.get().wrapping_add(1));
                 if let Some(d) = lookup {
                     d.cancel(); // its callback then finds this state gone and does nothing
                 }
@@ -406,5 +420,14 @@ impl FileDescriptor for Attempt {
 
     fn connection_lost(&self, r: &Reactor, reason: Reason) {
         self.connector.fail(r, attempt_reason(reason));
+    }
+}
+
+/// A failed lookup's error, or the process's descriptor exhaustion when that is why it failed:
+/// the resolver cannot open its files then, and reports the name as unknown.
+fn out_of_descriptors_or(lookup: io::Error) -> io::Error {
+    match std::fs::File::open("/dev/null") {
+        Err(e) if sys::is_fd_exhaustion(&e) => e,
+        _ => lookup,
     }
 }
