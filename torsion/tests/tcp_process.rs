@@ -69,6 +69,13 @@ fn child_entry() {
             std::io::stdout().flush().unwrap();
             reactor.run().unwrap();
         }
+        Ok("unhandled") => {
+            // No tracing subscriber in this process: the failure must still be seen.
+            let (d, fire) = torsion::Deferred::<u32>::new();
+            fire.errback(torsion::Failure::msg("nobody handled this"))
+                .unwrap();
+            drop(d);
+        }
         Ok("connect-emfile") => {
             // No descriptor left: the lookup (which opens /etc/hosts) or the socket fails.
             let failed = Rc::new(std::cell::RefCell::new(None));
@@ -279,4 +286,13 @@ fn out_of_descriptors_a_connect_says_so() {
         .unwrap_or("");
     assert!(line.contains("Too many open files"), "{stdout}");
     assert!(!line.contains("host not found"), "{stdout}");
+}
+
+#[test]
+fn an_unhandled_deferred_failure_reaches_stderr_without_a_subscriber() {
+    let child = spawn_child_with("unhandled", Backend::Epoll, Stdio::piped());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Unhandled error in Deferred"), "{stderr}");
+    assert!(stderr.contains("nobody handled this"), "{stderr}");
 }
