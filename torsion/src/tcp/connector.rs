@@ -6,6 +6,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::{Connection, Limits, Setup};
@@ -14,11 +16,20 @@ use crate::interfaces::{Address, ClientFactory, Connector, ConnectorImpl, Transp
 use crate::reactor::Inner;
 use crate::{sys, Deferred, DelayedCall, FileDescriptor, Reactor, Reason};
 
+/// A name lookup in flight on the thread pool.
+struct Lookup {
+    /// Fires once the answer was handed on (cancelled with the attempt).
+    done: Deferred<()>,
+    /// Set when the attempt no longer wants the answer: a lookup still queued then skips the
+    /// resolver, so abandoned lookups do not hold up the others behind them.
+    abandoned: Arc<AtomicBool>,
+}
+
 enum State {
     Disconnected,
     /// Waiting for the name lookup (`task`), or for the next iteration (an IP literal).
     Resolving {
-        lookup: Option<Deferred<()>>,
+        lookup: Option<Lookup>,
         timer: DelayedCall,
     },
     /// `connect(2)` in progress; `rest` holds the addresses still to try, next one last.
@@ -137,14 +148,20 @@ impl ConnectorImpl for ConnectorInner {
                     timer,
                 };
                 // On the reactor's bounded thread pool (Twisted's resolver uses its threads
-                // too): many slow lookups never make many threads. A lookup that outlives its
-                // connect (timed out, cancelled) is dropped when it ends.
+                // too): many slow lookups never make many threads. A lookup abandoned by its
+                // connect (timed out, cancelled) is skipped if it has not started, and its
+                // answer dropped if it has.
                 let (host, port) = (c.host.clone(), c.port);
                 let me = self.strong();
                 let lookup_id = c.lookups.get().wrapping_add(1);
                 c.lookups.set(lookup_id);
-                let lookup = r
+                let abandoned = Arc::new(AtomicBool::new(false));
+                let skip = abandoned.clone();
+                let done = r
                     .defer_to_thread(move || {
+                        if skip.load(Ordering::Relaxed) {
+                            return Err(io::Error::other("lookup abandoned"));
+                        }
                         (host.as_str(), port)
                             .to_socket_addrs()
                             .map(|a| a.collect::<Vec<_>>())
@@ -167,7 +184,7 @@ impl ConnectorImpl for ConnectorInner {
                         Ok(())
                     });
                 if let State::Resolving { lookup: slot, .. } = &mut *c.state.borrow_mut() {
-                    *slot = Some(lookup);
+                    *slot = Some(Lookup { done, abandoned });
                 }
             }
         }
@@ -301,8 +318,9 @@ impl ConnectorInner {
         match &old {
             State::Resolving { lookup, timer } => {
                 self.lookups.set(self.lookups.get().wrapping_add(1));
-                if let Some(d) = lookup {
-                    d.cancel(); // its callback then finds this state gone and does nothing
+                if let Some(l) = lookup {
+                    l.abandoned.store(true, Ordering::Relaxed);
+                    l.done.cancel(); // its callback then finds this lookup stale
                 }
                 let _ = timer.cancel();
             }
