@@ -24,7 +24,7 @@ impl Protocol for Never {
 
 #[test]
 fn many_lookups_use_a_few_threads() {
-    const CONNECTS: usize = 300;
+    const CONNECTS: usize = 3000;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
