@@ -10,6 +10,7 @@
 
 pub mod defer;
 pub mod error;
+mod flow;
 pub mod interfaces;
 pub mod task;
 pub mod testing;

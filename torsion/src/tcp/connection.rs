@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use super::buffer::{Flush, WriteBuffer};
 use crate::error::{panic_message, Panicked, TimedOut};
-use crate::interfaces::{Context, HalfClose, Producer, Protocol, Transport};
+use crate::flow::ProducerSlot;
+use crate::interfaces::{Context, HalfClose, Protocol, Transport};
 use crate::poller::{Event, Interest, Trigger};
 use crate::reactor::{Inner, Readiness, Registration};
 use crate::{sys, DelayedCall, FileDescriptor, Reactor, Reason};
@@ -47,11 +48,6 @@ fn with_read_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 pub(crate) fn set_read_buffer_size(size: usize) {
     READ_BUF_SIZE.with(|s| s.set(size.max(1)));
 }
-
-/// Default high-water mark of the write buffer: a streaming producer is paused above it.
-pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
-/// Default low-water mark: a paused streaming producer is resumed at or below it.
-pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
 
 /// How long a connection whose peer half-closed goes on sending what was already written
 /// before it closes, by default (see
@@ -112,11 +108,8 @@ pub(super) struct State {
     pub(super) doomed: bool,
     /// `connection_lost` has been delivered (or is being delivered).
     pub(super) closed: bool,
-    pub(super) producer: Option<Rc<dyn Producer>>,
-    pub(super) streaming: bool,
-    pub(super) producer_paused: bool,
-    pub(super) high: usize,
-    pub(super) low: usize,
+    /// The registered producer and the water marks.
+    pub(super) flow: ProducerSlot,
     /// The limit on flushing after the peer's FIN (see `Limits::close_flush_timeout`).
     flush_timer: Option<DelayedCall>,
     /// Run after the protocol's `connection_lost` (the connector's bookkeeping).
@@ -194,11 +187,7 @@ impl Connection {
                 write_shut: WriteShut::Open,
                 doomed: false,
                 closed: false,
-                producer: None,
-                streaming: false,
-                producer_paused: false,
-                high: DEFAULT_HIGH_WATER,
-                low: DEFAULT_LOW_WATER,
+                flow: ProducerSlot::default(),
                 flush_timer: None,
                 on_lost,
             }),
@@ -325,7 +314,7 @@ impl Connection {
             st.reading = false;
             st.writing = false;
             st.buf.clear();
-            st.producer.take()
+            st.flow.take()
         };
         let timer = self.st.borrow_mut().flush_timer.take();
         if let Some(t) = timer {
@@ -459,7 +448,7 @@ impl Connection {
         self.watch(r, None, Some(false));
         let pull = {
             let st = self.st.borrow();
-            st.producer.clone().filter(|_| !st.streaming)
+            st.flow.pull()
         };
         if let Some(p) = pull {
             p.resume_producing();
@@ -470,7 +459,7 @@ impl Connection {
             let empty = st.buf.is_empty();
             (
                 empty,
-                empty && st.disconnecting && (st.producer.is_none() || st.closing_after_eof),
+                empty && st.disconnecting && (!st.flow.is_registered() || st.closing_after_eof),
                 empty && st.write_shut == WriteShut::Requested,
             )
         };
@@ -502,12 +491,8 @@ impl Connection {
     pub(super) fn maybe_resume_streaming(&self) {
         let p = {
             let mut st = self.st.borrow_mut();
-            if st.streaming && st.producer_paused && st.buf.len() <= st.low {
-                st.producer_paused = false;
-                st.producer.clone()
-            } else {
-                None
-            }
+            let buffered = st.buf.len();
+            st.flow.resume_if_under(buffered)
         };
         if let Some(p) = p {
             p.resume_producing();

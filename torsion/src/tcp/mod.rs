@@ -48,10 +48,11 @@ mod connector;
 mod listener;
 mod transport;
 
+pub use crate::flow::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 pub use crate::protocol::IntoFactory;
 #[cfg(test)]
 pub(crate) use connection::set_read_buffer_size;
-pub use connection::{DEFAULT_CLOSE_FLUSH_TIMEOUT, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+pub use connection::DEFAULT_CLOSE_FLUSH_TIMEOUT;
 pub use listener::ListenOptions;
 
 fn first_addr<A: ToSocketAddrs>(addr: A) -> Result<SocketAddr, Error> {

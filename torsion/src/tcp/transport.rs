@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::connection::{Connection, WriteShut};
 use crate::interfaces::{Address, Producer, TcpOptions, TransportImpl};
-use crate::{sys, Error, Reason};
+use crate::{flow, sys, Error, Reason};
 
 impl TransportImpl for Connection {
     fn write_sequence(&self, data: &[&[u8]]) {
@@ -48,39 +48,23 @@ impl TransportImpl for Connection {
     }
 
     fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> Result<(), Error> {
-        let closed = {
+        let what = {
             let mut st = self.st.borrow_mut();
-            if st.producer.is_some() {
-                return Err(Error::ProducerAlreadyRegistered);
-            }
-            let closed = st.gone();
-            if !closed {
-                st.producer = Some(producer.clone());
-                st.streaming = streaming;
-                st.producer_paused = false;
-            }
-            closed
+            let (closed, buffered) = (st.gone(), st.buf.len());
+            st.flow
+                .register(producer.clone(), streaming, closed, buffered)?
         };
-        if closed {
-            producer.stop_producing();
-        } else if !streaming {
-            producer.resume_producing();
-        } else if self.buffered() > self.st.borrow().high {
-            // Registered over a full buffer: paused at once, resumed at the low-water mark.
-            self.st.borrow_mut().producer_paused = true;
-            producer.pause_producing();
-        }
+        flow::tell(&producer, what);
         Ok(())
     }
 
     fn unregister_producer(&self) {
         let Some(r) = self.reactor() else { return };
-        let finish = {
+        let (old, finish) = {
             let mut st = self.st.borrow_mut();
-            st.producer = None;
-            st.producer_paused = false;
-            st.disconnecting && !st.closed
+            (st.flow.take(), st.disconnecting && !st.closed)
         };
+        drop(old); // may drop user state: no borrow held
         if finish {
             self.watch(&r, None, Some(true));
         }
@@ -115,9 +99,7 @@ impl TransportImpl for Connection {
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
-        let mut st = self.st.borrow_mut();
-        st.high = high;
-        st.low = low.min(high);
+        self.st.borrow_mut().flow.set_limits(high, low);
     }
 
     fn connected(&self) -> bool {
@@ -177,7 +159,7 @@ impl Connection {
             }
             // A pull producer is asked for more when the socket can take it: after any write
             // while one is registered, watch for writability even if nothing was buffered.
-            let pull = st.producer.is_some() && !st.streaming;
+            let pull = st.flow.wants_pull();
             let need_writer = (!st.buf.is_empty() || pull) && !st.writing;
             if let Some(limit) = self.limits.max_write_buffer {
                 if st.buf.len() > limit {
@@ -187,12 +169,8 @@ impl Connection {
                     return;
                 }
             }
-            let pause = if st.streaming && !st.producer_paused && st.buf.len() > st.high {
-                st.producer_paused = true;
-                st.producer.clone()
-            } else {
-                None
-            };
+            let buffered = st.buf.len();
+            let pause = st.flow.pause_if_over(buffered);
             (need_writer, pause, failed)
         };
         if let Some(e) = failed {

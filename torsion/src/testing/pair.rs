@@ -17,10 +17,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::error::{panic_message, Panicked};
+use crate::flow::ProducerSlot;
 use crate::interfaces::{
     Address, Context, HalfClose, Producer, Protocol, ProtocolFactory, Transport, TransportImpl,
 };
-use crate::tcp::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 use crate::{Error, Reactor, Reason};
 
 /// Rounds [`IoPump::flush`] and [`flush_all`] run at most before deciding that the
@@ -64,14 +64,11 @@ struct State {
     doomed: Option<(Reason, Ended)>,
     /// `connection_lost` was delivered (or is being delivered).
     ended: Option<Ended>,
-    producer: Option<Rc<dyn Producer>>,
-    streaming: bool,
-    producer_paused: bool,
+    /// The registered producer and the water marks.
+    flow: ProducerSlot,
     /// TCP's "watching for writability": the pump runs this end's write step (ask a pull
     /// producer, resume a streaming one, finish a close or a half-close).
     want_write: bool,
-    high: usize,
-    low: usize,
 }
 
 impl State {
@@ -108,12 +105,8 @@ impl End {
                 write_shut: WriteShut::Open,
                 doomed: None,
                 ended: None,
-                producer: None,
-                streaming: false,
-                producer_paused: false,
+                flow: ProducerSlot::default(),
                 want_write: false,
-                high: DEFAULT_HIGH_WATER,
-                low: DEFAULT_LOW_WATER,
             }),
             protocol: RefCell::new(Some(p)),
             delivered: Cell::new(0),
@@ -145,16 +138,11 @@ impl TransportImpl for End {
                 st.buf.extend(d.iter());
             }
             // A pull producer is asked for more after every write (once the buffer drained).
-            let pull = st.producer.is_some() && !st.streaming;
-            if !st.buf.is_empty() || pull {
+            if !st.buf.is_empty() || st.flow.wants_pull() {
                 st.want_write = true;
             }
-            if st.streaming && !st.producer_paused && st.buf.len() > st.high {
-                st.producer_paused = true;
-                st.producer.clone()
-            } else {
-                None
-            }
+            let buffered = st.buf.len();
+            st.flow.pause_if_over(buffered)
         };
         if let Some(p) = pause {
             p.pause_producing();
@@ -185,39 +173,23 @@ impl TransportImpl for End {
     }
 
     fn register_producer(&self, producer: Rc<dyn Producer>, streaming: bool) -> Result<(), Error> {
-        let (closed, over_high) = {
+        let what = {
             let mut st = self.st.borrow_mut();
-            if st.producer.is_some() {
-                return Err(Error::ProducerAlreadyRegistered);
-            }
-            let closed = st.gone();
-            let over_high = !closed && streaming && st.buf.len() > st.high;
-            if !closed {
-                st.producer = Some(producer.clone());
-                st.streaming = streaming;
-                st.producer_paused = over_high;
-            }
-            (closed, over_high)
+            let (closed, buffered) = (st.gone(), st.buf.len());
+            st.flow
+                .register(producer.clone(), streaming, closed, buffered)?
         };
-        if closed {
-            producer.stop_producing();
-        } else if !streaming {
-            producer.resume_producing();
-        } else if over_high {
-            // Registered over a full buffer: paused at once, resumed at the low-water mark.
-            producer.pause_producing();
-        }
+        crate::flow::tell(&producer, what);
         Ok(())
     }
 
     fn unregister_producer(&self) {
         let old = {
             let mut st = self.st.borrow_mut();
-            st.producer_paused = false;
             if st.disconnecting && st.ended.is_none() {
                 st.want_write = true;
             }
-            st.producer.take()
+            st.flow.take()
         };
         drop(old);
     }
@@ -246,9 +218,7 @@ impl TransportImpl for End {
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
-        let mut st = self.st.borrow_mut();
-        st.high = high;
-        st.low = low.min(high);
+        self.st.borrow_mut().flow.set_limits(high, low);
     }
 
     fn connected(&self) -> bool {
@@ -671,7 +641,7 @@ impl IoPump {
             if ended == Ended::Reset {
                 st.buf = VecDeque::new();
             }
-            st.producer.take()
+            st.flow.take()
         };
         if let Some(p) = producer {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| p.stop_producing())) {
@@ -764,7 +734,7 @@ impl IoPump {
                 return self.maybe_resume_streaming(s);
             }
             st.want_write = false;
-            st.producer.clone().filter(|_| !st.streaming)
+            st.flow.pull()
         };
         let mut moved = false;
         if let Some(p) = pull {
@@ -779,7 +749,7 @@ impl IoPump {
             }
             let empty = st.buf.is_empty();
             (
-                empty && st.disconnecting && st.producer.is_none(),
+                empty && st.disconnecting && !st.flow.is_registered(),
                 empty && st.write_shut == WriteShut::Requested,
             )
         };
@@ -813,12 +783,8 @@ impl IoPump {
     fn maybe_resume_streaming(&self, s: &Side) -> bool {
         let p = {
             let mut st = s.end.st.borrow_mut();
-            if st.streaming && st.producer_paused && st.buf.len() <= st.low {
-                st.producer_paused = false;
-                st.producer.clone()
-            } else {
-                None
-            }
+            let buffered = st.buf.len();
+            st.flow.resume_if_under(buffered)
         };
         match p {
             Some(p) => {
@@ -898,7 +864,7 @@ impl Drop for IoPump {
                 st.ended.get_or_insert(Ended::Reset);
                 st.doomed = None;
                 st.buf = VecDeque::new();
-                st.producer.take()
+                st.flow.take()
             };
             drop(producer);
             let protocol = side
