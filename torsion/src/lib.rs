@@ -9,9 +9,14 @@
 #![warn(missing_docs)]
 
 pub mod defer;
+pub mod endpoints;
 pub mod error;
 mod flow;
 pub mod interfaces;
+pub mod process;
+pub mod protocols;
+pub mod service;
+pub mod stdio;
 pub mod task;
 pub mod testing;
 pub mod time;
@@ -26,6 +31,8 @@ pub mod protocol;
 pub mod reactor;
 mod sys;
 pub mod tcp;
+pub mod udp;
+pub mod unix;
 
 pub use interfaces::{
     Address, ClientFactory, Connector, Consumer, Context, HalfClose, ListeningPort, Producer,

@@ -12,6 +12,7 @@ pub use crate::interfaces::{
 };
 use crate::{ConnectError, Reason};
 
+pub mod reconnect;
 pub mod wrap;
 
 /// Anything that can be turned into a shared factory: a factory by value, or an `Rc` of one

@@ -14,11 +14,15 @@ use std::time::Duration;
 
 mod epoll;
 mod poll;
+mod process;
 mod select;
 mod signals;
 mod socket;
 #[cfg(any(test, feature = "testing"))]
 mod test_support;
+mod udp;
+mod unix;
+mod uring;
 mod waker;
 
 pub(crate) use epoll::{

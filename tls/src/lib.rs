@@ -1,0 +1,1 @@
+//! TLS for torsion on rustls. Under construction.

@@ -1,0 +1,1 @@
+//! Endpoints and endpoint strings (Twisted's `twisted.internet.endpoints`). Under construction.

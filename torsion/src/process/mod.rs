@@ -1,0 +1,1 @@
+//! Child processes (Twisted's `spawnProcess`). Under construction.

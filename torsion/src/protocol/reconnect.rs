@@ -1,0 +1,1 @@
+//! Reconnecting clients (Twisted's `ReconnectingClientFactory`). Under construction.

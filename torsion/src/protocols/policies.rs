@@ -1,0 +1,1 @@
+//! Protocol policies (Twisted's `twisted.protocols.policies`). Under construction.

@@ -1,0 +1,1 @@
+//! Long-lived client connections (Twisted's `ClientService`). Under construction.

@@ -1,0 +1,1 @@
+//! Standard I/O as a transport (Twisted's `StandardIO`). Under construction.

@@ -1,0 +1,1 @@
+//! System calls for torsion's process support. Under construction.

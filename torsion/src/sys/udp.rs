@@ -1,0 +1,1 @@
+//! System calls for torsion's udp support. Under construction.

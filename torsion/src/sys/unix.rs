@@ -1,0 +1,1 @@
+//! System calls for torsion's unix support. Under construction.

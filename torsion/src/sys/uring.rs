@@ -1,0 +1,1 @@
+//! System calls for torsion's uring support. Under construction.

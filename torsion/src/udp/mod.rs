@@ -1,0 +1,1 @@
+//! UDP (Twisted's `listenUDP`). Under construction.

@@ -1,0 +1,1 @@
+//! Unix-domain sockets (Twisted's `listenUNIX`/`connectUNIX`). Under construction.
