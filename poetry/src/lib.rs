@@ -19,6 +19,7 @@ pub mod client;
 pub mod demo;
 pub mod poems;
 pub mod progress;
+pub mod proxy;
 pub mod server;
 pub mod sys;
 pub mod timedelta;
