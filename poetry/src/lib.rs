@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod server;
 pub mod sys;
 pub mod timedelta;
+pub mod transform;
 
 pub use address::Address;
 pub use client::{get_poetry, Download, Fetched, GetOptions, Model};

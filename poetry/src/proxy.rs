@@ -199,8 +199,14 @@ mod tests {
         let (fetch, pending) = manual();
         let service = ProxyService::new(fetch, false);
         let clients: Vec<_> = (0..5).map(|_| client(&service)).collect();
-        assert_eq!(service.fetches(), 1, "one upstream connection for five waiters");
-        assert!(clients.iter().all(|c| c.value().is_empty() && !c.disconnecting()));
+        assert_eq!(
+            service.fetches(),
+            1,
+            "one upstream connection for five waiters"
+        );
+        assert!(clients
+            .iter()
+            .all(|c| c.value().is_empty() && !c.disconnecting()));
         let fire = pending.borrow_mut().remove(0);
         fire.callback(b"a poem".to_vec()).unwrap();
         for c in &clients {
