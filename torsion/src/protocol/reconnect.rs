@@ -53,7 +53,13 @@
 //! mr.advance(Duration::from_millis(1));
 //! assert!(connector.connecting()); // retried
 //!
-//! factory.stop_trying(); // cancels the attempt; no retry follows
+//! // It fails too: the next is due e² seconds later, unless we stop trying.
+//! connector.stop_connecting();
+//! factory.client_connection_failed(&connector, ConnectError::Refused);
+//! let retry = factory.pending_retry().unwrap();
+//! factory.stop_trying(); // cancels the pending retry (or the attempt in progress)
+//! assert!(retry.cancelled());
+//! mr.advance(Duration::from_secs(3600));
 //! assert!(!connector.connecting());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
