@@ -47,7 +47,9 @@ impl Protocol for Rec {
 }
 
 /// A factory whose every protocol records into a new log, kept in `logs`.
-fn recording() -> (Factory<RefCell<Vec<Rc<Log>>>>, Rc<RefCell<Vec<Rc<Log>>>>) {
+type Logs = RefCell<Vec<Rc<Log>>>;
+
+fn recording() -> (Factory<Logs>, Rc<Logs>) {
     let f = Factory::with_state(RefCell::new(Vec::new()), |logs, _| {
         let log = Rc::new(Log::default());
         logs.borrow_mut().push(log.clone());

@@ -81,7 +81,7 @@ use super::IntoFactory;
 /// Twisted's default initial delay, in seconds.
 pub const DEFAULT_INITIAL_DELAY: f64 = 1.0;
 /// Twisted's default factor (e).
-pub const DEFAULT_FACTOR: f64 = 2.718_281_828_459_045;
+pub const DEFAULT_FACTOR: f64 = std::f64::consts::E;
 /// Twisted's default jitter (the standard deviation, as a fraction of the delay).
 pub const DEFAULT_JITTER: f64 = 0.119_626_564_72;
 /// Twisted's default maximum delay, in seconds (one hour).
