@@ -187,10 +187,16 @@ fn a_connection_resets_the_delay() {
 #[test]
 fn max_retries_gives_up() {
     let mr = MemoryReactor::new().unwrap();
+    let gave_up = Rc::new(Cell::new(0));
+    let g = gave_up.clone();
     let f = ReconnectingClientFactory::new(mr.reactor(), quiet())
         .jitter(0.0)
         .unwrap()
-        .max_retries(Some(3));
+        .max_retries(Some(3))
+        .on_give_up(move |c| {
+            assert_eq!(c.destination(), "example.com:79");
+            g.set(g.get() + 1);
+        });
     let (f, c) = setup_on(&mr, f);
     for _ in 0..3 {
         fail(&f, &c);
@@ -198,8 +204,12 @@ fn max_retries_gives_up() {
         mr.advance(secs(100));
         assert!(c.connecting());
     }
+    assert!(!f.gave_up());
+    assert_eq!(gave_up.get(), 0);
     fail(&f, &c);
     assert!(f.pending_retry().is_none(), "a fourth retry was scheduled");
+    assert!(f.gave_up());
+    assert_eq!(gave_up.get(), 1);
     assert!(mr.reactor().delayed_calls().is_empty());
     mr.advance(secs(100_000));
     assert!(!c.connecting());

@@ -268,13 +268,18 @@ struct State {
     random: RefCell<Random>,
     time: TimeSource,
     connections: Cell<u64>,
+    gave_up: Cell<bool>,
+    on_give_up: RefCell<Option<GiveUpHook>>,
 }
+
+type GiveUpHook = Rc<dyn Fn(&Connector)>;
 
 impl State {
     fn reset_delay(&self) {
         self.delay.set(self.initial_delay.get());
         self.retries.set(0);
         self.continue_trying.set(true);
+        self.gave_up.set(false);
     }
 
     fn cancel_call(&self) {
@@ -297,6 +302,11 @@ impl State {
                     retries = max,
                     "abandoning the connection after {max} retries"
                 );
+                self.gave_up.set(true);
+                let hook = self.on_give_up.borrow().clone();
+                if let Some(h) = hook {
+                    h(connector);
+                }
                 return;
             }
         }
@@ -421,6 +431,8 @@ impl<F: ClientFactory + 'static> ReconnectingClientFactory<F> {
                 random: RefCell::new(Box::new(move || rng.next_f64())),
                 time,
                 connections: Cell::new(0),
+                gave_up: Cell::new(false),
+                on_give_up: RefCell::new(None),
             }),
         }
     }
@@ -505,6 +517,19 @@ impl<F> ReconnectingClientFactory<F> {
     pub fn random_source(self, source: impl FnMut() -> f64 + 'static) -> Self {
         *self.st.random.borrow_mut() = Box::new(source);
         self
+    }
+
+    /// Runs `hook(connector)` when the factory gives up after
+    /// [`max_retries`](Self::max_retries) (to stop the reactor, or report the failure).
+    pub fn on_give_up(self, hook: impl Fn(&Connector) + 'static) -> Self {
+        *self.st.on_give_up.borrow_mut() = Some(Rc::new(hook));
+        self
+    }
+
+    /// True once the factory gave up after [`max_retries`](Self::max_retries) (until
+    /// [`reset_delay`](Self::reset_delay) or [`continue_trying`](Self::continue_trying)).
+    pub fn gave_up(&self) -> bool {
+        self.st.gave_up.get()
     }
 
     /// The wrapped factory.
