@@ -327,11 +327,10 @@ impl State {
             self.max_delay.get()
         };
         self.delay.set(delay);
-        tracing::debug!(
+        tracing::info!(
             destination = %connector.destination(),
             retry = retries,
-            delay_s = delay,
-            "reconnecting later"
+            "will retry in {delay:.3} s"
         );
         let weak = Rc::downgrade(self);
         let c = connector.clone();

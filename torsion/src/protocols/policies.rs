@@ -178,6 +178,7 @@ impl IdleInner {
 /// # Ok::<(), torsion::Error>(())
 /// ```
 #[derive(Clone)]
+#[doc(alias = "TimeoutMixin")]
 pub struct IdleTimeout {
     inner: Rc<IdleInner>,
 }
@@ -1215,6 +1216,7 @@ impl Protocol for ThrottlingProtocol {
 /// # t.lose(&mut *p, torsion::Reason::ConnectionDone);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[doc(alias = "ThrottlingProtocol")]
 pub struct ThrottlingFactory<F> {
     wrapped: Rc<F>,
     sh: Rc<Throttle>,
