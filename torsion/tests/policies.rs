@@ -189,7 +189,7 @@ fn idle_timeout_custom_hook() {
     let mr = t.memory_reactor().unwrap();
     let ran = Rc::new(Cell::new(0));
     let r = ran.clone();
-    let idle = IdleTimeout::new().on_expiry(move |_, transport| {
+    let idle = IdleTimeout::new().on_expiry(move |_, transport, _| {
         r.set(r.get() + 1);
         transport.write(b"idle too long, bye\r\n");
         transport.lose_connection();
@@ -205,6 +205,37 @@ fn idle_timeout_custom_hook() {
     assert!(!idle.expired());
     mr.advance(secs(1));
     assert_eq!(ran.get(), 2);
+}
+
+#[test]
+fn idle_timeout_hook_can_rearm_the_timer() {
+    // A keep-alive: on the first expiry send a ping and give the peer one more period; on the
+    // second, give up.
+    let t = StringTransport::new().unwrap();
+    let mr = t.memory_reactor().unwrap();
+    let pinged = Rc::new(Cell::new(false));
+    let p = pinged.clone();
+    let idle = IdleTimeout::new().on_expiry(move |r, transport, timer| {
+        if p.replace(true) {
+            transport.abort_connection();
+        } else {
+            transport.write(b"PING\r\n");
+            timer.set_timeout_on(r, transport, Some(secs(5)));
+        }
+    });
+    idle.set_timeout_on(mr.reactor(), t.transport(), Some(secs(10)));
+    mr.advance(secs(10));
+    assert_eq!(t.value(), b"PING\r\n");
+    assert!(!t.aborted());
+    assert!(idle.active() && !idle.expired());
+    assert_eq!(idle.timeout(), Some(secs(5)));
+    mr.advance(secs(5));
+    assert!(t.aborted());
+    assert!(mr.reactor().delayed_calls().is_empty());
+    // Dropping the timer frees its hook: nothing keeps it alive.
+    let weak = Rc::downgrade(&pinged);
+    drop((idle, pinged));
+    assert!(weak.upgrade().is_none(), "the hook leaked");
 }
 
 // -------------------------------------------------------------------------- TimeoutFactory

@@ -452,3 +452,30 @@ reactor_test! {
         assert!(f.pending_retry().is_none());
     }
 }
+
+reactor_test! {
+    fn stop_trying_cancels_a_real_attempt(reactor) {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let log = Rc::new(ClientLog::default());
+        let (l1, l2) = (log.clone(), log.clone());
+        let user = Factory::with_state((), move |_, _| Reader(l1.clone()))
+            .on_client_connection_failed(move |_, _, r| {
+                assert!(matches!(r, ConnectError::Cancelled), "{r}");
+                l2.failed.set(l2.failed.get() + 1);
+            });
+        let f = Rc::new(ReconnectingClientFactory::new(reactor, user));
+        let c = reactor.connect_tcp("127.0.0.1", port, f.clone(), secs(5));
+        assert!(c.connecting());
+        f.stop_trying();
+        assert!(!c.connecting());
+        assert_eq!(log.failed.get(), 1);
+        assert!(f.pending_retry().is_none());
+        // Nothing comes later either.
+        reactor.iterate(Some(Duration::from_millis(50))).unwrap();
+        assert_eq!(log.failed.get(), 1);
+        assert!(reactor.delayed_calls().is_empty());
+    }
+}

@@ -109,7 +109,7 @@ macro_rules! forward_client_factory {
 
 // ----------------------------------------------------------------------------- idle timeout
 
-type ExpiryHook = Box<dyn FnMut(&Reactor, &Transport)>;
+type ExpiryHook = Box<dyn FnMut(&Reactor, &Transport, &IdleTimeout)>;
 
 struct IdleInner {
     period: Cell<Option<Duration>>,
@@ -212,10 +212,12 @@ impl IdleTimeout {
         }
     }
 
-    /// Runs `hook(reactor, transport)` on expiry instead of aborting the connection (Twisted's
-    /// `timeoutConnection` override): say goodbye and `lose_connection`, for example.
-    /// [`expired`](Self::expired) is true when it runs.
-    pub fn on_expiry(self, hook: impl FnMut(&Reactor, &Transport) + 'static) -> Self {
+    /// Runs `hook(reactor, transport, timer)` on expiry instead of aborting the connection
+    /// (Twisted's `timeoutConnection` override): say goodbye and `lose_connection`, or send a
+    /// ping and give the peer another period with `timer.set_timeout_on(...)`.
+    /// [`expired`](Self::expired) is true when it runs. (Use the `timer` given rather than
+    /// capturing a clone: a clone held by its own hook would never be dropped.)
+    pub fn on_expiry(self, hook: impl FnMut(&Reactor, &Transport, &IdleTimeout) + 'static) -> Self {
         *self.inner.hook.borrow_mut() = Some(Box::new(hook));
         self
     }
@@ -248,7 +250,13 @@ impl IdleTimeout {
                 let hook = inner.hook.borrow_mut().take();
                 match hook {
                     Some(mut h) => {
-                        h(r, &t);
+                        h(
+                            r,
+                            &t,
+                            &IdleTimeout {
+                                inner: inner.clone(),
+                            },
+                        );
                         let mut slot = inner.hook.borrow_mut();
                         if slot.is_none() {
                             *slot = Some(h);
