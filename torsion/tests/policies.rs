@@ -816,3 +816,60 @@ reactor_test! {
         run_until(reactor, secs(10), || reactor.descriptor_count() == 0);
     }
 }
+
+/// A streaming producer that only records what its consumer tells it.
+#[derive(Default)]
+struct Streamer {
+    paused: Cell<bool>,
+    pauses: Cell<u32>,
+    resumes: Cell<u32>,
+}
+impl Producer for Streamer {
+    fn pause_producing(&self) {
+        self.paused.set(true);
+        self.pauses.set(self.pauses.get() + 1);
+    }
+    fn resume_producing(&self) {
+        self.paused.set(false);
+        self.resumes.set(self.resumes.get() + 1);
+    }
+}
+
+reactor_test! {
+    fn tcp_write_throttle(reactor) {
+        let (user, logs) = recording();
+        let server = Rc::new(ThrottlingFactory::new(user).write_limit(100_000).unwrap());
+        let port = reactor.listen_tcp("127.0.0.1:0", server.clone()).unwrap();
+        let (client_f, clients) = recording();
+        reactor.connect_tcp("127.0.0.1", port.port(), client_f, secs(10));
+        run_until(reactor, secs(30), || {
+            logs.borrow().first().is_some_and(|l| l.transport.borrow().is_some())
+        });
+        let t = logs.borrow()[0].transport.borrow().clone().unwrap();
+        let streamer = Rc::new(Streamer::default());
+        t.register_producer(streamer.clone(), true).unwrap();
+        // The producer writes 16 KiB every 50 ms (about 320 KB/s) while not paused; the
+        // limit is 100 KB/s: the check pauses it, for about two seconds, then resumes it.
+        let mut last = std::time::Instant::now() - Duration::from_secs(1);
+        let mut written = 0usize;
+        run_until(reactor, secs(60), || {
+            if !streamer.paused.get() && last.elapsed() >= Duration::from_millis(50) {
+                assert!(!server.writes_throttled(), "a throttled producer was not paused");
+                t.write(&[7; 16 * 1024]);
+                written += 16 * 1024;
+                last = std::time::Instant::now();
+            }
+            streamer.resumes.get() >= 1 && server.write_throttles() >= 1
+        });
+        assert!(streamer.pauses.get() >= 1);
+        t.unregister_producer();
+        t.lose_connection();
+        drop(t);
+        let c = clients.borrow()[0].clone();
+        run_until(reactor, secs(30), || c.lost.borrow().is_some());
+        assert_eq!(c.data.borrow().len(), written, "bytes were lost");
+        assert_eq!(server.connections(), 0);
+        port.stop_listening();
+        run_until(reactor, secs(10), || reactor.descriptor_count() == 0);
+    }
+}
