@@ -562,8 +562,9 @@ impl<F> ReconnectingClientFactory<F> {
         self.st.call.borrow().clone().filter(DelayedCall::active)
     }
 
-    /// Back to the initial delay and no retries (Twisted's `resetDelay`); done for you when a
-    /// connection is made.
+    /// Back to the initial delay and no retries, and trying again after a
+    /// [`stop_trying`](Self::stop_trying) (Twisted's `resetDelay`). A connection that is made
+    /// resets the delay and retries for you (but does not undo a `stop_trying`).
     pub fn reset_delay(&self) {
         self.st.reset_delay();
     }
