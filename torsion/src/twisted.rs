@@ -30,6 +30,12 @@
 //! | `Factory` / `ClientFactory` | [`Factory`], [`ProtocolFactory`], [`ClientFactory`] | |
 //! | `ITransport` | [`Transport`] | a concrete TCP transport for now |
 //! | `IPushProducer` | [`Producer`] | no `IConsumer` yet |
+//! | `policies.TimeoutMixin` | [`IdleTimeout`](crate::protocols::policies::IdleTimeout) | a value the protocol embeds; on expiry the default aborts (Twisted: `loseConnection`) and [`reason`](crate::protocols::policies::IdleTimeout::reason) gives `Reason::TimedOut` |
+//! | `policies.TimeoutFactory` / `TimeoutProtocol` | [`TimeoutFactory`](crate::protocols::policies::TimeoutFactory), [`TimeoutProtocol`](crate::protocols::policies::TimeoutProtocol) | aborts (Twisted: `loseConnection`); the wrapped protocol is told `Reason::TimedOut` |
+//! | `policies.ThrottlingFactory` | [`ThrottlingFactory`](crate::protocols::policies::ThrottlingFactory) | a protocol's own pause and its transport's backpressure stay apart from the throttle's |
+//! | `policies.LimitTotalConnectionsFactory` | [`LimitTotalConnectionsFactory`](crate::protocols::policies::LimitTotalConnectionsFactory) | wraps any factory; no `overflowProtocol` |
+//! | `policies.LimitConnectionsByPeer` | [`LimitConnectionsByPeer`](crate::protocols::policies::LimitConnectionsByPeer) | refusals logged at `WARN` |
+//! | `protocol.ReconnectingClientFactory` | [`ReconnectingClientFactory`](crate::protocol::reconnect::ReconnectingClientFactory) | wraps the user's factory; resets the delay itself on connection (`resetDelay`); settings range-checked; `clock` → `with_clock`; jitter source injectable |
 //!
 //! # Deferreds ([`defer`](crate::defer))
 //!
