@@ -154,9 +154,12 @@ mod tests {
     use torsion::defer::Resolver;
     use torsion::testing::StringTransport;
 
+    /// The fetches started and not fired yet.
+    type Pending = Rc<RefCell<Vec<Resolver<Vec<u8>>>>>;
+
     /// A fetch whose Deferreds the test fires, counting the calls.
-    fn manual() -> (Fetch, Rc<RefCell<Vec<Resolver<Vec<u8>>>>>) {
-        let pending: Rc<RefCell<Vec<Resolver<Vec<u8>>>>> = Rc::default();
+    fn manual() -> (Fetch, Pending) {
+        let pending: Pending = Rc::default();
         let p = pending.clone();
         let fetch: Fetch = Rc::new(move || {
             let (d, fire) = Deferred::new();
