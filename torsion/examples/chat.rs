@@ -38,7 +38,10 @@ struct Chatter {
 impl LineHandler for Chatter {
     fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
         cx.send_line(b"Welcome! Every line you type goes to everybody else.");
-        self.room.clients.borrow_mut().insert(cx.transport().clone());
+        self.room
+            .clients
+            .borrow_mut()
+            .insert(cx.transport().clone());
     }
 
     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {

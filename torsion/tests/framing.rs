@@ -130,7 +130,9 @@ fn send_line_appends_the_delimiter_and_a_custom_delimiter_splits() {
     t.receive(&mut p, b"|");
     assert_eq!(log.lines(), v(&[b"a|b", b"c"]));
     assert_eq!(t.value(), b"a|b||c||");
-    assert!(LineReceiver::new(Rec::new(&log)).with_delimiter(b"").is_err());
+    assert!(LineReceiver::new(Rec::new(&log))
+        .with_delimiter(b"")
+        .is_err());
 }
 
 #[test]
@@ -258,7 +260,11 @@ fn pausing_holds_lines_and_reading_until_resumed() {
     assert!(log.lines().is_empty());
     let resumer = log.resumer.borrow().clone().unwrap();
     resumer.resume();
-    assert_eq!(log.lines(), v(&[b"b", b"c", b"wait"]), "paused again by the second wait");
+    assert_eq!(
+        log.lines(),
+        v(&[b"b", b"c", b"wait"]),
+        "paused again by the second wait"
+    );
     assert!(t.reading_paused());
     resumer.resume();
     assert_eq!(log.lines(), v(&[b"d"]));
@@ -426,7 +432,11 @@ fn int_n_receivers_frame_both_ways() {
             t.receive(&mut p, &[*b]);
         }
         assert_eq!(p.handler().got, v(&[b"abc", b""]), "{prefix:?}");
-        assert_eq!(t.value(), wire, "{prefix:?}: send_string frames the same way");
+        assert_eq!(
+            t.value(),
+            wire,
+            "{prefix:?}: send_string frames the same way"
+        );
     }
 }
 
@@ -511,7 +521,7 @@ fn netstring_receiver_accepts_and_refuses() {
         let t = StringTransport::new().unwrap();
         t.connect(&mut p);
         t.receive(&mut p, wire);
-        assert_eq!(p.handler().errors, [err.clone()], "{wire:?}");
+        assert_eq!(p.handler().errors, std::slice::from_ref(&err), "{wire:?}");
         assert!(t.disconnecting());
         assert!(!err.to_string().is_empty());
     }
@@ -537,7 +547,8 @@ fn line_echo_over_a_connected_pair_in_one_byte_chunks() {
     let mr = MemoryReactor::new().unwrap();
     let server = Factory::for_protocol(|| {
         LineReceiver::new(
-            Rec::new(&Rc::new(Log::default())).on_line(|cx, l| cx.send_line(&l.to_ascii_uppercase())),
+            Rec::new(&Rc::new(Log::default()))
+                .on_line(|cx, l| cx.send_line(&l.to_ascii_uppercase())),
         )
     });
     let log = Rc::new(Log::default());

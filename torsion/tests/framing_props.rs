@@ -64,7 +64,13 @@ fn run<D: Decoder>(d: &mut D, chunks: &[&[u8]]) -> Vec<Ev> {
 fn cut<'a>(data: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
     let mut at: Vec<usize> = points
         .iter()
-        .map(|p| if data.is_empty() { 0 } else { p % (data.len() + 1) })
+        .map(|p| {
+            if data.is_empty() {
+                0
+            } else {
+                p % (data.len() + 1)
+            }
+        })
         .collect();
     at.push(0);
     at.push(data.len());
@@ -279,7 +285,10 @@ fn every_cut_point_parses_the_same() {
     ];
     for (wire, make) in cases {
         let whole = make()(&[wire]);
-        assert!(whole.iter().any(|e| matches!(e, Ev::Err(_))), "each stream ends in an error");
+        assert!(
+            whole.iter().any(|e| matches!(e, Ev::Err(_))),
+            "each stream ends in an error"
+        );
         for i in 0..=wire.len() {
             assert_eq!(make()(&[&wire[..i], &wire[i..]]), whole, "cut at {i}");
             for j in i..=wire.len() {
@@ -313,17 +322,30 @@ fn thousands_of_frames_in_one_read() {
     }
     let expected: Vec<Ev> = frames.iter().cloned().map(Ev::Frame).collect();
     for size in [usize::MAX, 1, 2, 3, 7, 64, 100, 4096] {
-        let chunk = |w: &[u8]| -> Vec<Vec<u8>> { w.chunks(size.min(w.len())).map(<[u8]>::to_vec).collect() };
+        let chunk = |w: &[u8]| -> Vec<Vec<u8>> {
+            w.chunks(size.min(w.len())).map(<[u8]>::to_vec).collect()
+        };
         fn as_refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
             v.iter().map(Vec::as_slice).collect()
         }
-        assert_eq!(run(&mut LineDecoder::new(), &as_refs(&chunk(&lines))), expected, "lines, reads of {size}");
         assert_eq!(
-            run(&mut LengthPrefixedDecoder::new(Prefix::U32, 1000), &as_refs(&chunk(&prefixed))),
+            run(&mut LineDecoder::new(), &as_refs(&chunk(&lines))),
+            expected,
+            "lines, reads of {size}"
+        );
+        assert_eq!(
+            run(
+                &mut LengthPrefixedDecoder::new(Prefix::U32, 1000),
+                &as_refs(&chunk(&prefixed))
+            ),
             expected,
             "prefixed, reads of {size}"
         );
-        assert_eq!(run(&mut NetstringDecoder::new(1000), &as_refs(&chunk(&nets))), expected, "netstrings, reads of {size}");
+        assert_eq!(
+            run(&mut NetstringDecoder::new(1000), &as_refs(&chunk(&nets))),
+            expected,
+            "netstrings, reads of {size}"
+        );
     }
 }
 

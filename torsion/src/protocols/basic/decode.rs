@@ -266,7 +266,10 @@ impl LineDecoder {
     ///
     /// # Errors
     /// [`EmptyDelimiter`].
-    pub fn with_delimiter(delimiter: &[u8], max_length: usize) -> Result<LineDecoder, EmptyDelimiter> {
+    pub fn with_delimiter(
+        delimiter: &[u8],
+        max_length: usize,
+    ) -> Result<LineDecoder, EmptyDelimiter> {
         let mut d = LineDecoder::new();
         d.set_delimiter(delimiter)?;
         d.set_max_length(max_length);
@@ -365,7 +368,13 @@ impl Decoder for LineDecoder {
                 self.buf.truncate(line_len);
                 if line_len > max {
                     self.buf.clear();
-                    return (in_data, Err(FrameError::LineTooLong { length: line_len, max }));
+                    return (
+                        in_data,
+                        Err(FrameError::LineTooLong {
+                            length: line_len,
+                            max,
+                        }),
+                    );
                 }
                 self.frame_out = true;
                 return (in_data, Ok(Some(&self.buf)));
@@ -382,7 +391,13 @@ impl Decoder for LineDecoder {
                 let line_len = self.buf.len() + i;
                 if line_len > max {
                     self.buf.clear();
-                    return (used, Err(FrameError::LineTooLong { length: line_len, max }));
+                    return (
+                        used,
+                        Err(FrameError::LineTooLong {
+                            length: line_len,
+                            max,
+                        }),
+                    );
                 }
                 if self.buf.is_empty() {
                     (used, Ok(Some(&data[..i])))
@@ -477,9 +492,8 @@ impl Prefix {
         let mut out = [0; 4];
         match self {
             Prefix::U8 => out[0] = u8::try_from(length).map_err(|_| too_long)?,
-            Prefix::U16 => {
-                out[..2].copy_from_slice(&u16::try_from(length).map_err(|_| too_long)?.to_be_bytes())
-            }
+            Prefix::U16 => out[..2]
+                .copy_from_slice(&u16::try_from(length).map_err(|_| too_long)?.to_be_bytes()),
             Prefix::U32 => {
                 out.copy_from_slice(&u32::try_from(length).map_err(|_| too_long)?.to_be_bytes())
             }
@@ -503,7 +517,11 @@ impl Prefix {
 /// assert!(encode_prefixed(Prefix::U8, &[0; 256], &mut out).is_err());
 /// # Ok::<(), torsion::protocols::basic::StringTooLong>(())
 /// ```
-pub fn encode_prefixed(prefix: Prefix, data: &[u8], out: &mut Vec<u8>) -> Result<(), StringTooLong> {
+pub fn encode_prefixed(
+    prefix: Prefix,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), StringTooLong> {
     let (p, n) = prefix.encode(data.len())?;
     out.extend_from_slice(&p[..n]);
     out.extend_from_slice(data);
@@ -755,7 +773,10 @@ impl Decoder for NetstringDecoder {
         let mut i = 0;
         loop {
             match self.state {
-                Net::Length { mut value, mut digits } => {
+                Net::Length {
+                    mut value,
+                    mut digits,
+                } => {
                     loop {
                         let Some(&b) = data.get(i) else {
                             self.state = Net::Length { value, digits };
@@ -769,7 +790,10 @@ impl Decoder for NetstringDecoder {
                             b':' => break,
                             b'0'..=b'9' => {
                                 if digits == 1 && value == 0 {
-                                    return (data.len(), Err(self.fail(Malformed::LeadingZero.into())));
+                                    return (
+                                        data.len(),
+                                        Err(self.fail(Malformed::LeadingZero.into())),
+                                    );
                                 }
                                 digits += 1;
                                 value = value
@@ -825,7 +849,10 @@ impl Decoder for NetstringDecoder {
                     };
                     i += 1;
                     if b != b',' {
-                        return (data.len(), Err(self.fail(Malformed::MissingComma(b).into())));
+                        return (
+                            data.len(),
+                            Err(self.fail(Malformed::MissingComma(b).into())),
+                        );
                     }
                     self.state = Net::Length {
                         value: 0,

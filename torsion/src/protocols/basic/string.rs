@@ -2,8 +2,8 @@
 //! `Int16StringReceiver`, `Int32StringReceiver`) and netstrings (`NetstringReceiver`).
 
 use super::decode::{
-    Decoded, Decoder, FrameError, LengthPrefixedDecoder, NetstringDecoder,
-    Prefix, StringTooLong, DEFAULT_MAX_STRING_LENGTH,
+    Decoded, Decoder, FrameError, LengthPrefixedDecoder, NetstringDecoder, Prefix, StringTooLong,
+    DEFAULT_MAX_STRING_LENGTH,
 };
 use super::refuse;
 use crate::interfaces::{Context, HalfClose, Protocol, Transport};
