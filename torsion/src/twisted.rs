@@ -30,7 +30,7 @@
 //! | `Factory` / `ClientFactory` | [`Factory`], [`ProtocolFactory`], [`ClientFactory`] | |
 //! | `ITransport` | [`Transport`] | a concrete TCP transport for now |
 //! | `IPushProducer` | [`Producer`] | no `IConsumer` yet |
-//! | `basic.LineReceiver` | [`LineReceiver`](crate::protocols::basic::LineReceiver) + a [`LineHandler`](crate::protocols::basic::LineHandler) | raw mode, pausing (a [`Resumer`](crate::protocols::basic::Resumer) resumes), `MAX_LENGTH` → `with_max_length`; an over-long line's rest is skipped, not passed to the hook |
+//! | `basic.LineReceiver` | [`LineReceiver`](crate::protocols::basic::LineReceiver) + a [`LineHandler`](crate::protocols::basic::LineHandler) | raw mode, pausing (a [`PauseHandle`](crate::protocols::basic::PauseHandle), also a `Producer`), `MAX_LENGTH` → `with_max_length`; an over-long line's rest is skipped, not passed to the hook |
 //! | `basic.LineOnlyReceiver` | [`LineOnlyReceiver`](crate::protocols::basic::LineOnlyReceiver) + a [`LineOnlyHandler`](crate::protocols::basic::LineOnlyHandler) | |
 //! | `basic.Int8StringReceiver` / `Int16StringReceiver` / `Int32StringReceiver` | [`StringReceiver::int8`](crate::protocols::basic::StringReceiver::int8), [`int16`](crate::protocols::basic::StringReceiver::int16), [`int32`](crate::protocols::basic::StringReceiver::int32) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `lengthLimitExceeded` → `frame_error` |
 //! | `basic.NetstringReceiver` | [`StringReceiver::netstring`](crate::protocols::basic::StringReceiver::netstring) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `NetstringParseError` → [`FrameError::Malformed`](crate::protocols::basic::FrameError::Malformed) |

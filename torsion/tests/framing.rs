@@ -5,13 +5,14 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use torsion::protocol::wrap::{ForwardingTransport, ProtocolWrapper};
 use torsion::protocols::basic::{
     Encoding, FrameError, LineContext, LineHandler, LineOnlyContext, LineOnlyHandler,
-    LineOnlyReceiver, LineReceiver, Malformed, Prefix, Resumer, StringContext, StringHandler,
+    LineOnlyReceiver, LineReceiver, Malformed, PauseHandle, Prefix, StringContext, StringHandler,
     StringReceiver, StringTooLong,
 };
 use torsion::testing::{connected_pair, run_until, MemoryReactor, StringTransport};
-use torsion::{reactor_test, Factory, Reactor, Reason};
+use torsion::{reactor_test, Factory, Producer, Reactor, Reason};
 
 type LineHook = Box<dyn FnMut(&mut LineContext<'_, '_>, &[u8])>;
 
@@ -22,7 +23,7 @@ struct Log {
     raw: RefCell<Vec<Vec<u8>>>,
     errors: RefCell<Vec<FrameError>>,
     lost: RefCell<Option<Reason>>,
-    resumer: RefCell<Option<Resumer>>,
+    pause_handle: RefCell<Option<PauseHandle>>,
 }
 
 impl Log {
@@ -61,7 +62,7 @@ impl Rec {
 
 impl LineHandler for Rec {
     fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
-        *self.log.resumer.borrow_mut() = Some(cx.resumer());
+        *self.log.pause_handle.borrow_mut() = Some(cx.pause_handle());
     }
     fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
         self.log.lines.borrow_mut().push(line.to_vec());
@@ -258,23 +259,23 @@ fn pausing_holds_lines_and_reading_until_resumed() {
     // Data that still arrives (the string transport does not stop) is kept in order.
     t.receive(&mut p, b"\r\nwait\r\nd\r\n");
     assert!(log.lines().is_empty());
-    let resumer = log.resumer.borrow().clone().unwrap();
-    resumer.resume();
+    let handle = log.pause_handle.borrow().clone().unwrap();
+    handle.resume();
     assert_eq!(
         log.lines(),
         v(&[b"b", b"c", b"wait"]),
         "paused again by the second wait"
     );
     assert!(t.reading_paused());
-    resumer.resume();
+    handle.resume();
     assert_eq!(log.lines(), v(&[b"d"]));
     assert!(!t.reading_paused());
     t.receive(&mut p, b"e\r\n");
     assert_eq!(log.lines(), v(&[b"e"]));
     // Resuming when not paused, or after the connection is gone, does nothing.
-    resumer.resume();
+    handle.resume();
     t.lose(&mut p, Reason::ConnectionDone);
-    resumer.resume();
+    handle.resume();
     assert!(log.lost.borrow().as_ref().unwrap().is_clean());
 }
 
@@ -590,11 +591,62 @@ fn pausing_over_a_connected_pair_stops_the_pump_reading() {
     pump.client_transport().write(b"3\r\n");
     pump.flush();
     assert!(log.lines().is_empty());
-    log.resumer.borrow().clone().unwrap().resume();
+    log.pause_handle.borrow().clone().unwrap().resume();
     pump.flush();
     assert_eq!(log.lines(), v(&[b"2", b"3"]));
     pump.client_transport().lose_connection();
     pump.flush();
+}
+
+// ---------------------------------------------------------------------- wrapped transport
+
+/// A layer that upper-cases what the wrapped protocol writes.
+struct Upper {
+    outer: torsion::Transport,
+}
+
+impl ForwardingTransport for Upper {
+    fn wrapped(&self) -> &torsion::Transport {
+        &self.outer
+    }
+    fn write_sequence(&self, data: &[&[u8]]) {
+        let up: Vec<u8> = data.concat().to_ascii_uppercase();
+        self.outer.write(&up);
+    }
+}
+
+#[test]
+fn a_line_receiver_runs_unchanged_under_a_protocol_wrapper() {
+    let log = Rc::new(Log::default());
+    let rec = Rec::new(&log).on_line(|cx, line| {
+        if line == b"wait" {
+            cx.pause();
+        } else {
+            cx.send_line(line);
+        }
+    });
+    let mut w = ProtocolWrapper::new(Box::new(LineReceiver::new(rec)), |outer| {
+        torsion::Transport::new(Rc::new(Upper {
+            outer: outer.clone(),
+        }))
+    });
+    let t = StringTransport::new().unwrap();
+    t.connect(&mut w);
+    t.receive(&mut w, b"ab\r\nwait\r\ncd\r\n");
+    assert_eq!(t.take(), b"AB\r\n");
+    assert!(t.reading_paused(), "the pause went through the wrapper");
+    let handle = log.pause_handle.borrow().clone().unwrap();
+    assert!(handle.paused());
+    // The handle is a streaming producer: the resume can come from a consumer.
+    let producer: Rc<dyn Producer> = Rc::new(handle.clone());
+    producer.resume_producing();
+    assert_eq!(t.take(), b"CD\r\n");
+    assert!(!t.reading_paused());
+    producer.pause_producing();
+    assert!(t.reading_paused());
+    handle.resume();
+    producer.stop_producing();
+    assert!(t.disconnecting());
 }
 
 // ---------------------------------------------------------------------- TCP
@@ -671,6 +723,70 @@ reactor_test! {
             settle(reactor, 0);
         }
     }
+    fn an_over_long_line_closes_the_tcp_connection(reactor) {
+        struct Quiet;
+        impl LineHandler for Quiet {
+            fn line_received(&mut self, cx: &mut LineContext<'_, '_>, _: &[u8]) {
+                cx.send_line(b"ok");
+            }
+        }
+        let port = reactor
+            .listen_tcp(
+                "127.0.0.1:0",
+                Factory::for_protocol(|| LineReceiver::new(Quiet).with_max_length(100)),
+            )
+            .unwrap();
+        let log = Rc::new(Log::default());
+        let l = log.clone();
+        let factory = Factory::for_protocol(move || {
+            let rec = Rec::new(&l).on_line(|cx, _| {
+                // Answered: now a line over the server's limit, in pieces.
+                for _ in 0..10 {
+                    cx.transport().write(&[b'x'; 20]);
+                }
+            });
+            Sender(LineReceiver::new(rec), b"short\r\n")
+        });
+        reactor.connect_tcp("127.0.0.1", port.port(), factory, secs(5));
+        run_until(reactor, secs(30), || log.lost.borrow().is_some());
+        assert_eq!(log.lines(), v(&[b"ok"]));
+        assert!(log.lost.borrow().as_ref().unwrap().is_clean(), "closed by the server, cleanly");
+        port.stop_listening();
+        settle(reactor, 0);
+    }
+
+    fn a_paused_tcp_receiver_resumes_from_a_timer(reactor) {
+        let log = Rc::new(Log::default());
+        let l = log.clone();
+        let port = reactor
+            .listen_tcp(
+                "127.0.0.1:0",
+                Factory::for_protocol(move || {
+                    LineReceiver::new(Rec::new(&l).on_line(|cx, line| {
+                        if line == b"wait" {
+                            cx.pause();
+                            let handle = cx.pause_handle();
+                            cx.reactor()
+                                .call_later(Duration::from_millis(50), move |_| handle.resume());
+                        } else if line == b"end" {
+                            cx.transport().lose_connection();
+                        }
+                    }))
+                }),
+            )
+            .unwrap();
+        let client_log = Rc::new(Log::default());
+        let cl = client_log.clone();
+        let factory = Factory::for_protocol(move || {
+            Sender(LineReceiver::new(Rec::new(&cl)), b"1\r\nwait\r\n2\r\nwait\r\n3\r\nend\r\n")
+        });
+        reactor.connect_tcp("127.0.0.1", port.port(), factory, secs(5));
+        run_until(reactor, secs(30), || client_log.lost.borrow().is_some());
+        run_until(reactor, secs(30), || log.lost.borrow().is_some());
+        assert_eq!(log.lines(), v(&[b"1", b"wait", b"2", b"wait", b"3", b"end"]));
+        port.stop_listening();
+        settle(reactor, 0);
+    }
 }
 
 fn payload(i: usize) -> Vec<u8> {
@@ -708,6 +824,22 @@ impl torsion::Protocol for LineOnlyBridge {
             out.extend_from_slice(format!("line {i} {}\r\n", "x".repeat(i % 200)).as_bytes());
         }
         cx.transport().write(&out);
+    }
+    fn data_received(&mut self, cx: &mut torsion::Context<'_>, data: &[u8]) {
+        self.0.data_received(cx, data);
+    }
+    fn connection_lost(&mut self, cx: &mut torsion::Context<'_>, reason: Reason) {
+        self.0.connection_lost(cx, reason);
+    }
+}
+
+/// A client: a LineReceiver that writes `.1` when connected.
+struct Sender(LineReceiver<Rec>, &'static [u8]);
+
+impl torsion::Protocol for Sender {
+    fn connection_made(&mut self, cx: &mut torsion::Context<'_>) {
+        self.0.connection_made(cx);
+        cx.transport().write(self.1);
     }
     fn data_received(&mut self, cx: &mut torsion::Context<'_>, data: &[u8]) {
         self.0.data_received(cx, data);

@@ -5,7 +5,7 @@ use std::rc::{Rc, Weak};
 
 use super::decode::{Decoder, EmptyDelimiter, FrameError, LineDecoder};
 use super::refuse;
-use crate::interfaces::{Context, HalfClose, Protocol, Transport};
+use crate::interfaces::{Context, HalfClose, Producer, Protocol, Transport};
 use crate::{Reactor, Reason};
 
 // ---------------------------------------------------------------------------------- LineReceiver
@@ -71,7 +71,7 @@ struct Ctl {
     cleared: bool,
 }
 
-/// What a [`Resumer`] shares with its receiver.
+/// What a [`PauseHandle`] shares with its receiver.
 struct Shared {
     paused: Cell<bool>,
     closed: Cell<bool>,
@@ -92,7 +92,7 @@ struct Core<H> {
     ctl: Ctl,
     /// What arrived or was left while paused, in order.
     pending: Vec<u8>,
-    /// The reactor while connected (for the context of a delivery a [`Resumer`] starts).
+    /// The reactor while connected (for the context of a delivery a [`PauseHandle`] starts).
     reactor: Option<Reactor>,
 }
 
@@ -153,12 +153,10 @@ impl<'a> LineContext<'_, 'a> {
     }
 
     /// Stops delivering lines (and raw data) after this callback, and stops reading from the
-    /// transport, until a [`Resumer`] resumes (Twisted's `pauseProducing`). Bytes already
+    /// transport, until a [`PauseHandle`] resumes (Twisted's `pauseProducing`). Bytes already
     /// read are kept, in order.
     pub fn pause(&mut self) {
-        if !self.shared.paused.replace(true) {
-            self.transport().pause_producing();
-        }
+        self.pause_handle().pause();
     }
 
     /// True while paused.
@@ -166,10 +164,10 @@ impl<'a> LineContext<'_, 'a> {
         self.shared.paused.get()
     }
 
-    /// A handle that resumes this receiver from anywhere on the reactor thread (a timer, a
-    /// Deferred's callback).
-    pub fn resumer(&self) -> Resumer {
-        Resumer {
+    /// A handle that pauses and resumes this receiver from anywhere on the reactor thread (a
+    /// timer, a Deferred's callback).
+    pub fn pause_handle(&self) -> PauseHandle {
+        PauseHandle {
             shared: Rc::downgrade(self.shared),
         }
     }
@@ -211,24 +209,74 @@ impl<'a> LineContext<'_, 'a> {
     }
 }
 
-/// Resumes a paused [`LineReceiver`] (from [`LineContext::resumer`]): Twisted's
-/// `resumeProducing` on the protocol. Cheap to clone; does nothing once the connection is
-/// gone.
+/// Pauses and resumes a [`LineReceiver`] from anywhere on the reactor thread (a timer, a
+/// Deferred's callback, another connection): Twisted's `pauseProducing` and `resumeProducing`
+/// on the protocol. It is also a streaming [`Producer`], so a line receiver can be registered
+/// with another transport (a proxy that stops reading lines while the far side is slow).
+/// Cheap to clone; does nothing once the connection is gone.
+///
+/// # Examples
+/// ```
+/// use torsion::protocols::basic::{LineContext, LineHandler, LineReceiver};
+/// use torsion::testing::StringTransport;
+///
+/// #[derive(Default)]
+/// struct Lines(Vec<Vec<u8>>);
+/// impl LineHandler for Lines {
+///     fn line_received(&mut self, _: &mut LineContext<'_, '_>, line: &[u8]) {
+///         self.0.push(line.to_vec());
+///     }
+/// }
+///
+/// let mut p = LineReceiver::new(Lines::default());
+/// let t = StringTransport::new()?;
+/// t.connect(&mut p);
+/// let handle = p.pause_handle();
+/// handle.pause();
+/// assert!(t.reading_paused());
+/// t.receive(&mut p, b"held\r\n");
+/// assert!(p.handler().0.is_empty());
+/// handle.resume(); // delivers what was held, at once
+/// assert_eq!(p.handler().0, [b"held".to_vec()]);
+/// # Ok::<(), torsion::Error>(())
+/// ```
 #[derive(Clone)]
-pub struct Resumer {
+pub struct PauseHandle {
     shared: Weak<Shared>,
 }
 
-impl std::fmt::Debug for Resumer {
+impl std::fmt::Debug for PauseHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resumer").finish_non_exhaustive()
+        f.debug_struct("PauseHandle")
+            .field("paused", &self.paused())
+            .finish_non_exhaustive()
     }
 }
 
-impl Resumer {
-    /// Resumes reading and delivers the lines held back, at once when called from outside
-    /// the receiver's own callbacks, and right after the current callback when called from
-    /// one of them.
+impl PauseHandle {
+    /// Stops delivering lines (and raw data) and stops the transport reading, until
+    /// [`resume`](Self::resume). From inside one of the receiver's callbacks, takes effect when
+    /// that callback returns.
+    pub fn pause(&self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        if shared.closed.get() || shared.paused.replace(true) {
+            return;
+        }
+        let transport = shared.transport.borrow().clone();
+        if let Some(t) = transport {
+            t.pause_producing();
+        }
+    }
+
+    /// True while paused.
+    pub fn paused(&self) -> bool {
+        self.shared.upgrade().is_some_and(|s| s.paused.get())
+    }
+
+    /// Resumes reading and delivers the lines held back: at once when called from outside
+    /// the receiver's own callbacks, right after the current callback when called from one.
     pub fn resume(&self) {
         let Some(shared) = self.shared.upgrade() else {
             return;
@@ -246,6 +294,28 @@ impl Resumer {
             if let Ok(mut core) = core.try_borrow_mut() {
                 core.drain(&shared);
             }
+        }
+    }
+}
+
+impl Producer for PauseHandle {
+    fn pause_producing(&self) {
+        self.pause();
+    }
+
+    fn resume_producing(&self) {
+        self.resume();
+    }
+
+    /// Closes the receiver's connection (Twisted's `stopProducing`).
+    fn stop_producing(&self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        shared.paused.set(true);
+        let transport = shared.transport.borrow().clone();
+        if let Some(t) = transport {
+            t.stop_producing();
         }
     }
 }
@@ -482,9 +552,9 @@ impl<H: LineHandler + 'static> LineReceiver<H> {
         Ref::map(self.core.borrow(), |c| &c.handler)
     }
 
-    /// A [`Resumer`] for this receiver.
-    pub fn resumer(&self) -> Resumer {
-        Resumer {
+    /// A [`PauseHandle`] for this receiver.
+    pub fn pause_handle(&self) -> PauseHandle {
+        PauseHandle {
             shared: Rc::downgrade(&self.shared),
         }
     }

@@ -40,7 +40,7 @@ pub use decode::{
 };
 pub use line::{
     LineContext, LineHandler, LineOnlyContext, LineOnlyHandler, LineOnlyReceiver, LineReceiver,
-    Resumer,
+    PauseHandle,
 };
 pub use string::{Encoding, StringContext, StringHandler, StringReceiver};
 
