@@ -848,3 +848,38 @@ impl torsion::Protocol for Sender {
         self.0.connection_lost(cx, reason);
     }
 }
+
+/// A receiver does not keep its reactor alive: dropping the reactor with line connections open
+/// (one of them paused, holding lines) closes them, and their handlers hear of it.
+#[test]
+fn dropping_the_reactor_closes_open_line_connections() {
+    let reactor = Reactor::new().unwrap();
+    let log = Rc::new(Log::default());
+    let l = log.clone();
+    let port = reactor
+        .listen_tcp(
+            "127.0.0.1:0",
+            Factory::for_protocol(move || {
+                LineReceiver::new(Rec::new(&l).on_line(|cx, _| cx.pause()))
+            }),
+        )
+        .unwrap();
+    let client_log = Rc::new(Log::default());
+    let cl = client_log.clone();
+    let factory = Factory::for_protocol(move || {
+        Sender(LineReceiver::new(Rec::new(&cl)), b"first\r\nheld\r\n")
+    });
+    reactor.connect_tcp("127.0.0.1", port.port(), factory, secs(5));
+    run_until(&reactor, secs(30), || !log.lines.borrow().is_empty());
+    assert_eq!(log.lines(), v(&[b"first"]));
+    let handle = log.pause_handle.borrow().clone().unwrap();
+    assert!(handle.paused());
+    drop(reactor);
+    assert!(matches!(*log.lost.borrow(), Some(Reason::ReactorShutdown)));
+    assert!(matches!(
+        *client_log.lost.borrow(),
+        Some(Reason::ReactorShutdown)
+    ));
+    handle.resume(); // nothing left to resume: does nothing
+    assert!(log.lines().is_empty());
+}

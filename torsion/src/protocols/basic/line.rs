@@ -92,8 +92,9 @@ struct Core<H> {
     ctl: Ctl,
     /// What arrived or was left while paused, in order.
     pending: Vec<u8>,
-    /// The reactor while connected (for the context of a delivery a [`PauseHandle`] starts).
-    reactor: Option<Reactor>,
+    /// The reactor while connected (for the context of a delivery a [`PauseHandle`] starts);
+    /// weak, so that the receiver never keeps its reactor from shutting down when dropped.
+    reactor: Weak<crate::reactor::Inner>,
 }
 
 /// The context of a [`LineHandler`] callback: the connection's [`Context`] plus the line
@@ -322,9 +323,8 @@ impl Producer for PauseHandle {
 
 impl<H: LineHandler> Drain for Core<H> {
     fn drain(&mut self, shared: &Rc<Shared>) {
-        let (Some(reactor), Some(transport)) =
-            (self.reactor.clone(), shared.transport.borrow().clone())
-        else {
+        let reactor = self.reactor.upgrade().map(|inner| Reactor { inner });
+        let (Some(reactor), Some(transport)) = (reactor, shared.transport.borrow().clone()) else {
             return;
         };
         let work = std::mem::take(&mut self.pending);
@@ -509,7 +509,7 @@ impl<H: LineHandler + 'static> LineReceiver<H> {
             },
             decoder,
             pending: Vec::new(),
-            reactor: None,
+            reactor: Weak::new(),
         }));
         let dyn_core: Rc<RefCell<dyn Drain>> = core.clone();
         let shared = Rc::new(Shared {
@@ -599,7 +599,7 @@ impl<H: LineHandler + 'static> LineReceiver<H> {
 impl<H: LineHandler + 'static> Protocol for LineReceiver<H> {
     fn connection_made(&mut self, cx: &mut Context<'_>) {
         *self.shared.transport.borrow_mut() = Some(cx.transport().clone());
-        self.core.borrow_mut().reactor = Some(cx.reactor().clone());
+        self.core.borrow_mut().reactor = Rc::downgrade(&cx.reactor().inner);
         self.with_lcx(cx, |h, lcx| h.connection_made(lcx));
         // Settings changed in connection_made apply to the first data.
         let mut core = self.core.borrow_mut();
@@ -624,7 +624,7 @@ impl<H: LineHandler + 'static> Protocol for LineReceiver<H> {
         self.with_lcx(cx, |h, lcx| h.connection_lost(lcx, reason));
         *self.shared.transport.borrow_mut() = None;
         let mut core = self.core.borrow_mut();
-        core.reactor = None;
+        core.reactor = Weak::new();
         core.pending = Vec::new();
     }
 
