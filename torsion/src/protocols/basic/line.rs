@@ -155,7 +155,8 @@ impl<'a> LineContext<'_, 'a> {
 
     /// Stops delivering lines (and raw data) after this callback, and stops reading from the
     /// transport, until a [`PauseHandle`] resumes (Twisted's `pauseProducing`). Bytes already
-    /// read are kept, in order.
+    /// read, and any the transport still delivers (what it had read before it stopped), are
+    /// kept in order and delivered on resume.
     pub fn pause(&mut self) {
         self.pause_handle().pause();
     }
@@ -364,7 +365,7 @@ impl<H: LineHandler> Core<H> {
     fn run(&mut self, cx: &mut Context<'_>, shared: &Rc<Shared>, data: &[u8]) -> Option<Vec<u8>> {
         let mut rest = data;
         loop {
-            if shared.closed.get() || cx.transport().disconnecting() {
+            if shared.closed.get() || super::closing(cx.transport()) {
                 return None;
             }
             if shared.paused.get() {
@@ -550,6 +551,14 @@ impl<H: LineHandler + 'static> LineReceiver<H> {
     /// When called from inside one of the handler's own callbacks.
     pub fn handler(&self) -> Ref<'_, H> {
         Ref::map(self.core.borrow(), |c| &c.handler)
+    }
+
+    /// The handler, mutably.
+    ///
+    /// # Panics
+    /// When called from inside one of the handler's own callbacks.
+    pub fn handler_mut(&mut self) -> std::cell::RefMut<'_, H> {
+        std::cell::RefMut::map(self.core.borrow_mut(), |c| &mut c.handler)
     }
 
     /// A [`PauseHandle`] for this receiver.
@@ -774,7 +783,7 @@ impl<H: LineOnlyHandler> Protocol for LineOnlyReceiver<H> {
             delimiter,
         } = self;
         while !data.is_empty() {
-            if cx.transport().disconnecting() {
+            if super::closing(cx.transport()) {
                 return;
             }
             let (used, r) = decoder.decode(data);

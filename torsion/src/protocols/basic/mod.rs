@@ -46,6 +46,12 @@ pub use string::{Encoding, StringContext, StringHandler, StringReceiver};
 
 use crate::Transport;
 
+/// True once the connection is closing or closed: receivers deliver nothing more (as
+/// Twisted's, which stop at `transport.disconnecting`).
+fn closing(transport: &Transport) -> bool {
+    transport.disconnecting() || !transport.connected()
+}
+
 /// The default answer to a bad frame: log it and close the connection.
 fn refuse(transport: &Transport, error: &FrameError) {
     tracing::warn!(peer = %transport.peer(), %error, "bad frame from the peer: closing the connection");

@@ -257,7 +257,7 @@ impl<H: StringHandler> Protocol for StringReceiver<H> {
     fn data_received(&mut self, cx: &mut Context<'_>, mut data: &[u8]) {
         let encoding = self.encoding;
         while !data.is_empty() {
-            if cx.transport().disconnecting() {
+            if super::closing(cx.transport()) {
                 return;
             }
             let (used, r) = self.decoder.decode(data);
