@@ -393,6 +393,15 @@ fn line_only_receiver_splits_and_refuses_long_lines() {
     assert_eq!(p.handler().lines.len(), 3, "nothing after the close");
 }
 
+/// Echoes each line.
+struct EchoOnly;
+
+impl LineOnlyHandler for EchoOnly {
+    fn line_received(&mut self, cx: &mut LineOnlyContext<'_, '_>, line: &[u8]) {
+        cx.send_line(line);
+    }
+}
+
 // ---------------------------------------------------------------------- string receivers
 
 #[derive(Default)]
@@ -572,6 +581,39 @@ fn line_echo_over_a_connected_pair_in_one_byte_chunks() {
 }
 
 #[test]
+fn strings_over_a_connected_pair_in_one_byte_chunks() {
+    for encoding in [Encoding::Prefixed(Prefix::U16), Encoding::Netstring] {
+        let mr = MemoryReactor::new().unwrap();
+        let server = Factory::for_protocol(move || {
+            StringReceiver::new(
+                encoding,
+                Strings {
+                    echo: true,
+                    ..Strings::default()
+                },
+            )
+        });
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        let client = Factory::for_protocol(move || {
+            StringReceiver::new(
+                encoding,
+                Collector {
+                    got: g.clone(),
+                    want: 30,
+                },
+            )
+        });
+        let pump = connected_pair(mr.reactor(), &server, &client).unwrap();
+        pump.set_chunk_size(Some(1));
+        pump.flush();
+        let expected: Vec<Vec<u8>> = (0..30).map(payload).collect();
+        assert_eq!(*got.borrow(), expected, "{encoding:?}");
+        assert!(pump.closed());
+    }
+}
+
+#[test]
 fn pausing_over_a_connected_pair_stops_the_pump_reading() {
     let mr = MemoryReactor::new().unwrap();
     let log = Rc::new(Log::default());
@@ -661,11 +703,8 @@ reactor_test! {
         let port = reactor
             .listen_tcp(
                 "127.0.0.1:0",
-                Factory::for_protocol(|| {
-                    LineReceiver::new(Rec::new(&Rc::new(Log::default())).on_line(|cx, l| {
-                        cx.send_line(l);
-                    }))
-                }),
+                // The server is the line-only receiver; the client the full one.
+                Factory::for_protocol(|| LineOnlyReceiver::new(EchoOnly)),
             )
             .unwrap();
         let log = Rc::new(Log::default());
