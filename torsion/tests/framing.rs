@@ -1,5 +1,9 @@
 //! The framing receivers (`protocols::basic`) over the string transport, over an in-memory
 //! connected pair, and over TCP on every backend.
+//!
+//! Every plain `#[test]` here takes `testing::serial()`: its reactors and transports open
+//! descriptors, which would disturb the descriptor counts of the `reactor_test!` leak checks
+//! running in parallel.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -105,6 +109,7 @@ fn secs(n: u64) -> Duration {
 
 #[test]
 fn lines_are_joined_across_reads_and_split_within_one() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let mut p = LineReceiver::new(Rec::new(&log));
     let t = StringTransport::new().unwrap();
@@ -122,6 +127,7 @@ fn lines_are_joined_across_reads_and_split_within_one() {
 
 #[test]
 fn send_line_appends_the_delimiter_and_a_custom_delimiter_splits() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let rec = Rec::new(&log).on_line(|cx, line| cx.send_line(line));
     let mut p = LineReceiver::new(rec).with_delimiter(b"||").unwrap();
@@ -138,6 +144,7 @@ fn send_line_appends_the_delimiter_and_a_custom_delimiter_splits() {
 
 #[test]
 fn a_line_of_exactly_the_limit_is_accepted_and_one_more_byte_closes() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let mut p = LineReceiver::new(Rec::new(&log)).with_max_length(10);
     let t = StringTransport::new().unwrap();
@@ -164,6 +171,7 @@ fn a_line_of_exactly_the_limit_is_accepted_and_one_more_byte_closes() {
 
 #[test]
 fn an_unterminated_line_past_the_limit_is_refused_before_its_end() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let mut p = LineReceiver::new(Rec::new(&log)).with_max_length(10);
     let t = StringTransport::new().unwrap();
@@ -183,6 +191,7 @@ fn an_unterminated_line_past_the_limit_is_refused_before_its_end() {
 
 #[test]
 fn the_default_hook_closes_the_connection() {
+    let _serial = torsion::testing::serial();
     struct Quiet;
     impl LineHandler for Quiet {
         fn line_received(&mut self, _: &mut LineContext<'_, '_>, _: &[u8]) {}
@@ -198,6 +207,7 @@ fn the_default_hook_closes_the_connection() {
 
 #[test]
 fn a_tolerant_hook_skips_the_rest_of_the_long_line() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let mut rec = Rec::new(&log);
     rec.tolerant = true;
@@ -221,6 +231,7 @@ fn a_tolerant_hook_skips_the_rest_of_the_long_line() {
 
 #[test]
 fn raw_mode_from_a_line_callback_gets_the_rest_of_the_read_in_order() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let mut p = LineReceiver::new(Rec::new(&log));
     let t = StringTransport::new().unwrap();
@@ -244,6 +255,7 @@ fn raw_mode_from_a_line_callback_gets_the_rest_of_the_read_in_order() {
 
 #[test]
 fn pausing_holds_lines_and_reading_until_resumed() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let rec = Rec::new(&log).on_line(|cx, line| {
         if line == b"wait" {
@@ -281,6 +293,7 @@ fn pausing_holds_lines_and_reading_until_resumed() {
 
 #[test]
 fn the_delimiter_and_limit_can_change_between_lines() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let rec = Rec::new(&log).on_line(|cx, line| {
         if line == b"NL" {
@@ -304,6 +317,7 @@ fn the_delimiter_and_limit_can_change_between_lines() {
 
 #[test]
 fn clear_line_buffer_takes_the_rest_of_the_read() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let taken = Rc::new(RefCell::new(Vec::new()));
     let tk = taken.clone();
@@ -324,6 +338,7 @@ fn clear_line_buffer_takes_the_rest_of_the_read() {
 
 #[test]
 fn lines_after_a_close_in_a_callback_are_not_delivered() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let rec = Rec::new(&log).on_line(|cx, line| {
         if line == b"QUIT" {
@@ -341,6 +356,7 @@ fn lines_after_a_close_in_a_callback_are_not_delivered() {
 
 #[test]
 fn raw_data_without_a_handler_closes() {
+    let _serial = torsion::testing::serial();
     struct Naive;
     impl LineHandler for Naive {
         fn line_received(&mut self, cx: &mut LineContext<'_, '_>, _: &[u8]) {
@@ -377,6 +393,7 @@ impl LineOnlyHandler for OnlyLog {
 
 #[test]
 fn line_only_receiver_splits_and_refuses_long_lines() {
+    let _serial = torsion::testing::serial();
     let mut p = LineOnlyReceiver::new(OnlyLog::default()).with_max_length(5);
     let t = StringTransport::new().unwrap();
     t.connect(&mut p);
@@ -426,6 +443,7 @@ impl StringHandler for Strings {
 
 #[test]
 fn int_n_receivers_frame_both_ways() {
+    let _serial = torsion::testing::serial();
     for (prefix, wire) in [
         (Prefix::U8, &b"\x03abc\x00"[..]),
         (Prefix::U16, &b"\x00\x03abc\x00\x00"[..]),
@@ -452,6 +470,7 @@ fn int_n_receivers_frame_both_ways() {
 
 #[test]
 fn send_string_refuses_what_the_prefix_cannot_announce() {
+    let _serial = torsion::testing::serial();
     struct Sender(Option<Result<(), StringTooLong>>);
     impl StringHandler for Sender {
         fn connection_made(&mut self, cx: &mut StringContext<'_, '_>) {
@@ -480,6 +499,7 @@ fn send_string_refuses_what_the_prefix_cannot_announce() {
 
 #[test]
 fn an_announced_length_over_the_limit_is_refused_at_once() {
+    let _serial = torsion::testing::serial();
     let mut p = StringReceiver::int32(Strings::default()).with_max_length(1000);
     let t = StringTransport::new().unwrap();
     t.connect(&mut p);
@@ -502,6 +522,7 @@ fn an_announced_length_over_the_limit_is_refused_at_once() {
 
 #[test]
 fn netstring_receiver_accepts_and_refuses() {
+    let _serial = torsion::testing::serial();
     let h = Strings {
         echo: true,
         ..Strings::default()
@@ -554,6 +575,7 @@ fn netstring_receiver_accepts_and_refuses() {
 /// A server that echoes lines upper-cased; a client that sends lines and records answers.
 #[test]
 fn line_echo_over_a_connected_pair_in_one_byte_chunks() {
+    let _serial = torsion::testing::serial();
     let mr = MemoryReactor::new().unwrap();
     let server = Factory::for_protocol(|| {
         LineReceiver::new(
@@ -582,6 +604,7 @@ fn line_echo_over_a_connected_pair_in_one_byte_chunks() {
 
 #[test]
 fn strings_over_a_connected_pair_in_one_byte_chunks() {
+    let _serial = torsion::testing::serial();
     for encoding in [Encoding::Prefixed(Prefix::U16), Encoding::Netstring] {
         let mr = MemoryReactor::new().unwrap();
         let server = Factory::for_protocol(move || {
@@ -615,6 +638,7 @@ fn strings_over_a_connected_pair_in_one_byte_chunks() {
 
 #[test]
 fn pausing_over_a_connected_pair_stops_the_pump_reading() {
+    let _serial = torsion::testing::serial();
     let mr = MemoryReactor::new().unwrap();
     let log = Rc::new(Log::default());
     let l = log.clone();
@@ -659,6 +683,7 @@ impl ForwardingTransport for Upper {
 
 #[test]
 fn a_line_receiver_runs_unchanged_under_a_protocol_wrapper() {
+    let _serial = torsion::testing::serial();
     let log = Rc::new(Log::default());
     let rec = Rec::new(&log).on_line(|cx, line| {
         if line == b"wait" {
@@ -892,6 +917,7 @@ impl torsion::Protocol for Sender {
 /// (one of them paused, holding lines) closes them, and their handlers hear of it.
 #[test]
 fn dropping_the_reactor_closes_open_line_connections() {
+    let _serial = torsion::testing::serial();
     let reactor = Reactor::new().unwrap();
     let log = Rc::new(Log::default());
     let l = log.clone();

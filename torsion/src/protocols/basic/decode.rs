@@ -16,6 +16,11 @@ pub const DEFAULT_MAX_LINE_LENGTH: usize = 16 * 1024;
 /// longest string of the length-prefixed and netstring receivers, 99,999 bytes.
 pub const DEFAULT_MAX_STRING_LENGTH: usize = 99_999;
 
+/// The most memory reserved ahead for an announced length: beyond it the buffer grows with
+/// the bytes that actually arrive, so a peer cannot make a decoder with a large limit allocate
+/// it all by sending a prefix alone.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// The default line delimiter, `b"\r\n"` (Twisted's `LineReceiver.delimiter`).
 pub const DEFAULT_DELIMITER: &[u8] = b"\r\n";
 
@@ -642,7 +647,7 @@ impl Decoder for LengthPrefixedDecoder {
             if data.len() >= end {
                 return (end, Ok(Some(&data[n..end])));
             }
-            self.buf.reserve_exact(end);
+            self.buf.reserve(end.min(RESERVE_AHEAD));
             self.buf.extend_from_slice(data);
             return (data.len(), Ok(None));
         }
@@ -833,7 +838,7 @@ impl Decoder for NetstringDecoder {
                         return (i + len + 1, Ok(Some(&rest[..len])));
                     }
                     if self.buf.is_empty() {
-                        self.buf.reserve_exact(len);
+                        self.buf.reserve(len.min(RESERVE_AHEAD));
                     }
                     let take = (len - self.buf.len()).min(rest.len());
                     self.buf.extend_from_slice(&rest[..take]);
