@@ -34,6 +34,12 @@
 //! | `basic.LineOnlyReceiver` | [`LineOnlyReceiver`](crate::protocols::basic::LineOnlyReceiver) + a [`LineOnlyHandler`](crate::protocols::basic::LineOnlyHandler) | |
 //! | `basic.Int8StringReceiver` / `Int16StringReceiver` / `Int32StringReceiver` | [`StringReceiver::int8`](crate::protocols::basic::StringReceiver::int8), [`int16`](crate::protocols::basic::StringReceiver::int16), [`int32`](crate::protocols::basic::StringReceiver::int32) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `lengthLimitExceeded` → `frame_error` |
 //! | `basic.NetstringReceiver` | [`StringReceiver::netstring`](crate::protocols::basic::StringReceiver::netstring) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `NetstringParseError` → [`FrameError::Malformed`](crate::protocols::basic::FrameError::Malformed) |
+//! | `policies.TimeoutMixin` | [`IdleTimeout`](crate::protocols::policies::IdleTimeout) | a value the protocol embeds; on expiry the default aborts (Twisted: `loseConnection`) and [`reason`](crate::protocols::policies::IdleTimeout::reason) gives `Reason::TimedOut` |
+//! | `policies.TimeoutFactory` / `TimeoutProtocol` | [`TimeoutFactory`](crate::protocols::policies::TimeoutFactory), [`TimeoutProtocol`](crate::protocols::policies::TimeoutProtocol) | aborts (Twisted: `loseConnection`); the wrapped protocol is told `Reason::TimedOut` |
+//! | `policies.ThrottlingFactory` | [`ThrottlingFactory`](crate::protocols::policies::ThrottlingFactory) | a protocol's own pause and its transport's backpressure stay apart from the throttle's |
+//! | `policies.LimitTotalConnectionsFactory` | [`LimitTotalConnectionsFactory`](crate::protocols::policies::LimitTotalConnectionsFactory) | wraps any factory; no `overflowProtocol` |
+//! | `policies.LimitConnectionsByPeer` | [`LimitConnectionsByPeer`](crate::protocols::policies::LimitConnectionsByPeer) | refusals logged at `WARN` |
+//! | `protocol.ReconnectingClientFactory` | [`ReconnectingClientFactory`](crate::protocol::reconnect::ReconnectingClientFactory) | wraps the user's factory; resets the delay itself on connection (`resetDelay`); settings range-checked; `clock` → `with_clock`; jitter source injectable |
 //!
 //! # Deferreds ([`defer`](crate::defer))
 //!
