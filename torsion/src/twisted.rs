@@ -30,6 +30,10 @@
 //! | `Factory` / `ClientFactory` | [`Factory`], [`ProtocolFactory`], [`ClientFactory`] | |
 //! | `ITransport` | [`Transport`] | a concrete TCP transport for now |
 //! | `IPushProducer` | [`Producer`] | no `IConsumer` yet |
+//! | `basic.LineReceiver` | [`LineReceiver`](crate::protocols::basic::LineReceiver) + a [`LineHandler`](crate::protocols::basic::LineHandler) | raw mode, pausing (a [`PauseHandle`](crate::protocols::basic::PauseHandle), also a `Producer`), `MAX_LENGTH` → `with_max_length`; an over-long line's rest is skipped, not passed to the hook |
+//! | `basic.LineOnlyReceiver` | [`LineOnlyReceiver`](crate::protocols::basic::LineOnlyReceiver) + a [`LineOnlyHandler`](crate::protocols::basic::LineOnlyHandler) | |
+//! | `basic.Int8StringReceiver` / `Int16StringReceiver` / `Int32StringReceiver` | [`StringReceiver::int8`](crate::protocols::basic::StringReceiver::int8), [`int16`](crate::protocols::basic::StringReceiver::int16), [`int32`](crate::protocols::basic::StringReceiver::int32) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `lengthLimitExceeded` → `frame_error` |
+//! | `basic.NetstringReceiver` | [`StringReceiver::netstring`](crate::protocols::basic::StringReceiver::netstring) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `NetstringParseError` → [`FrameError::Malformed`](crate::protocols::basic::FrameError::Malformed) |
 //! | `policies.TimeoutMixin` | [`IdleTimeout`](crate::protocols::policies::IdleTimeout) | a value the protocol embeds; on expiry the default aborts (Twisted: `loseConnection`) and [`reason`](crate::protocols::policies::IdleTimeout::reason) gives `Reason::TimedOut` |
 //! | `policies.TimeoutFactory` / `TimeoutProtocol` | [`TimeoutFactory`](crate::protocols::policies::TimeoutFactory), [`TimeoutProtocol`](crate::protocols::policies::TimeoutProtocol) | aborts (Twisted: `loseConnection`); the wrapped protocol is told `Reason::TimedOut` |
 //! | `policies.ThrottlingFactory` | [`ThrottlingFactory`](crate::protocols::policies::ThrottlingFactory) | a protocol's own pause and its transport's backpressure stay apart from the throttle's |
