@@ -5,8 +5,9 @@
 //! cache. Clients that arrive while the first fetch is still running all wait on that one fetch
 //! (the tutorial's version started one upstream download per waiting client until the first
 //! finished): the fetch is one [`Deferred`] and each waiting client [observes](Deferred::observe)
-//! it. A failed fetch is not cached: the clients waiting on it are disconnected (with a log
-//! line), and the next client starts a new fetch.
+//! it. A failed fetch is not cached: the clients waiting on it are disconnected with a reset,
+//! never a clean close that would read as an empty poem (and a log line says why), and the next
+//! client starts a new fetch.
 //!
 //! [`ProxyService`] is the cache and knows nothing of sockets: it takes the upstream fetch as a
 //! function returning a Deferred, so it is tested with Deferreds fired by hand.
@@ -15,10 +16,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use torsion::defer::Failure;
-use torsion::{Context, Deferred, Factory, Protocol, ProtocolFactory, Transport};
+use torsion::{Context, Deferred, Factory, Protocol, ProtocolFactory, Reactor, Transport};
 
-/// The upstream fetch: a Deferred that fires with the poem, or fails.
-pub type Fetch = Rc<dyn Fn() -> Deferred<Vec<u8>>>;
+/// The upstream fetch, run on the given reactor: a Deferred that fires with the poem, or fails.
+pub type Fetch = Rc<dyn Fn(&Reactor) -> Deferred<Vec<u8>>>;
 
 /// A fetch's outcome, shared by its waiters.
 type Outcome = Result<Rc<[u8]>, Failure>;
@@ -59,8 +60,9 @@ impl ProxyService {
         })
     }
 
-    /// The poem: at once from the cache, else from the fetch running now, else from a new one.
-    pub fn get_poem(self: &Rc<Self>) -> Deferred<Rc<[u8]>> {
+    /// The poem: at once from the cache, else from the fetch running now, else from a new one
+    /// on `reactor`.
+    pub fn get_poem(self: &Rc<Self>, reactor: &Reactor) -> Deferred<Rc<[u8]>> {
         let running = match &*self.cache.borrow() {
             Cache::Cached(poem) => {
                 self.say("Using cached poem.");
@@ -76,7 +78,7 @@ impl ProxyService {
         self.say("Fetching poem from server.");
         self.fetches.set(self.fetches.get() + 1);
         let me = Rc::downgrade(self);
-        let fetch = (self.fetch)().add_both(move |result: Result<Vec<u8>, Failure>| {
+        let fetch = (self.fetch)(reactor).add_both(move |result: Result<Vec<u8>, Failure>| {
             let outcome: Outcome = result.map(Rc::<[u8]>::from);
             if let Some(me) = me.upgrade() {
                 *me.cache.borrow_mut() = match &outcome {
@@ -129,15 +131,21 @@ impl Protocol for ProxyProtocol {
     fn connection_made(&mut self, cx: &mut Context<'_>) {
         let transport: Transport = cx.transport().clone();
         let peer = transport.peer();
-        let sent = self.service.get_poem().add_both(move |poem| {
+        let sent = self.service.get_poem(cx.reactor()).add_both(move |poem| {
             match poem {
-                Ok(poem) => transport.write_shared(poem),
-                Err(f) => tracing::warn!(
-                    "poetry proxy: no poem for {peer}: {}",
-                    torsion::error::Chain(f.error())
-                ),
+                Ok(poem) => {
+                    transport.write_shared(poem);
+                    transport.lose_connection();
+                }
+                Err(f) => {
+                    tracing::warn!(
+                        "poetry proxy: no poem for {peer}: {}",
+                        torsion::error::Chain(f.error())
+                    );
+                    // A clean close would read as an empty poem: reset the connection.
+                    transport.abort_connection();
+                }
             }
-            transport.lose_connection();
             Ok(())
         });
         drop(sent);
@@ -161,7 +169,7 @@ mod tests {
     fn manual() -> (Fetch, Pending) {
         let pending: Pending = Rc::default();
         let p = pending.clone();
-        let fetch: Fetch = Rc::new(move || {
+        let fetch: Fetch = Rc::new(move |_| {
             let (d, fire) = Deferred::new();
             p.borrow_mut().push(fire);
             d
@@ -181,6 +189,9 @@ mod tests {
         }
         fn disconnecting(&self) -> bool {
             self.transport.disconnecting()
+        }
+        fn aborted(&self) -> bool {
+            self.transport.aborted()
         }
     }
 
@@ -232,7 +243,7 @@ mod tests {
         fire.errback(Failure::msg("upstream refused")).unwrap();
         for c in [&first, &second] {
             assert!(c.value().is_empty());
-            assert!(c.disconnecting(), "a waiter is closed when the fetch fails");
+            assert!(c.aborted(), "a waiter is reset when the fetch fails");
         }
         assert!(!service.is_cached());
         let third = client(&service);
@@ -249,14 +260,14 @@ mod tests {
     fn a_fetch_that_fails_at_once_leaves_the_cache_empty() {
         let calls = Rc::new(Cell::new(0));
         let c = calls.clone();
-        let fetch: Fetch = Rc::new(move || {
+        let fetch: Fetch = Rc::new(move |_| {
             c.set(c.get() + 1);
             Deferred::fail(Failure::msg("no route"))
         });
         let service = ProxyService::new(fetch, false);
         let a = client(&service);
         let b = client(&service);
-        assert!(a.disconnecting() && b.disconnecting());
+        assert!(a.aborted() && b.aborted());
         assert_eq!(calls.get(), 2, "nothing stale kept between the two");
     }
 }

@@ -14,6 +14,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
+
+use torsion::defer::{Failure, Resolver};
+use torsion::protocols::basic::{StringContext, StringHandler, StringReceiver};
+use torsion::{Deferred, Factory, ProtocolFactory, Reactor, Reason};
+
+use crate::Address;
 
 /// A transformation the server offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +130,116 @@ pub fn answer(request: &[u8]) -> Result<Vec<u8>, BadRequest> {
     Ok(transform.apply(poem))
 }
 
+/// The longest request the server takes by default: a poem of 16 MiB and its transform's name.
+pub const DEFAULT_MAX_REQUEST: usize = (16 << 20) + 64;
+
+/// The server's protocol (the tutorial's `TransformProtocol`): one request, one answer, close.
+struct TransformProtocol {
+    verbose: bool,
+}
+
+impl StringHandler for TransformProtocol {
+    fn string_received(&mut self, cx: &mut StringContext<'_, '_>, request: &[u8]) {
+        let peer = cx.transport().peer();
+        match answer(request) {
+            Ok(poem) => {
+                if self.verbose {
+                    use std::io::Write;
+                    let name = &request[..request.iter().position(|&b| b == b'.').unwrap_or(0)];
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "Transformed {} bytes with {} for {peer}.",
+                        poem.len(),
+                        String::from_utf8_lossy(name)
+                    );
+                }
+                // A netstring has no length limit: this cannot fail.
+                let _ = cx.send_string(&poem);
+            }
+            Err(why) => tracing::info!("poetry transform: no answer to {peer}: {why}"),
+        }
+        cx.transport().lose_connection();
+    }
+}
+
+/// The transformation server's factory: netstring requests of at most `max_request` bytes
+/// (a longer one is refused before it is buffered, and the connection closed).
+pub fn server_factory(max_request: usize, verbose: bool) -> impl ProtocolFactory {
+    Factory::for_protocol(move || {
+        StringReceiver::netstring(TransformProtocol { verbose }).with_max_length(max_request)
+    })
+}
+
+/// Why a transform gave no poem back.
+#[derive(Debug)]
+pub struct TransformFailed(pub Reason);
+
+impl fmt::Display for TransformFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the transform server answered nothing: {}",
+            torsion::error::Chain(&self.0)
+        )
+    }
+}
+
+impl std::error::Error for TransformFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The client's protocol (the tutorial's `TransformClientProtocol`): sends the request, fires
+/// the Deferred with the answer.
+struct TransformClient {
+    request: Vec<u8>,
+    answer: Resolver<Vec<u8>>,
+}
+
+impl StringHandler for TransformClient {
+    fn connection_made(&mut self, cx: &mut StringContext<'_, '_>) {
+        let _ = cx.send_string(&std::mem::take(&mut self.request));
+    }
+
+    fn string_received(&mut self, cx: &mut StringContext<'_, '_>, poem: &[u8]) {
+        let _ = self.answer.callback(poem.to_vec());
+        cx.transport().lose_connection();
+    }
+
+    fn connection_lost(&mut self, _: &mut StringContext<'_, '_>, reason: Reason) {
+        // Does nothing once the answer came.
+        let _ = self.answer.errback(Failure::new(TransformFailed(reason)));
+    }
+}
+
+/// Asks the server at `address` for `transform` of `poem` (the tutorial's
+/// `TransformProxy.xform`): a Deferred that fires with the new poem, or fails when the server
+/// cannot be reached, answers nothing, or answers more than `max_answer` bytes.
+pub fn transform_poem(
+    reactor: &Reactor,
+    address: &Address,
+    transform: Transform,
+    poem: &[u8],
+    timeout: Duration,
+    max_answer: usize,
+) -> Deferred<Vec<u8>> {
+    let (d, fire) = Deferred::new();
+    let request = request(transform, poem);
+    let factory = Factory::with_state(fire, move |answer, _| {
+        StringReceiver::netstring(TransformClient {
+            request: request.clone(),
+            answer: (**answer).clone(),
+        })
+        .with_max_length(max_answer)
+    })
+    .on_client_connection_failed(|answer, _, reason| {
+        let _ = answer.errback(Failure::new(reason));
+    });
+    reactor.connect_tcp(&address.host, address.port, factory, timeout);
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +273,48 @@ mod tests {
             "no transform is named \"shout\" (known: cummingsify)"
         );
         assert!(matches!(answer(b"\xff.x"), Err(BadRequest::Unknown(_))));
+    }
+
+    use torsion::testing::StringTransport;
+
+    #[test]
+    fn the_server_answers_one_netstring_and_closes() {
+        let t = StringTransport::new().unwrap();
+        let mut p = server_factory(DEFAULT_MAX_REQUEST, false)
+            .build_protocol(&t.transport().peer())
+            .unwrap();
+        t.connect(&mut *p);
+        t.receive(&mut *p, b"18:cummings");
+        assert!(t.value().is_empty() && !t.disconnecting());
+        t.receive(&mut *p, b"ify.Hello ,");
+        assert_eq!(t.value(), b"6:hello ,");
+        assert!(t.disconnecting());
+    }
+
+    #[test]
+    fn the_server_answers_a_bad_request_with_nothing() {
+        for request in [&b"5:hello,"[..], b"7:shout.x,", b"5:hello"] {
+            let t = StringTransport::new().unwrap();
+            let mut p = server_factory(DEFAULT_MAX_REQUEST, false)
+                .build_protocol(&t.transport().peer())
+                .unwrap();
+            t.connect(&mut *p);
+            t.receive(&mut *p, request);
+            assert!(t.value().is_empty(), "{request:?}");
+            assert_eq!(t.disconnecting(), request != b"5:hello", "{request:?}");
+        }
+    }
+
+    #[test]
+    fn the_server_refuses_an_over_long_request_before_buffering_it() {
+        let t = StringTransport::new().unwrap();
+        let mut p = server_factory(100, false)
+            .build_protocol(&t.transport().peer())
+            .unwrap();
+        t.connect(&mut *p);
+        t.receive(&mut *p, b"101:");
+        assert!(t.value().is_empty());
+        assert!(t.disconnecting(), "refused from the length alone");
     }
 
     #[test]
