@@ -57,7 +57,7 @@ impl LeakCheck {
     pub fn new() -> LeakCheck {
         // The process-wide stop-signal eventfd is made by the first `run` and kept for the
         // life of the process: make it now, so that it is part of the baseline, not a leak.
-        let _ = crate::sys::stop_signal_fd();
+        let _ = crate::sys::signal_fd();
         LeakCheck {
             baseline: fd_count(),
         }
