@@ -33,7 +33,7 @@ pub(crate) use epoll::{EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD};
 pub(crate) use poll::{pollfd, ppoll, PollEvents, PollFd};
 pub(crate) use poll::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLRDHUP};
 pub(crate) use process::{
-    child_pids, get_status_flags, is_executable, is_regular_file, kill_pid, pidfd_open,
+    child_pids, is_executable, is_regular_file, kill_pid, pidfd_open,
     pidfd_send_signal, pipe_cloexec, read_fd, set_nonblocking, set_status_flags, spawn, try_wait,
     wait_blocking, write_fd, writev_fd, SpawnPlan, SpawnStage, WaitStatus,
 };

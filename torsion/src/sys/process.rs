@@ -16,6 +16,7 @@ pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The file status flags of `fd` (F_GETFL).
+#[allow(dead_code)]
 pub(crate) fn get_status_flags(fd: RawFd) -> io::Result<i32> {
     // SAFETY: F_GETFL only reads the open file's flags; a bad fd is EBADF.
     cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })
