@@ -51,7 +51,9 @@ use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
 
 use crate::flow::{self, ProducerSlot};
-use crate::interfaces::{Address, Context, HalfClose, Producer, Protocol, Transport, TransportImpl};
+use crate::interfaces::{
+    Address, Context, HalfClose, Producer, Protocol, Transport, TransportImpl,
+};
 use crate::poller::{Interest, Trigger};
 use crate::reactor::{Inner, Phase, Registration, SystemEvent, TriggerId};
 use crate::tcp::buffer::WriteBuffer;
@@ -105,10 +107,11 @@ pub fn start_on<P: Protocol + 'static>(
         return Err(e);
     }
     let me = io.clone();
-    let trigger = reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |r| {
-        me.trigger.set(None);
-        me.finish(r, Reason::ReactorShutdown);
-    });
+    let trigger =
+        reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |r| {
+            me.trigger.set(None);
+            me.finish(r, Reason::ReactorShutdown);
+        });
     io.trigger.set(Some(trigger));
     let t = io.transport();
     io.with_protocol(reactor, |p, cx| p.connection_made(cx));
@@ -272,7 +275,11 @@ impl Stdio {
             (st.in_reg, st.in_file)
         };
         if let Some(reg) = reg {
-            let interest = if on { Interest::READ } else { Interest::default() };
+            let interest = if on {
+                Interest::READ
+            } else {
+                Interest::default()
+            };
             let _ = r.set_interest(&reg, interest);
         } else if file && on {
             self.queue_file_read(r);
@@ -286,7 +293,11 @@ impl Stdio {
             st.out_reg
         };
         if let Some(reg) = reg {
-            let interest = if on { Interest::WRITE } else { Interest::default() };
+            let interest = if on {
+                Interest::WRITE
+            } else {
+                Interest::default()
+            };
             if let Err(e) = r.set_interest(&reg, interest) {
                 self.close_later(r, Reason::lost(io::Error::other(e.to_string())));
             }
@@ -597,7 +608,8 @@ impl TransportImpl for Stdio {
         let what = {
             let mut st = self.st.borrow_mut();
             let (closed, buffered) = (st.closed, st.buf.len());
-            st.flow.register(producer.clone(), streaming, closed, buffered)?
+            st.flow
+                .register(producer.clone(), streaming, closed, buffered)?
         };
         flow::tell(&producer, what);
         Ok(())

@@ -401,4 +401,27 @@ reactor_test! {
         assert!(!reason.is_clean());
         assert!(format!("{reason:?}").contains("exit code 3"), "{reason:?}");
     }
+
+    fn zombies_are_seen_until_reaped(reactor) {
+        let log = Rc::new(Log::default());
+        let p = reactor.spawn_process(rec(&log), &Spawn::new("true")).unwrap();
+        let pid = p.pid().unwrap();
+        // Not iterating: the child exits and stays a zombie until the loop reaps it.
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            if stat.rsplit_once(')').unwrap().1.trim_start().starts_with('Z') {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never became a zombie");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(torsion::process::unreaped_children(), [pid], "a zombie counts");
+        assert!(wait_ended(reactor, &log).success());
+        assert!(torsion::process::unreaped_children().is_empty());
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+            // The pid may have been reused by now, but not as our child.
+            !torsion::process::unreaped_children().contains(&pid)
+        });
+    }
 }

@@ -28,7 +28,11 @@ fn child_lines_numbers_a_childs_lines_and_passes_its_exit_code() {
     for backend in ["select", "poll", "epoll"] {
         let out = output_within(
             Command::new(&bin)
-                .args(["sh", "-c", "echo one; echo oops >&2; sleep 0.1; echo two; printf three; exit 3"])
+                .args([
+                    "sh",
+                    "-c",
+                    "echo one; echo oops >&2; sleep 0.1; echo two; printf three; exit 3",
+                ])
                 .env("TORSION_REACTOR", backend),
             Duration::from_secs(120),
         )
@@ -37,9 +41,20 @@ fn child_lines_numbers_a_childs_lines_and_passes_its_exit_code() {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(out.status.code(), Some(3), "{backend}: {text}");
         assert!(lines.contains(&"[stderr] oops"), "{backend}: {text}");
-        let numbered: Vec<&&str> = lines.iter().filter(|l| l.starts_with("[") && !l.starts_with("[stderr]")).collect();
-        assert_eq!(numbered, [&"[1] one", &"[2] two", &"[3] three"], "{backend}");
-        assert_eq!(lines.last(), Some(&"child exited: exit code 3 (3 lines)"), "{backend}");
+        let numbered: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("[") && !l.starts_with("[stderr]"))
+            .collect();
+        assert_eq!(
+            numbered,
+            [&"[1] one", &"[2] two", &"[3] three"],
+            "{backend}"
+        );
+        assert_eq!(
+            lines.last(),
+            Some(&"child exited: exit code 3 (3 lines)"),
+            "{backend}"
+        );
     }
 }
 

@@ -35,7 +35,11 @@ fn example(name: &str) -> PathBuf {
 
 /// Runs `cmd` to completion, killed after 120 s so a hang fails instead of stalling.
 fn run(cmd: &mut Command, input: Option<Vec<u8>>) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let writer = input.map(|data| {
         let mut stdin = child.stdin.take().unwrap();
@@ -79,11 +83,21 @@ fn stdin_from_a_pipe_on_every_backend() {
     let bin = example("stdio_lines");
     for backend in ["select", "poll", "epoll"] {
         let out = run(
-            Command::new(&bin).env("TORSION_REACTOR", backend).stdin(Stdio::piped()),
+            Command::new(&bin)
+                .env("TORSION_REACTOR", backend)
+                .stdin(Stdio::piped()),
             Some(b"hello\nworld\r\nlast".to_vec()),
         );
-        assert!(out.status.success(), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), expected(&["hello", "world", "last"]), "{backend}");
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            expected(&["hello", "world", "last"]),
+            "{backend}"
+        );
     }
 }
 
@@ -93,10 +107,12 @@ fn a_megabyte_through_pipes_both_ways() {
     let _serial = torsion::testing::serial();
     let bin = example("stdio_lines");
     let line = "x".repeat(99);
-    let input: Vec<u8> = std::iter::repeat(format!("{line}\n")).take(10_000).collect::<String>().into_bytes();
+    let input: Vec<u8> = format!("{line}\n").repeat(10_000).into_bytes();
     for backend in ["poll", "epoll"] {
         let out = run(
-            Command::new(&bin).env("TORSION_REACTOR", backend).stdin(Stdio::piped()),
+            Command::new(&bin)
+                .env("TORSION_REACTOR", backend)
+                .stdin(Stdio::piped()),
             Some(input.clone()),
         );
         assert!(out.status.success(), "{backend}");
@@ -120,13 +136,35 @@ fn stdin_from_a_regular_file_and_dev_null_and_stdout_to_a_file() {
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     for backend in ["select", "poll", "epoll"] {
         let file = std::fs::File::open(&input).unwrap();
-        let out = run(Command::new(&bin).env("TORSION_REACTOR", backend).stdin(file), None);
-        assert!(out.status.success(), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), expected(&refs), "{backend}");
+        let out = run(
+            Command::new(&bin)
+                .env("TORSION_REACTOR", backend)
+                .stdin(file),
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            expected(&refs),
+            "{backend}"
+        );
 
-        let out = run(Command::new(&bin).env("TORSION_REACTOR", backend).stdin(Stdio::null()), None);
+        let out = run(
+            Command::new(&bin)
+                .env("TORSION_REACTOR", backend)
+                .stdin(Stdio::null()),
+            None,
+        );
         assert!(out.status.success(), "{backend}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "0 lines, 0 bytes\n", "{backend}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "0 lines, 0 bytes\n",
+            "{backend}"
+        );
 
         let target = dir.join(format!("out-{backend}.txt"));
         let status = Command::new(&bin)
@@ -136,7 +174,11 @@ fn stdin_from_a_regular_file_and_dev_null_and_stdout_to_a_file() {
             .status()
             .unwrap();
         assert!(status.success(), "{backend}");
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), expected(&refs), "{backend}");
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            expected(&refs),
+            "{backend}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -144,7 +186,11 @@ fn stdin_from_a_regular_file_and_dev_null_and_stdout_to_a_file() {
 /// The flags of one of this process's descriptors, from /proc/self/fdinfo.
 fn nonblocking(fd: i32) -> bool {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
-    let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .unwrap()
+        .trim();
     u32::from_str_radix(flags, 8).unwrap() & libc::O_NONBLOCK as u32 != 0
 }
 

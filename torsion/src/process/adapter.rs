@@ -15,11 +15,13 @@ use crate::{Error, Reactor, Reason};
 /// is `read_connection_lost` (return [`HalfClose::KeepWriting`] to go on writing to stdin);
 /// `connection_lost` comes when the process has ended, with [`Reason::ConnectionDone`] for
 /// exit code 0 and [`Reason::ConnectionLost`] otherwise. The protocol's
-/// `lose_connection` closes stdin once flushed (and the child's other pipes), and
-/// `abort_connection` kills the child.
+/// `lose_write_connection` closes stdin once flushed and goes on reading; `lose_connection`
+/// closes every pipe, stdin once flushed and the output pipes at once, as Twisted's does (a
+/// child still writing then gets SIGPIPE); `abort_connection` kills the child.
 ///
 /// # Examples
-/// A protocol written for TCP, talking to `cat`:
+/// A protocol written for TCP, talking to `cat`: it half-closes (the child's stdin closes,
+/// its output is still read) and the connection ends when `cat` has exited:
 /// ```
 /// use torsion::process::{ProtocolProcess, Spawn};
 /// use torsion::{Context, Protocol, Reason};
@@ -28,7 +30,7 @@ use crate::{Error, Reactor, Reason};
 /// impl Protocol for Hello {
 ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
 ///         cx.transport().write(b"hello\n");
-///         cx.transport().lose_connection();
+///         cx.transport().lose_write_connection();
 ///     }
 ///     fn data_received(&mut self, _: &mut Context<'_>, data: &[u8]) {
 ///         self.0.extend_from_slice(data);
@@ -156,11 +158,7 @@ impl TransportImpl for Bridge {
 }
 
 impl ProtocolProcess {
-    fn call(
-        &mut self,
-        r: &Reactor,
-        f: impl FnOnce(&mut dyn crate::Protocol, &mut Context<'_>),
-    ) {
+    fn call(&mut self, r: &Reactor, f: impl FnOnce(&mut dyn crate::Protocol, &mut Context<'_>)) {
         if let Some((t, _)) = &self.transport {
             let t = t.clone();
             f(&mut *self.protocol, &mut Context::new(r, &t));

@@ -220,10 +220,8 @@ impl Spawn {
 
     /// Sets one environment variable.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Spawn {
-        self.env_set.insert(
-            key.as_ref().to_owned(),
-            Some(value.as_ref().to_owned()),
-        );
+        self.env_set
+            .insert(key.as_ref().to_owned(), Some(value.as_ref().to_owned()));
         self
     }
 
@@ -536,8 +534,11 @@ fn resolve(program: &OsStr, env: &BTreeMap<OsString, OsString>) -> Result<CStrin
     }
 }
 
+/// A spec's resolved path, argv, envp and working directory.
+type PlanParts = (CString, Vec<CString>, Vec<CString>, Option<CString>);
+
 /// Turns a spec into what the child needs, minus the descriptors.
-fn plan_parts(spec: &Spawn) -> Result<(CString, Vec<CString>, Vec<CString>, Option<CString>), SpawnError> {
+fn plan_parts(spec: &Spawn) -> Result<PlanParts, SpawnError> {
     let env = spec.environment();
     let path = resolve(&spec.program, &env)?;
     let mut argv = vec![cstring(spec.arg0.as_deref().unwrap_or(&spec.program))?];

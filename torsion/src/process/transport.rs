@@ -239,7 +239,9 @@ pub(super) fn start(
 
 impl Process {
     fn rc(&self) -> Rc<Process> {
-        self.me.upgrade().expect("a process is alive while its methods run")
+        self.me
+            .upgrade()
+            .expect("a process is alive while its methods run")
     }
 
     fn reactor(&self) -> Option<Reactor> {
@@ -399,7 +401,9 @@ impl Process {
         let status = {
             let mut st = self.st.borrow_mut();
             match st.status {
-                Some(s) if st.exited_told && st.pipes.is_empty() && st.lost.is_empty() && !st.ended => {
+                Some(s)
+                    if st.exited_told && st.pipes.is_empty() && st.lost.is_empty() && !st.ended =>
+                {
                     st.ended = true;
                     s
                 }
@@ -636,7 +640,10 @@ impl Process {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         }
-        tracing::warn!(pid = self.pid, "a child ignored SIGTERM at shutdown; killing it");
+        tracing::warn!(
+            pid = self.pid,
+            "a child ignored SIGTERM at shutdown; killing it"
+        );
         let _ = send(libc::SIGKILL);
         match sys::wait_blocking(self.pid) {
             Ok(w) => ExitStatus::from_wait(w),
@@ -780,7 +787,8 @@ impl ProcessTransport {
             match st.pipes.get_mut(&0).filter(|p| p.dir == Dir::Write) {
                 Some(p) => {
                     let buffered = p.buf.len();
-                    p.flow.register(producer.clone(), streaming, false, buffered)?
+                    p.flow
+                        .register(producer.clone(), streaming, false, buffered)?
                 }
                 None => flow::OnRegister::Stop,
             }

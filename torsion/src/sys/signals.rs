@@ -47,8 +47,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
     if !(1..=MAX_SIGNAL).contains(&sig) {
         return;
     }
-    if STOP_MODE.load(Ordering::SeqCst) & bit(sig) != 0
-        && STOPS.fetch_add(1, Ordering::SeqCst) >= 1
+    if STOP_MODE.load(Ordering::SeqCst) & bit(sig) != 0 && STOPS.fetch_add(1, Ordering::SeqCst) >= 1
     {
         // The second stop signal: the user does not want to wait for the shutdown.
         // SAFETY: _exit is async-signal-safe and ends the process without running anything.

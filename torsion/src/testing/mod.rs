@@ -24,8 +24,9 @@ pub use memory::{MemoryPoller, MemoryPollerHandle, MemoryReactor, TcpClient, Tcp
 pub use pair::{connected_pair, connected_pair_with, flush_all, IoPump, FLUSH_ROUNDS};
 #[cfg(any(test, feature = "testing"))]
 pub use process::{
-    install_noop_signal_handler, open_fd_count, output_within, reap_left_child, restore_default_sigpipe, serial,
-    set_open_files_limit, signal_process, signal_storm, thread_cpu_time,
+    install_noop_signal_handler, open_fd_count, output_within, reap_left_child,
+    restore_default_sigpipe, serial, set_open_files_limit, signal_process, signal_storm,
+    thread_cpu_time,
 };
 pub use string_transport::StringTransport;
 
