@@ -299,3 +299,38 @@ reactor_test! {
         assert!(!nonblocking(stdin.as_raw_fd()));
     }
 }
+
+#[test]
+fn stdin_and_stdout_on_a_terminal() {
+    // util-linux's `script` runs the example on a pseudo-terminal, feeds it our input and
+    // sends the terminal's end-of-file (Ctrl-D) when the input ends.
+    let Ok(script) = which("script") else {
+        eprintln!("`script` (util-linux) is not installed: the terminal case is not run");
+        return;
+    };
+    let _serial = torsion::testing::serial();
+    let bin = example("stdio_lines");
+    for backend in ["select", "poll", "epoll"] {
+        let out = run(
+            Command::new(&script)
+                .args(["-qec", &bin.display().to_string(), "/dev/null"])
+                .env("TORSION_REACTOR", backend)
+                .stdin(Stdio::piped()),
+            Some(b"abc\ndef\n".to_vec()),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{backend}: {text}");
+        // The terminal echoes the input and turns "\n" into "\r\n": proof it was one.
+        assert!(text.contains("abc\r\n"), "{backend}: {text:?}");
+        assert!(text.contains("1: ABC\r\n2: DEF\r\n"), "{backend}: {text:?}");
+        assert!(text.contains("2 lines, 6 bytes\r\n"), "{backend}: {text:?}");
+    }
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
