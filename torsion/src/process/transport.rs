@@ -345,12 +345,22 @@ impl Process {
         };
         if let Err(e) = r.set_interest(&reg, interest) {
             tracing::warn!(pid = self.pid, fd = child_fd, error = %e, "cannot watch a child's pipe; closing it");
-            self.close_pipe(r, child_fd);
+            self.close_pipe_deferred(r, child_fd);
         }
     }
 
     /// Closes the pipe of the child's `child_fd` now (its buffer dropped), and reports it.
     fn close_pipe(&self, r: &Reactor, child_fd: RawFd) {
+        self.close_pipe_with(r, child_fd, false);
+    }
+
+    /// As `close_pipe`, for a close the user asked for (a transport method): the report comes
+    /// later, on the loop, never inside the user's call.
+    fn close_pipe_deferred(&self, r: &Reactor, child_fd: RawFd) {
+        self.close_pipe_with(r, child_fd, true);
+    }
+
+    fn close_pipe_with(&self, r: &Reactor, child_fd: RawFd, defer: bool) {
         let Some(mut pipe) = self.st.borrow_mut().pipes.remove(&child_fd) else {
             return;
         };
@@ -363,21 +373,30 @@ impl Process {
             p.stop_producing();
         }
         self.st.borrow_mut().lost.push(child_fd);
-        self.deliver_lost(r);
+        if defer {
+            self.queue_delivery(r);
+        } else {
+            self.deliver_lost(r);
+        }
+    }
+
+    /// Queues a call that delivers the pending reports (once).
+    fn queue_delivery(&self, r: &Reactor) {
+        let queue = !std::mem::replace(&mut self.st.borrow_mut().drain_queued, true);
+        if queue {
+            let me = self.rc();
+            r.call_soon(move |r| {
+                me.st.borrow_mut().drain_queued = false;
+                me.deliver_lost(r);
+            });
+        }
     }
 
     /// Delivers the pending `child_connection_lost` calls, and `process_ended` when due; later
     /// on the loop when a callback is running.
     fn deliver_lost(&self, r: &Reactor) {
         if self.in_callback() {
-            let queue = !std::mem::replace(&mut self.st.borrow_mut().drain_queued, true);
-            if queue {
-                let me = self.rc();
-                r.call_soon(move |r| {
-                    me.st.borrow_mut().drain_queued = false;
-                    me.deliver_lost(r);
-                });
-            }
+            self.queue_delivery(r);
             return;
         }
         loop {
@@ -411,8 +430,9 @@ impl Process {
             }
         };
         if self.in_callback() {
-            // Not reached: deliveries run with the protocol free. Kept safe anyway.
+            // Deliveries run with the protocol free; should one not, it is retried later.
             self.st.borrow_mut().ended = false;
+            self.queue_delivery(r);
             return;
         }
         self.with_protocol(r, |p, cx| p.process_ended(cx, status));
@@ -563,7 +583,7 @@ impl Process {
             (need_writer, pause, failed)
         };
         if failed {
-            self.close_pipe(&r, child_fd);
+            self.close_pipe_deferred(&r, child_fd);
             return;
         }
         if need_writer {
@@ -590,7 +610,7 @@ impl Process {
             }
         };
         if now {
-            self.close_pipe(r, child_fd);
+            self.close_pipe_deferred(r, child_fd);
         }
     }
 
@@ -809,7 +829,7 @@ impl ProcessTransport {
         };
         drop(old);
         if close {
-            self.0.close_pipe(&r, 0);
+            self.0.close_pipe_deferred(&r, 0);
         }
     }
 
