@@ -424,4 +424,26 @@ reactor_test! {
             !torsion::process::unreaped_children().contains(&pid)
         });
     }
+
+    fn paused_output_holds_process_ended_back(reactor) {
+        let log = Rc::new(Log::default());
+        let mut r = rec(&log);
+        r.on_made = Some(Box::new(|p| p.pause_producing()));
+        let p = reactor.spawn_process(r, &sh("echo hi; echo there >&2")).unwrap();
+        // It exits, but its output is not read: exited comes, ended does not.
+        run_until(reactor, LIMIT, || log.exited.get().is_some());
+        for _ in 0..10 {
+            reactor.iterate(Some(Duration::from_millis(10))).unwrap();
+        }
+        assert_eq!(log.out(1), "");
+        assert_eq!(log.ended.get(), None, "pipes still open: {:?}", log.events.borrow());
+        p.resume_producing();
+        let status = wait_ended(reactor, &log);
+        assert!(status.success());
+        assert_eq!((log.out(1).as_str(), log.out(2).as_str()), ("hi\n", "there\n"));
+        let events = log.events.borrow().clone();
+        let exited = events.iter().position(|e| e == "exited").unwrap();
+        let lost1 = events.iter().position(|e| e == "lost 1").unwrap();
+        assert!(exited < lost1 && events.last().unwrap() == "ended", "{events:?}");
+    }
 }
