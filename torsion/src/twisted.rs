@@ -41,6 +41,22 @@
 //! | `policies.LimitConnectionsByPeer` | [`LimitConnectionsByPeer`](crate::protocols::policies::LimitConnectionsByPeer) | refusals logged at `WARN` |
 //! | `protocol.ReconnectingClientFactory` | [`ReconnectingClientFactory`](crate::protocol::reconnect::ReconnectingClientFactory) | wraps the user's factory; resets the delay itself on connection (`resetDelay`); settings range-checked; `clock` → `with_clock`; jitter source injectable |
 //!
+//! # Processes, standard I/O and signals
+//!
+//! | Twisted | torsion | notes |
+//! |---|---|---|
+//! | `reactor.spawnProcess(proto, exe, args, env, path, childFDs=...)` | [`Reactor::spawn_process`](crate::Reactor::spawn_process) with a [`Spawn`](crate::process::Spawn) | `args` excludes `argv[0]` ([`Spawn::arg0`](crate::process::Spawn::arg0) sets it); errors are typed and synchronous |
+//! | `ProcessProtocol` (`childDataReceived`, `outReceived`, `errReceived`, `childConnectionLost`, `processExited`, `processEnded`) | [`ProcessProtocol`](crate::process::ProcessProtocol) | the status is an [`ExitStatus`](crate::process::ExitStatus), not a Failure |
+//! | `childFDs={0: "w", 1: "r", 3: 5}` | [`ChildFd::Write`](crate::process::ChildFd), `Read`, `Inherit(5)` | |
+//! | `IProcessTransport` (`writeToChild`, `closeStdin`, `closeChildFD`, `loseConnection`, `pid`) | [`ProcessTransport`](crate::process::ProcessTransport) | stdin has a socket's flow control |
+//! | `transport.signalProcess("TERM")` / `ProcessExitedAlready` | [`ProcessTransport::signal_process`](crate::process::ProcessTransport::signal_process), [`SignalError::ProcessExitedAlready`](crate::process::SignalError) | sent through a pidfd |
+//! | `ProcessDone` / `ProcessTerminated` | [`ExitStatus::Exited`](crate::process::ExitStatus), [`ExitStatus::Signaled`](crate::process::ExitStatus) | |
+//! | `_ProcessEndpointTransport` (a `Protocol` over a child) | [`ProtocolProcess`](crate::process::ProtocolProcess) | |
+//! | children at shutdown (left running) | [`OnShutdown`](crate::process::OnShutdown) | default: SIGTERM, SIGKILL after a grace, reaped |
+//! | `StandardIO(proto)` | [`stdio::start`](crate::stdio::start), [`stdio::start_on`](crate::stdio::start_on) | regular files and /dev/null work too |
+//! | `installSignalHandlers` | [`Reactor::handle_stop_signals`](crate::Reactor::handle_stop_signals) | |
+//! | `signal.signal(n, f)` (on the loop) | [`Reactor::add_signal_handler`](crate::Reactor::add_signal_handler), [`Signal`](crate::reactor::Signal) | the callback runs on the loop, never in signal context |
+//!
 //! # Deferreds ([`defer`](crate::defer))
 //!
 //! | Twisted | torsion | notes |

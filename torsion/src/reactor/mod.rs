@@ -96,11 +96,13 @@ mod fdset;
 mod handle;
 mod lifecycle;
 mod registry;
+mod signals;
 mod triggers;
 
 pub use executor::Task;
 pub use fdset::{FileDescriptor, Readiness, Registration};
 pub use handle::Handle;
+pub use signals::{raise, InvalidSignal, Signal, SignalHandlerId};
 pub use triggers::{Phase, SystemEvent, TriggerId};
 
 use handle::{Shared, ThreadCall};
@@ -156,6 +158,8 @@ pub(crate) struct Inner {
     again: RefCell<Vec<Token>>,
     /// Iterations run so far (tells a request made in this iteration from an older one).
     iteration: Cell<u64>,
+    /// Signal handlers and the stop signals (see `signals`).
+    pub(crate) signals: signals::SignalState,
 }
 
 impl Drop for Inner {
@@ -285,6 +289,7 @@ impl Reactor {
                 thread_calls: Cell::new(Vec::new()),
                 again: RefCell::default(),
                 iteration: Cell::new(0),
+                signals: signals::SignalState::new(),
             }),
         })
     }

@@ -32,10 +32,15 @@ pub(crate) use epoll::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI,
 pub(crate) use epoll::{EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD};
 pub(crate) use poll::{pollfd, ppoll, PollEvents, PollFd};
 pub(crate) use poll::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLRDHUP};
+pub(crate) use process::{
+    child_pids, is_executable, is_regular_file, kill_pid, pidfd_open, pidfd_send_signal,
+    pipe_cloexec, read_fd, set_nonblocking, set_status_flags, spawn, try_wait, wait_blocking,
+    write_fd, writev_fd, SpawnPlan, SpawnStage, WaitStatus,
+};
 pub(crate) use select::{pselect, FdSet, FD_SETSIZE};
 pub(crate) use signals::{
-    install as install_stop_handlers, restore as restore_stop_handlers, stop_signal_fd,
-    take_stop_signal, Saved as SavedStopHandlers,
+    catch as catch_signal, raise_to_process, release as release_signal, reset_stops, set_stop_mode,
+    signal_fd, take_pending as take_pending_signals, MAX_SIGNAL,
 };
 #[cfg(test)]
 pub(crate) use socket::send_urgent;

@@ -109,9 +109,24 @@ impl WriteBuffer {
     /// # Errors
     /// The socket's error (EPIPE, ECONNRESET, ...); WouldBlock is `Ok(Flush::WouldBlock)`.
     pub(crate) fn flush(&mut self, fd: RawFd) -> io::Result<Flush> {
+        self.flush_by(fd, sys::send, sys::send_vectored)
+    }
+
+    /// As [`flush`](Self::flush), for a descriptor that is not a socket (a pipe): write(2)
+    /// and writev(2).
+    pub(crate) fn flush_pipe(&mut self, fd: RawFd) -> io::Result<Flush> {
+        self.flush_by(fd, sys::write_fd, sys::writev_fd)
+    }
+
+    fn flush_by(
+        &mut self,
+        fd: RawFd,
+        one: fn(RawFd, &[u8]) -> io::Result<usize>,
+        many: fn(RawFd, &[&[u8]]) -> io::Result<usize>,
+    ) -> io::Result<Flush> {
         while !self.is_empty() {
             let sent = if self.chunks.len() == 1 {
-                sys::send(fd, &self.chunks[0][self.offset..])
+                one(fd, &self.chunks[0][self.offset..])
             } else {
                 let mut slices: [&[u8]; sys::MAX_IOV] = [&[]; sys::MAX_IOV];
                 let mut n = 0;
@@ -119,7 +134,7 @@ impl WriteBuffer {
                     slices[i] = if i == 0 { &c[self.offset..] } else { c };
                     n += 1;
                 }
-                sys::send_vectored(fd, &slices[..n])
+                many(fd, &slices[..n])
             };
             match sent {
                 Ok(n) => self.consume(n),

@@ -42,7 +42,7 @@ use std::time::Duration;
 use crate::interfaces::{ClientFactory, Connector, ListeningPort, ProtocolFactory, ReactorTcp};
 use crate::{Error, Reactor};
 
-mod buffer;
+pub(crate) mod buffer;
 mod connection;
 mod connector;
 mod listener;
