@@ -456,6 +456,11 @@ impl Port {
                 match res {
                     Ok(n) => {
                         for (i, g) in got.iter().enumerate() {
+                            if self.sock.borrow().is_none() {
+                                // Stopped by an earlier datagram of the batch: the rest go
+                                // with the socket, as if they had still been queued in it.
+                                break;
+                            }
                             self.deliver(r, &t, batch.data(i, g.len), g);
                         }
                         done += n.max(1);
