@@ -589,7 +589,10 @@ fn memory_transport_records_sends_and_options() {
     t.receive(&mut p, b"three", &a);
     assert_eq!(t.take()[0].to, None);
     t.set_refused();
-    assert!(matches!(t.transport().write(b"x"), Err(DatagramError::Refused)));
+    assert!(matches!(
+        t.transport().write(b"x"),
+        Err(DatagramError::Refused)
+    ));
     t.refuse(&mut p);
     assert_eq!(log.borrow().refused, 1);
     t.receive_truncated(&mut p, 9000, &a);
@@ -607,9 +610,15 @@ fn memory_transport_records_sends_and_options() {
     assert_eq!(t.interface(), Interface::Index(1));
     t.stop(&mut p);
     assert_eq!(log.borrow().stopped, 1);
-    assert!(matches!(t.transport().write(b"x"), Err(DatagramError::Closed)));
+    assert!(matches!(
+        t.transport().write(b"x"),
+        Err(DatagramError::Closed)
+    ));
     let stats = t.transport().stats();
-    assert_eq!((stats.received, stats.sent, stats.refused, stats.truncated), (3, 3, 2, 1));
+    assert_eq!(
+        (stats.received, stats.sent, stats.refused, stats.truncated),
+        (3, 3, 2, 1)
+    );
 }
 
 #[test]
@@ -629,4 +638,141 @@ fn a_write_size_of_exactly_the_maximum_passes_the_memory_transport() {
     ));
     t.set_max_write_size(None);
     t.transport().write_to(&vec![0; 200_000], &to).unwrap();
+}
+
+// ------------------------------------------------------------------ examples
+
+mod examples {
+    use std::io::{BufRead, BufReader};
+    use std::net::UdpSocket;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use torsion::testing::output_within;
+
+    /// The path of an example binary, built first (a no-op when fresh).
+    fn example(name: &str) -> PathBuf {
+        let mut p = std::env::current_exe().unwrap();
+        p.pop();
+        if p.ends_with("deps") {
+            p.pop();
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "torsion", "--example", name]);
+        if p.ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building example {name}");
+        p.join("examples").join(name)
+    }
+
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Starts an example whose first line ends with `...:PORT`; returns it, its stdout and
+    /// the port.
+    fn start(name: &str, args: &[&str]) -> (KillOnDrop, BufReader<std::process::ChildStdout>, u16) {
+        let mut child = Command::new(example(name))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{line:?}"));
+        (KillOnDrop(child), out, port)
+    }
+
+    #[test]
+    fn udp_echo_example_echoes_on_each_backend() {
+        for backend in ["select", "poll", "epoll"] {
+            let (_server, _out, port) =
+                start("udp_echo", &["--bind", "127.0.0.1:0", "--backend", backend]);
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.connect(("127.0.0.1", port)).unwrap();
+            let mut buf = vec![0u8; 70_000];
+            for msg in [&b"hello, udp"[..], &[9u8; 60_000][..]] {
+                c.send(msg).unwrap();
+                let n = c.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], msg, "{backend}");
+            }
+        }
+    }
+
+    #[test]
+    fn udp_echo_example_rejects_bad_arguments() {
+        let out = output_within(
+            Command::new(example("udp_echo")).args(["--bind", "nowhere"]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not an IP address and port"));
+    }
+
+    #[test]
+    fn multicast_example_pair_talks_over_loopback() {
+        let (mut rx, mut out, port) = start(
+            "multicast",
+            &["receive", "--group", "239.255.42.99", "--count", "2"],
+        );
+        let send = output_within(
+            Command::new(example("multicast")).args([
+                "send",
+                "--group",
+                "239.255.42.99",
+                "--port",
+                &port.to_string(),
+                "first message",
+                "second message",
+            ]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(
+            send.status.success(),
+            "{}",
+            String::from_utf8_lossy(&send.stderr)
+        );
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let mut l = String::new();
+            out.read_line(&mut l).unwrap();
+            lines.push(l);
+        }
+        assert!(
+            lines[0].starts_with("127.0.0.1:") && lines[0].ends_with(": first message\n"),
+            "{lines:?}"
+        );
+        assert!(lines[1].ends_with(": second message\n"), "{lines:?}");
+        // The receiver exits by itself after --count datagrams.
+        let status = rx.0.wait().unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn multicast_example_rejects_a_unicast_group() {
+        let out = output_within(
+            Command::new(example("multicast")).args(["receive", "--group", "10.0.0.1"]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a multicast address"));
+    }
 }
