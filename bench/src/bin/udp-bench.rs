@@ -103,15 +103,10 @@ fn echo(port: u16, pid: i32, load: Load) -> Measure {
         for ev in &events[..n] {
             let i = ev.u64 as usize;
             let s = &socks[i];
-            loop {
-                match s.recv(&mut buf) {
-                    Ok(_) => {
-                        ops += 1;
-                        let _ = s.send(&payload);
-                        last_heard[i] = Instant::now();
-                    }
-                    Err(_) => break,
-                }
+            while s.recv(&mut buf).is_ok() {
+                ops += 1;
+                let _ = s.send(&payload);
+                last_heard[i] = Instant::now();
             }
         }
         let now = Instant::now();
