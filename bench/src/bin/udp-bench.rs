@@ -10,8 +10,12 @@
 //!   nothing for 20 ms resends its window (UDP may drop under load).
 //! * `sink`: one socket sends as fast as it can; ops are the datagrams the server counted
 //!   (asked for with a `?stats` datagram at the window's edges, with the sender paused).
+//! * `burst`: the server is stopped (SIGSTOP) while `--burst` datagrams (default 2,000) are
+//!   queued on its socket (4 MiB receive buffer), then continued and left to drain, again and
+//!   again: the cost per datagram when a readiness event finds many waiting, where `recvmmsg`
+//!   pays. Ops are the datagrams the server counted.
 //!
-//! Options: `--modes echo,sink`, `--servers blocking,torsion-recvmsg,torsion-recvmmsg`,
+//! Options: `--modes echo,sink,burst`, `--servers blocking,torsion-recvmsg,torsion-recvmmsg`,
 //! `--warmup 1`, `--duration 3`, `--reps 3`, `--pin` (server on core 0 via `taskset`, when
 //! present). To drive a server started elsewhere once: `--port N --server-pid PID --mode M`.
 
@@ -33,6 +37,7 @@ struct Load {
     window: usize,
     warmup: Duration,
     duration: Duration,
+    burst: usize,
 }
 
 /// One measured window.
@@ -168,6 +173,47 @@ fn sink(port: u16, pid: i32, load: Load) -> Measure {
     }
 }
 
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on the server child this process started.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        eprintln!("udp-bench: kill: {}", std::io::Error::last_os_error());
+        std::process::exit(1)
+    }
+}
+
+fn burst(port: u16, pid: i32, load: Load) -> Measure {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(("127.0.0.1", port)).unwrap();
+    let payload = vec![b'x'; load.size];
+    let one = || {
+        signal(pid, libc::SIGSTOP);
+        // Let the stop take effect before queueing.
+        std::thread::sleep(Duration::from_millis(2));
+        for _ in 0..load.burst {
+            let _ = s.send(&payload);
+        }
+        signal(pid, libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(30));
+    };
+    let warm_end = Instant::now() + load.warmup;
+    while Instant::now() < warm_end {
+        one();
+    }
+    let (n0, c0) = (stats(port), cpu(pid));
+    let t0 = Instant::now();
+    while t0.elapsed() < load.duration {
+        one();
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(100));
+    let (n1, c1) = (stats(port), cpu(pid));
+    Measure {
+        ops: n1 - n0,
+        wall,
+        server_cpu: c1 - c0,
+    }
+}
+
 fn bin(name: &str) -> PathBuf {
     let mut p = std::env::current_exe().unwrap();
     p.pop();
@@ -200,7 +246,8 @@ fn start(server: &str, mode: &str, pin: bool) -> (Server, u16) {
         Command::new(bin(name))
     };
     let mut child = cmd
-        .args(["--port", "0", "--mode", mode])
+        .args(["--port", "0", "--rcvbuf", "4194304"])
+        .args(["--mode", if mode == "echo" { "echo" } else { "sink" }])
         .args(extra)
         .stdout(Stdio::piped())
         .spawn()
@@ -230,8 +277,9 @@ fn run(mode: &str, port: u16, pid: i32, load: Load) -> Measure {
     match mode {
         "echo" => echo(port, pid, load),
         "sink" => sink(port, pid, load),
+        "burst" => burst(port, pid, load),
         other => {
-            eprintln!("udp-bench: unknown mode {other:?} (echo|sink)");
+            eprintln!("udp-bench: unknown mode {other:?} (echo|sink|burst)");
             std::process::exit(2)
         }
     }
@@ -245,6 +293,7 @@ fn main() {
         window: args.get("window", 32usize).clamp(1, 4096),
         warmup: Duration::from_secs_f64(args.get("warmup", 1.0f64).clamp(0.0, 60.0)),
         duration: Duration::from_secs_f64(args.get("duration", 3.0f64).clamp(0.1, 600.0)),
+        burst: args.get("burst", 2000usize).clamp(1, 1_000_000),
     };
     if let Some(port) = args.get_opt::<u16>("port") {
         let pid: i32 = args.require("server-pid");
@@ -260,7 +309,10 @@ fn main() {
         );
         return;
     }
-    let modes = args.get_str("modes").unwrap_or("echo,sink").to_string();
+    let modes = args
+        .get_str("modes")
+        .unwrap_or("echo,sink,burst")
+        .to_string();
     let servers = args
         .get_str("servers")
         .unwrap_or("blocking,torsion-recvmsg,torsion-recvmmsg")

@@ -1,4 +1,4 @@
-//! `udp-torsion --port N [--mode echo|sink] [--batch B] [--reads R] [--backend epoll|poll|select]`:
+//! `udp-torsion --port N [--mode echo|sink] [--batch B] [--reads R] [--rcvbuf BYTES] [--backend epoll|poll|select]`:
 //! the torsion UDP server of the datagram benchmark (see `udp-bench`), a [`DatagramProtocol`]
 //! that echoes each datagram (`echo`) or counts it (`sink`). A datagram `?stats` is answered
 //! with the number of datagrams received so far, in decimal. Prints `listening on ADDR` first.
@@ -56,6 +56,7 @@ fn main() {
         max_datagram_size: args.get("max-size", 2048),
         recv_batch: args.get("batch", 32),
         reads_per_event: args.get("reads", 64),
+        receive_buffer_size: args.get_opt("rcvbuf"),
         ..Default::default()
     };
     let reactor = Reactor::with_backend(backend).expect("reactor");
