@@ -314,6 +314,92 @@ reactor_test! {
         stop(reactor, &port, &rlog);
     }
 
+    fn multicast_over_ipv6_on_loopback(reactor) {
+        let group: std::net::Ipv6Addr = "ff02::7:7777".parse().unwrap();
+        let Ok(lo) = Interface::named("lo") else {
+            eprintln!("SKIPPED IPv6 multicast test: no lo interface");
+            return;
+        };
+        let (rx, rlog) = Rec::new(false);
+        let Ok(port) = reactor.listen_udp("[::]:0", rx) else {
+            eprintln!("SKIPPED IPv6 multicast test: no IPv6 on this host");
+            return;
+        };
+        let p = port.host().as_tcp().unwrap().port();
+        // An IPv4 interface address cannot name an IPv6 interface; a v4 group is refused.
+        assert!(port.join_group(IpAddr::V6(group), Interface::Addr(Ipv4Addr::LOCALHOST)).is_err());
+        assert!(matches!(
+            port.join_group(IpAddr::V4("239.1.1.1".parse().unwrap()), lo),
+            Err(DatagramError::InvalidArgument(_))
+        ));
+        if let Err(e) = port.join_group(IpAddr::V6(group), lo) {
+            eprintln!("SKIPPED IPv6 multicast test: the kernel refuses to join {group} on lo: {e}");
+            stop(reactor, &port, &rlog);
+            return;
+        }
+        let (tx, tlog) = Rec::new(false);
+        let sender = reactor.listen_udp("[::]:0", tx).unwrap();
+        sender.set_interface(lo).unwrap();
+        sender.set_ttl(1).unwrap();
+        sender.set_loopback(true).unwrap();
+        let Interface::Index(index) = lo else { unreachable!() };
+        let dest = ip(SocketAddr::V6(std::net::SocketAddrV6::new(group, p, 0, index)));
+        match sender.write_to(b"v6 group", &dest) {
+            Ok(()) => {
+                let deadline = std::time::Instant::now() + secs(3);
+                while rlog.borrow().got.is_empty() && std::time::Instant::now() < deadline {
+                    reactor.iterate(Some(Duration::from_millis(20))).unwrap();
+                }
+                if rlog.borrow().got.is_empty() {
+                    eprintln!("SKIPPED IPv6 multicast test: no delivery on lo here");
+                } else {
+                    assert_eq!(rlog.borrow().got[0].0, b"v6 group");
+                }
+            }
+            Err(e) => eprintln!(
+                "SKIPPED IPv6 multicast test: the kernel refuses the send: {}",
+                torsion::error::Chain(&e)
+            ),
+        }
+        port.leave_group(IpAddr::V6(group), lo).unwrap();
+        stop(reactor, &sender, &tlog);
+        stop(reactor, &port, &rlog);
+    }
+
+    fn a_dual_stack_socket_holds_ipv4_destinations_to_the_ipv4_limit(reactor) {
+        let (p, log) = Rec::new(false);
+        let Ok(port) = reactor.listen_udp("[::]:0", p) else { return };
+        let to = ip("127.0.0.1:9".parse().unwrap());
+        match port.write_to(&vec![0u8; MAX_UDP4_PAYLOAD + 1], &to) {
+            Err(DatagramError::TooLarge { max: Some(m), .. }) => assert_eq!(m, MAX_UDP4_PAYLOAD),
+            other => panic!("{other:?}"),
+        }
+        stop(reactor, &port, &log);
+    }
+
+    fn a_connected_unix_datagram_socket_hears_that_its_server_went_away(reactor) {
+        let path = temp_path(&format!("gone-{}.sock", reactor.poller_name()));
+        let _ = std::fs::remove_file(&path);
+        let (server, slog) = Rec::new(false);
+        let port = reactor.listen_unix_datagram(UnixAddress::Path(path.clone()), server).unwrap();
+        let (client, clog) = Rec::new(false);
+        let c = reactor.connect_unix_datagram(UnixAddress::Path(path.clone()), client).unwrap();
+        c.write(b"hello").unwrap();
+        run_until(reactor, secs(10), || slog.borrow().got.len() == 1);
+        stop(reactor, &port, &slog);
+        assert!(!path.exists());
+        match c.write(b"anyone?") {
+            Err(DatagramError::Refused) => {}
+            other => panic!("{other:?}"),
+        }
+        run_until(reactor, secs(10), || clog.borrow().refused == 1);
+        assert_eq!(c.stats().refused, 1);
+        stop(reactor, &c, &clog);
+        // Connecting to nothing is the system error, at once.
+        let (client, _) = Rec::new(false);
+        assert!(reactor.connect_unix_datagram(UnixAddress::Path(path), client).is_err());
+    }
+
     fn largest_datagrams_pass_and_larger_writes_are_typed_errors(reactor) {
         for (bind, max) in [("127.0.0.1:0", MAX_UDP4_PAYLOAD), ("[::1]:0", MAX_UDP6_PAYLOAD)] {
             let (server, slog) = Rec::new(false);
@@ -572,6 +658,8 @@ reactor_test! {
 
 #[test]
 fn memory_transport_records_sends_and_options() {
+    // A memory reactor opens descriptors: not while a reactor test counts them.
+    let _serial = torsion::testing::serial();
     let t = MemoryDatagramTransport::new().unwrap();
     let (mut p, log) = Rec::new(true);
     t.start(&mut p);
@@ -623,6 +711,7 @@ fn memory_transport_records_sends_and_options() {
 
 #[test]
 fn a_write_size_of_exactly_the_maximum_passes_the_memory_transport() {
+    let _serial = torsion::testing::serial();
     let t = MemoryDatagramTransport::new().unwrap();
     let to = ip("192.0.2.1:1".parse().unwrap());
     t.transport()
@@ -699,6 +788,8 @@ mod examples {
 
     #[test]
     fn udp_echo_example_echoes_on_each_backend() {
+        // Child processes and their pipes: not while a reactor test counts descriptors.
+        let _serial = torsion::testing::serial();
         for backend in ["select", "poll", "epoll"] {
             let (_server, _out, port) =
                 start("udp_echo", &["--bind", "127.0.0.1:0", "--backend", backend]);
@@ -716,6 +807,8 @@ mod examples {
 
     #[test]
     fn udp_echo_example_rejects_bad_arguments() {
+        // Child processes and their pipes: not while a reactor test counts descriptors.
+        let _serial = torsion::testing::serial();
         let out = output_within(
             Command::new(example("udp_echo")).args(["--bind", "nowhere"]),
             Duration::from_secs(60),
@@ -727,6 +820,8 @@ mod examples {
 
     #[test]
     fn multicast_example_pair_talks_over_loopback() {
+        // Child processes and their pipes: not while a reactor test counts descriptors.
+        let _serial = torsion::testing::serial();
         let (mut rx, mut out, port) = start(
             "multicast",
             &["receive", "--group", "239.255.42.99", "--count", "2"],
@@ -767,6 +862,8 @@ mod examples {
 
     #[test]
     fn multicast_example_rejects_a_unicast_group() {
+        // Child processes and their pipes: not while a reactor test counts descriptors.
+        let _serial = torsion::testing::serial();
         let out = output_within(
             Command::new(example("multicast")).args(["receive", "--group", "10.0.0.1"]),
             Duration::from_secs(60),

@@ -307,7 +307,8 @@ impl Port {
 
     fn send(&self, data: &[u8], to: Option<&Address>) -> Result<(), DatagramError> {
         let fd = self.open_fd()?;
-        if let Some(max) = self.max_write_size() {
+        let max = self.limit_for(to);
+        if let Some(max) = max {
             if data.len() > max {
                 return Err(DatagramError::TooLarge {
                     len: data.len(),
@@ -334,7 +335,7 @@ impl Port {
                 Err(e) if sys::is_msg_size(&e) => {
                     return Err(DatagramError::TooLarge {
                         len: data.len(),
-                        max: self.max_write_size(),
+                        max,
                     });
                 }
                 Err(e) if sys::is_refused(&e) => {
@@ -346,6 +347,16 @@ impl Port {
                 }
                 Err(e) => return Err(DatagramError::Io(e)),
             }
+        }
+    }
+
+    /// The largest datagram that can go to `to` (`None`: the connected peer): IPv4's limit
+    /// for an IPv4 destination, even from a dual-stack IPv6 socket.
+    fn limit_for(&self, to: Option<&Address>) -> Option<usize> {
+        let peer = self.peer.borrow();
+        match to.or(peer.as_ref()) {
+            Some(Address::Tcp(SocketAddr::V4(_))) => Some(MAX_UDP4_PAYLOAD),
+            _ => self.max_write_size(),
         }
     }
 
@@ -556,8 +567,7 @@ impl DatagramTransportImpl for Port {
     fn max_write_size(&self) -> Option<usize> {
         match self.family {
             DgramFamily::V4 => Some(MAX_UDP4_PAYLOAD),
-            // A dual-stack socket sending to an IPv4 peer is bound by IPv4's limit, which the
-            // kernel enforces (EMSGSIZE, reported as TooLarge).
+            // A dual-stack socket sending to an IPv4 peer is held to IPv4's limit.
             DgramFamily::V6 => Some(MAX_UDP6_PAYLOAD),
             DgramFamily::Unix => None,
         }
