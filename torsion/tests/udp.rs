@@ -575,6 +575,30 @@ reactor_test! {
         std::fs::remove_file(&path).unwrap();
     }
 
+    fn paused_reading_leaves_datagrams_queued_until_resumed(reactor) {
+        let (mut server, slog) = Rec::new(false);
+        // The first datagram pauses reading: the rest of its batch still arrives, no more.
+        server.hook = Some(Box::new(|t, d, _| if d == b"pause" { t.pause_reading() }));
+        let opts = DatagramOptions { recv_batch: 1, ..Default::default() };
+        let port = reactor.listen_udp_with("127.0.0.1:0", server, opts).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"pause", port.host()).unwrap();
+        for i in 0..5u8 {
+            peer.send_to(&[i], port.host()).unwrap();
+        }
+        run_until(reactor, secs(10), || slog.borrow().got.len() == 1);
+        assert!(!port.reading());
+        for _ in 0..5 {
+            reactor.iterate(Some(Duration::from_millis(10))).unwrap();
+        }
+        assert_eq!(slog.borrow().got.len(), 1, "nothing read while paused");
+        port.resume_reading();
+        assert!(port.reading());
+        run_until(reactor, secs(10), || slog.borrow().got.len() == 6);
+        stop(reactor, &port, &slog);
+        assert!(!port.reading());
+    }
+
     fn a_panicking_protocol_keeps_its_port(reactor) {
         struct Boom(Rc<RefCell<Vec<Vec<u8>>>>);
         impl DatagramProtocol for Boom {

@@ -35,6 +35,7 @@ struct State {
     interface: Interface,
     would_block: bool,
     refused: bool,
+    paused: bool,
     stats: DatagramStats,
 }
 
@@ -113,6 +114,7 @@ impl MemoryDatagramTransport {
                 interface: Interface::Any,
                 would_block: false,
                 refused: false,
+                paused: false,
                 stats: DatagramStats::default(),
             }),
             host,
@@ -307,6 +309,19 @@ impl DatagramTransportImpl for Imp {
 
     fn max_write_size(&self) -> Option<usize> {
         self.max.get()
+    }
+
+    fn pause_reading(&self) {
+        self.st.borrow_mut().paused = true;
+    }
+
+    fn resume_reading(&self) {
+        self.st.borrow_mut().paused = false;
+    }
+
+    fn reading(&self) -> bool {
+        let st = self.st.borrow();
+        st.listening && !st.paused
     }
 
     fn stats(&self) -> DatagramStats {

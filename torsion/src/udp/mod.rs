@@ -458,6 +458,12 @@ pub trait DatagramTransportImpl {
     fn listening(&self) -> bool;
     /// See [`DatagramTransport::max_write_size`].
     fn max_write_size(&self) -> Option<usize>;
+    /// See [`DatagramTransport::pause_reading`].
+    fn pause_reading(&self);
+    /// See [`DatagramTransport::resume_reading`].
+    fn resume_reading(&self);
+    /// See [`DatagramTransport::reading`].
+    fn reading(&self) -> bool;
     /// See [`DatagramTransport::stats`].
     fn stats(&self) -> DatagramStats;
     /// See [`DatagramTransport::set_broadcast_allowed`].
@@ -572,6 +578,47 @@ impl DatagramTransport {
     /// the kernel's).
     pub fn max_write_size(&self) -> Option<usize> {
         self.0.max_write_size()
+    }
+
+    /// Stops reading (Twisted's `stopReading`): datagrams wait in the socket's receive buffer
+    /// (and the kernel drops what does not fit) until
+    /// [`resume_reading`](Self::resume_reading). For a protocol that cannot keep up, or that
+    /// waits for something else first.
+    ///
+    /// # Examples
+    /// ```
+    /// use torsion::udp::{DatagramContext, DatagramProtocol};
+    /// use torsion::{Address, Reactor};
+    ///
+    /// struct Sink;
+    /// impl DatagramProtocol for Sink {
+    ///     fn datagram_received(&mut self, _: &mut DatagramContext<'_>, _: &[u8], _: &Address) {}
+    /// }
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let port = reactor.listen_udp("127.0.0.1:0", Sink)?;
+    /// port.pause_reading();
+    /// assert!(!port.reading());
+    /// port.resume_reading();
+    /// assert!(port.reading());
+    /// port.stop_listening();
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
+    #[doc(alias = "stopReading")]
+    pub fn pause_reading(&self) {
+        self.0.pause_reading();
+    }
+
+    /// Starts reading again after [`pause_reading`](Self::pause_reading) (Twisted's
+    /// `startReading`).
+    #[doc(alias = "startReading")]
+    pub fn resume_reading(&self) {
+        self.0.resume_reading();
+    }
+
+    /// True while the socket is open and reading is not paused.
+    pub fn reading(&self) -> bool {
+        self.0.reading()
     }
 
     /// What the transport counted so far.

@@ -67,6 +67,8 @@ pub(super) struct Port {
     protocol: RefCell<Option<Box<dyn DatagramProtocol>>>,
     host: Address,
     peer: RefCell<Option<Address>>,
+    /// Reading is paused (`pause_reading`).
+    paused: Cell<bool>,
     opts: DatagramOptions,
     slots: usize,
     file: Option<OwnFile>,
@@ -167,6 +169,7 @@ pub(super) fn open(
         protocol: RefCell::new(Some(protocol)),
         host,
         peer: RefCell::new(None),
+        paused: Cell::new(false),
         opts,
         slots: opts.slots(),
         file,
@@ -413,6 +416,24 @@ impl Port {
         }
     }
 
+    /// Starts or stops reading.
+    fn watch(&self, on: bool) {
+        if self.paused.replace(!on) == !on {
+            return;
+        }
+        let (Some(r), Some(reg)) = (self.reactor(), self.reg.get()) else {
+            return;
+        };
+        let interest = if on {
+            Interest::READ
+        } else {
+            Interest::default()
+        };
+        if let Err(e) = r.set_interest(&reg, interest) {
+            tracing::warn!(host = %self.host, error = %e, "cannot change whether a datagram port reads");
+        }
+    }
+
     fn warn_truncated(&self, len: usize, from: &Address) {
         self.unreported.set(self.unreported.get() + 1);
         let due = self
@@ -453,7 +474,7 @@ impl Port {
         let mut done = 0;
         let mut got = RECEIVED.with(Cell::take);
         with_batch(self.slots, self.opts.max_datagram_size, |batch| {
-            while done < budget && self.sock.borrow().is_some() {
+            while done < budget && self.sock.borrow().is_some() && !self.paused.get() {
                 got.clear();
                 let want = (budget - done).min(self.slots);
                 let res = if self.slots == 1 {
@@ -472,6 +493,9 @@ impl Port {
                                 // with the socket, as if they had still been queued in it.
                                 break;
                             }
+                            // Paused by an earlier datagram of the batch: the rest are
+                            // delivered all the same (they were read; dropping them would lose
+                            // them), and nothing more is read.
                             self.deliver(r, &t, batch.data(i, g.len), g);
                         }
                         done += n.max(1);
@@ -571,6 +595,18 @@ impl DatagramTransportImpl for Port {
             DgramFamily::V6 => Some(MAX_UDP6_PAYLOAD),
             DgramFamily::Unix => None,
         }
+    }
+
+    fn pause_reading(&self) {
+        self.watch(false);
+    }
+
+    fn resume_reading(&self) {
+        self.watch(true);
+    }
+
+    fn reading(&self) -> bool {
+        self.listening() && !self.paused.get()
     }
 
     fn stats(&self) -> DatagramStats {
