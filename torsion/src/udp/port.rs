@@ -418,8 +418,9 @@ impl Port {
 
     /// Starts or stops reading.
     fn watch(&self, on: bool) {
-        if self.paused.replace(!on) == !on {
-            return;
+        let pause = !on;
+        if self.paused.replace(pause) == pause {
+            return; // unchanged
         }
         let (Some(r), Some(reg)) = (self.reactor(), self.reg.get()) else {
             return;
