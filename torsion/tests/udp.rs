@@ -678,6 +678,48 @@ reactor_test! {
     }
 }
 
+/// A protocol that holds its own transport (a cycle) and notes when it is dropped.
+struct Holder {
+    me: Option<DatagramTransport>,
+    dropped: Rc<std::cell::Cell<bool>>,
+}
+
+impl DatagramProtocol for Holder {
+    fn start_protocol(&mut self, cx: &mut DatagramContext<'_>) {
+        self.me = Some(cx.transport().clone());
+    }
+    fn datagram_received(&mut self, _: &mut DatagramContext<'_>, _: &[u8], _: &Address) {}
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.dropped.set(true);
+    }
+}
+
+#[test]
+fn a_stopped_port_releases_its_protocol_even_if_the_reactor_never_iterates_again() {
+    let _serial = torsion::testing::serial();
+    for stop_first in [true, false] {
+        let reactor = Reactor::new().unwrap();
+        let dropped = Rc::new(std::cell::Cell::new(false));
+        let holder = Holder {
+            me: None,
+            dropped: dropped.clone(),
+        };
+        let port = reactor.listen_udp("127.0.0.1:0", holder).unwrap();
+        if stop_first {
+            port.stop_listening(); // stop_protocol queued, never run
+        }
+        drop(port);
+        drop(reactor);
+        assert!(
+            dropped.get(),
+            "the protocol (stop_first: {stop_first}) was leaked"
+        );
+    }
+}
+
 // ------------------------------------------------------------------ memory transport
 
 #[test]

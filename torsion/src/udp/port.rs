@@ -108,6 +108,19 @@ fn clear_stale(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
+/// Drops a closed port's protocol when it goes out of scope.
+struct ReleaseProtocol(Rc<Port>);
+
+impl Drop for ReleaseProtocol {
+    fn drop(&mut self) {
+        let p = match self.0.protocol.try_borrow_mut() {
+            Ok(mut slot) => slot.take(),
+            Err(_) => None,
+        };
+        drop(p);
+    }
+}
+
 pub(super) fn open(
     r: &Reactor,
     bind: Bind,
@@ -401,13 +414,15 @@ impl Port {
             self.protocol.borrow_mut().take();
             return;
         };
-        let me = self.rc();
+        // The guard drops the protocol when the call has run, or when it is dropped unrun (a
+        // reactor dropped before its next iteration): either way the protocol -> transport ->
+        // port cycle is broken.
+        let guard = ReleaseProtocol(self.rc());
         let finish = move |r: &Reactor| {
+            let me = &guard.0;
             let t = me.transport();
             me.with_protocol(r, &t, |p, cx| p.stop_protocol(cx));
-            // Dropped here: breaks the protocol -> transport -> port cycle.
-            let p = me.protocol.borrow_mut().take();
-            drop(p);
+            drop(guard);
         };
         if deliver_now {
             finish(r);
