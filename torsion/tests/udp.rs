@@ -521,6 +521,34 @@ reactor_test! {
         }
     }
 
+    fn unix_datagrams_from_an_unbound_sender_come_from_an_unnamed_address(reactor) {
+        let path = temp_path(&format!("unnamed-{}.sock", reactor.poller_name()));
+        let _ = std::fs::remove_file(&path);
+        for batch in [1, 16] {
+            let (server, slog) = Rec::new(false);
+            let opts = DatagramOptions { recv_batch: batch, ..Default::default() };
+            let port = reactor
+                .listen_unix_datagram_with(UnixAddress::Path(path.clone()), server, opts)
+                .unwrap();
+            let named_path = temp_path(&format!("named-{}.sock", reactor.poller_name()));
+            let _ = std::fs::remove_file(&named_path);
+            let named = UnixDatagram::bind(&named_path).unwrap();
+            let unbound = UnixDatagram::unbound().unwrap();
+            named.send_to(b"named", &path).unwrap();
+            unbound.send_to(b"unbound", &path).unwrap();
+            run_until(reactor, secs(10), || slog.borrow().got.len() == 2);
+            let got = slog.borrow().got.clone();
+            assert_eq!(got[0], (b"named".to_vec(), Address::Unix(UnixAddress::Path(named_path.clone()))));
+            assert_eq!(got[1], (b"unbound".to_vec(), Address::Unix(UnixAddress::Unnamed)));
+            // It cannot be answered.
+            let r = port.write_to(b"x", &got[1].1);
+            assert!(matches!(r, Err(DatagramError::WrongAddress { .. })), "{r:?}");
+            stop(reactor, &port, &slog);
+            drop(named);
+            std::fs::remove_file(&named_path).unwrap();
+        }
+    }
+
     fn unix_datagram_socket_files_live_refused_dead_replaced(reactor) {
         let path = temp_path(&format!("stale-{}.sock", reactor.poller_name()));
         let _ = std::fs::remove_file(&path);

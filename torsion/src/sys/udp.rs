@@ -339,10 +339,17 @@ impl RecvBatch {
         let hdr = &self.hdrs[i];
         let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > self.size;
         self.addrs[i].len = hdr.msg_hdr.msg_namelen;
+        // A Unix datagram from an unbound sender comes with no address at all (length 0),
+        // leaving the storage as the previous datagram left it.
+        let from = if self.addrs[i].len == 0 {
+            Address::Unix(UnixAddress::Unnamed)
+        } else {
+            self.addrs[i].to_address()?
+        };
         Ok(Received {
             len,
             truncated,
-            from: self.addrs[i].to_address()?,
+            from,
         })
     }
 

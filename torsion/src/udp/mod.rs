@@ -24,8 +24,10 @@
 //!   length, it is counted, and a warning is logged (at most one per port every 10 s).
 //! * **Refusals.** On a connected socket, an ICMP "port unreachable" (answering an earlier
 //!   datagram) makes the kernel report `ECONNREFUSED`; the protocol's
-//!   [`connection_refused`](DatagramProtocol::connection_refused) runs, on a later iteration,
-//!   whether a read or a write found it (a write also returns [`DatagramError::Refused`]).
+//!   [`connection_refused`](DatagramProtocol::connection_refused) runs whichever found it: the
+//!   receive loop (at once), or a write (on a later iteration, as the write may come from one of
+//!   the protocol's own callbacks; the write also returns [`DatagramError::Refused`]). A Unix
+//!   datagram socket connected to a server that went away learns it the same way.
 //! * **Fair reading.** One readiness event reads at most
 //!   [`DatagramOptions::reads_per_event`] datagrams (64 by default), with `recvmmsg(2)` batches
 //!   of [`DatagramOptions::recv_batch`], so one flooded socket cannot starve the others.
