@@ -489,20 +489,22 @@ reactor_test! {
         let path = temp_path(&format!("echo-{}.sock", reactor.poller_name()));
         let _ = std::fs::remove_file(&path);
         let abs = format!("torsion-udp-test-{}-{}", std::process::id(), reactor.poller_name());
+        // Bigger than any UDP datagram: Unix datagrams can be.
+        let big_buffers = DatagramOptions { max_datagram_size: 200_000, ..Default::default() };
         for addr in [UnixAddress::Path(path.clone()), UnixAddress::Abstract(abs.into_bytes())] {
             let (server, slog) = Rec::new(true);
-            let port = reactor.listen_unix_datagram(addr.clone(), server).unwrap();
+            let port = reactor.listen_unix_datagram_with(addr.clone(), server, big_buffers).unwrap();
             assert_eq!(port.host(), Address::Unix(addr.clone()));
             assert_eq!(port.max_write_size(), None);
             if let UnixAddress::Path(p) = &addr {
                 assert!(p.exists());
             }
             let (client, clog) = Rec::new(false);
-            let c = reactor.connect_unix_datagram(addr.clone(), client).unwrap();
+            let c = reactor.connect_unix_datagram_with(addr.clone(), client, big_buffers).unwrap();
             // An automatic abstract name, so that the server can answer.
             assert!(matches!(c.host(), Address::Unix(UnixAddress::Abstract(_))), "{:?}", c.host());
             c.write(b"hello over unix").unwrap();
-            let big = vec![7u8; 60_000];
+            let big = vec![7u8; 150_000];
             c.write(&big).unwrap();
             run_until(reactor, secs(10), || clog.borrow().got.len() == 2);
             assert_eq!(clog.borrow().got[0].0, b"hello over unix");

@@ -854,6 +854,19 @@ impl Reactor {
         peer: A,
         protocol: impl DatagramProtocol + 'static,
     ) -> Result<DatagramTransport, Error> {
+        self.connect_udp_with(peer, protocol, DatagramOptions::default())
+    }
+
+    /// [`connect_udp`](Reactor::connect_udp) with options.
+    ///
+    /// # Errors
+    /// As [`listen_udp_with`](Reactor::listen_udp_with).
+    pub fn connect_udp_with<A: ToSocketAddrs>(
+        &self,
+        peer: A,
+        protocol: impl DatagramProtocol + 'static,
+        opts: DatagramOptions,
+    ) -> Result<DatagramTransport, Error> {
         let peer = first_addr(peer)?;
         let local: SocketAddr = if peer.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -865,7 +878,7 @@ impl Reactor {
             port::Bind::Ip(local),
             Some(Address::Tcp(peer)),
             Box::new(protocol),
-            DatagramOptions::default(),
+            opts,
         )
     }
 
@@ -930,12 +943,28 @@ impl Reactor {
         peer: UnixAddress,
         protocol: impl DatagramProtocol + 'static,
     ) -> Result<DatagramTransport, Error> {
+        self.connect_unix_datagram_with(peer, protocol, DatagramOptions::default())
+    }
+
+    /// [`connect_unix_datagram`](Reactor::connect_unix_datagram) with options (a larger
+    /// [`max_datagram_size`](DatagramOptions::max_datagram_size) for answers bigger than
+    /// 64 KiB, for example).
+    ///
+    /// # Errors
+    /// As [`connect_unix_datagram`](Reactor::connect_unix_datagram); `Io(InvalidInput)` for an
+    /// option out of range.
+    pub fn connect_unix_datagram_with(
+        &self,
+        peer: UnixAddress,
+        protocol: impl DatagramProtocol + 'static,
+        opts: DatagramOptions,
+    ) -> Result<DatagramTransport, Error> {
         port::open(
             self,
             port::Bind::Unix(UnixAddress::Unnamed),
             Some(Address::Unix(peer)),
             Box::new(protocol),
-            DatagramOptions::default(),
+            opts,
         )
     }
 }
