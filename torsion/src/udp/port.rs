@@ -158,14 +158,24 @@ pub(super) fn open(
             }
             sys::dgram_bind(fd, &Address::Unix(u.clone()))?;
             if let UnixAddress::Path(p) = u {
-                let meta = std::fs::symlink_metadata(p)?;
-                file = Some(OwnFile {
-                    path: p.clone(),
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                });
-                if let Some(mode) = opts.mode {
-                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+                let own = || -> io::Result<OwnFile> {
+                    let meta = std::fs::symlink_metadata(p)?;
+                    if let Some(mode) = opts.mode {
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+                    }
+                    Ok(OwnFile {
+                        path: p.clone(),
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                    })
+                };
+                match own() {
+                    Ok(f) => file = Some(f),
+                    Err(e) => {
+                        // The file was just made by this bind: not left behind.
+                        let _ = std::fs::remove_file(p);
+                        return Err(e.into());
+                    }
                 }
             }
         }
