@@ -57,6 +57,18 @@
 //! | `installSignalHandlers` | [`Reactor::handle_stop_signals`](crate::Reactor::handle_stop_signals) | |
 //! | `signal.signal(n, f)` (on the loop) | [`Reactor::add_signal_handler`](crate::Reactor::add_signal_handler), [`Signal`](crate::reactor::Signal) | the callback runs on the loop, never in signal context |
 //!
+//! # Datagrams ([`udp`](crate::udp))
+//!
+//! | Twisted | torsion | notes |
+//! |---|---|---|
+//! | `reactor.listenUDP(port, proto)` / `listenMulticast` | [`Reactor::listen_udp`], [`listen_udp_with`](Reactor::listen_udp_with) | returns the socket's [`DatagramTransport`](crate::udp::DatagramTransport); `listenMultiple` is [`DatagramOptions::reuse_addr`](crate::udp::DatagramOptions::reuse_addr) |
+//! | `reactor.listenUNIXDatagram` / `connectUNIXDatagram` | [`Reactor::listen_unix_datagram`], [`Reactor::connect_unix_datagram`] | paths and Linux abstract names |
+//! | `DatagramProtocol` | [`DatagramProtocol`](crate::udp::DatagramProtocol) (trait) | `datagramReceived` is `datagram_received(cx, data, from)`; also `datagram_truncated` |
+//! | `ConnectedDatagramProtocol`, `port.connect(host, port)` | [`DatagramTransport::connect`](crate::udp::DatagramTransport::connect), [`Reactor::connect_udp`] | `connectionRefused` is `connection_refused` |
+//! | `transport.write(data, addr)` | [`write_to`](crate::udp::DatagramTransport::write_to), [`write`](crate::udp::DatagramTransport::write) | return a typed [`DatagramError`](crate::udp::DatagramError) (`MessageLengthError` is `TooLarge`; a full buffer is `WouldBlock`) |
+//! | `setBroadcastAllowed`, `joinGroup`, `leaveGroup`, `setTTL`, `setLoopbackMode`, `setOutgoingInterface` | [`set_broadcast_allowed`](crate::udp::DatagramTransport::set_broadcast_allowed), [`join_group`](crate::udp::DatagramTransport::join_group), [`leave_group`](crate::udp::DatagramTransport::leave_group), [`set_ttl`](crate::udp::DatagramTransport::set_ttl), [`set_loopback`](crate::udp::DatagramTransport::set_loopback), [`set_interface`](crate::udp::DatagramTransport::set_interface) | no name resolution: addresses are IP addresses, interfaces an address or an index |
+//! | `proto_helpers` for datagrams | [`MemoryDatagramTransport`](crate::udp::MemoryDatagramTransport) | |
+//!
 //! # Deferreds ([`defer`](crate::defer))
 //!
 //! | Twisted | torsion | notes |

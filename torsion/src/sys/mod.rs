@@ -57,6 +57,12 @@ pub(crate) use test_support::{
 };
 #[cfg(test)]
 pub(crate) use test_support::{pipe, write};
+pub(crate) use udp::{
+    broadcast, dgram_bind, dgram_connect, dgram_local_addr, dgram_socket, interface_index,
+    is_msg_size, is_no_buffers, membership, multicast_loop, multicast_ttl, send_to, set_broadcast,
+    set_multicast_if, set_multicast_loop, set_multicast_ttl, set_reuseport, DgramFamily, McastIf,
+    Received, RecvBatch,
+};
 pub(crate) use waker::{eventfd, eventfd_drain, eventfd_signal};
 
 /// A system call's return type whose `-1` means "failed, see `errno`".
