@@ -52,6 +52,10 @@ pub(crate) use test_support::{
 };
 #[cfg(test)]
 pub(crate) use test_support::{pipe, write};
+pub(crate) use unix::{
+    peer_credentials, recv_with_fds, send_with_fds, unix_accept, unix_bind, unix_connect,
+    unix_local_addr, unix_peer_addr, unix_socket, Received, SCM_MAX_FD,
+};
 pub(crate) use waker::{eventfd, eventfd_drain, eventfd_signal};
 
 /// A system call's return type whose `-1` means "failed, see `errno`".
