@@ -144,30 +144,14 @@ pub(crate) fn unix_accept(fd: RawFd) -> io::Result<(OwnedFd, UnixAddress)> {
     Ok((conn, from_sockaddr_un(&sa, len)))
 }
 
-fn unix_name_of(fd: RawFd, peer: bool) -> io::Result<UnixAddress> {
+/// `getsockname(2)` of a Unix socket.
+pub(crate) fn unix_local_addr(fd: RawFd) -> io::Result<UnixAddress> {
     // SAFETY: sockaddr_un is plain data; zeroed is valid.
     let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    let p = (&mut sa as *mut libc::sockaddr_un).cast();
     // SAFETY: `sa`/`len` are live and `len` is the size of `sa`.
-    cvt(unsafe {
-        if peer {
-            libc::getpeername(fd, p, &mut len)
-        } else {
-            libc::getsockname(fd, p, &mut len)
-        }
-    })?;
+    cvt(unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_un).cast(), &mut len) })?;
     Ok(from_sockaddr_un(&sa, len))
-}
-
-/// `getsockname(2)` of a Unix socket.
-pub(crate) fn unix_local_addr(fd: RawFd) -> io::Result<UnixAddress> {
-    unix_name_of(fd, false)
-}
-
-/// `getpeername(2)` of a Unix socket.
-pub(crate) fn unix_peer_addr(fd: RawFd) -> io::Result<UnixAddress> {
-    unix_name_of(fd, true)
 }
 
 /// SO_PEERCRED: the peer's process id, user id and group id (as they were when it connected).
