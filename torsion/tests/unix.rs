@@ -544,3 +544,71 @@ fn su_closed(t: &Transport) -> Result<(), SendFdsError> {
         .unwrap()
         .send_file_descriptors(vec![pipe().0.into()], b"late")
 }
+
+/// The path of an example binary, built first (a no-op when fresh), as tests/examples.rs does.
+fn example(name: &str) -> PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-p", "torsion", "--example", name]);
+    if p.ends_with("release") {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success(), "building example {name}");
+    p.join("examples").join(name)
+}
+
+#[test]
+fn the_unix_echo_example_echoes_reports_credentials_and_removes_its_file() {
+    use std::io::BufRead;
+    use std::os::unix::net::UnixStream;
+    let dir = Dir::new("example");
+    let path = dir.join("echo.sock");
+    for backend in ["select", "poll", "epoll"] {
+        let mut child = std::process::Command::new(example("unix_echo"))
+            .arg(&path)
+            .args(["--mode", "600", "--backend", backend])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim_end(),
+            format!("Echo server on unix:{} ({backend} reactor).", path.display())
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        let mut c = UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(secs(10))).unwrap();
+        c.write_all(b"hello, unix echo").unwrap();
+        let mut got = [0u8; 16];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello, unix echo");
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        let me = std::fs::metadata("/proc/self").unwrap();
+        assert_eq!(
+            line.trim_end(),
+            format!("client: pid {}, uid {}, gid {}", std::process::id(), me.uid(), me.gid())
+        );
+        // SIGTERM: the reactor stops, the port with it, and the socket file is removed.
+        torsion::testing::signal_process(child.id(), 15).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{backend}: {status:?}");
+        assert!(!path.exists(), "{backend}: the socket file is left behind");
+    }
+    // Bad arguments: one line and status 2.
+    let out = torsion::testing::output_within(
+        std::process::Command::new(example("unix_echo")).args(["x.sock", "--mode", "99"]),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("unix_echo: --mode"));
+}
