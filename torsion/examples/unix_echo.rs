@@ -40,16 +40,25 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mode" => {
-                let m = args.next().unwrap_or_else(|| usage("--mode takes octal digits"));
+                let m = args
+                    .next()
+                    .unwrap_or_else(|| usage("--mode takes octal digits"));
                 let mode = u32::from_str_radix(&m, 8)
                     .ok()
                     .filter(|m| *m <= 0o7777)
-                    .unwrap_or_else(|| usage(&format!("--mode: {m:?} is not a mode (0-7777, octal)")));
+                    .unwrap_or_else(|| {
+                        usage(&format!("--mode: {m:?} is not a mode (0-7777, octal)"))
+                    });
                 opts.mode = Some(mode);
             }
             "--backend" => {
-                let b = args.next().unwrap_or_else(|| usage("--backend takes a name"));
-                backend = Some(b.parse::<Backend>().unwrap_or_else(|e| usage(&e.to_string())));
+                let b = args
+                    .next()
+                    .unwrap_or_else(|| usage("--backend takes a name"));
+                backend = Some(
+                    b.parse::<Backend>()
+                        .unwrap_or_else(|e| usage(&e.to_string())),
+                );
             }
             _ if a.starts_with("--") => usage(&format!("unexpected argument {a:?}")),
             _ if addr.is_none() => addr = Some(UnixAddress::from(a.as_str())),

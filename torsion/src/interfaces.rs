@@ -296,7 +296,10 @@ pub trait Protocol {
     /// close it. The default closes it.
     fn file_descriptor_received(&mut self, cx: &mut Context<'_>, fd: OwnedFd) {
         let _ = cx;
-        tracing::debug!(?fd, "a passed descriptor was not wanted by the protocol; closed");
+        tracing::debug!(
+            ?fd,
+            "a passed descriptor was not wanted by the protocol; closed"
+        );
         drop(fd);
     }
 }

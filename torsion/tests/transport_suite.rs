@@ -9,8 +9,8 @@ use std::time::Duration;
 use torsion::interfaces::UnixAddress;
 use torsion::testing::IoPump;
 use torsion::{
-    Address, ClientFactory, Context, HalfClose, ListeningPort, Producer, Protocol,
-    ProtocolFactory, Reactor, Reason, Transport,
+    Address, ClientFactory, Context, HalfClose, ListeningPort, Producer, Protocol, ProtocolFactory,
+    Reactor, Reason, Transport,
 };
 
 /// Which transport a test runs over.
@@ -279,7 +279,10 @@ fn large_transfer_with_backpressure(over: Over, r: &Reactor) {
     session.run_until(|| lost(&c) && lost(&s));
     let data = c.data.borrow();
     assert_eq!(data.len(), TOTAL, "{over:?}");
-    assert!(data.iter().enumerate().all(|(i, b)| *b == byte(i)), "{over:?}: corrupted");
+    assert!(
+        data.iter().enumerate().all(|(i, b)| *b == byte(i)),
+        "{over:?}: corrupted"
+    );
     assert!(pauses.get() > 0, "{over:?}: the producer was never paused");
     assert!(matches!(reason(&c), Reason::ConnectionDone), "{over:?}");
     drop(data);
@@ -340,7 +343,10 @@ fn abort_discards_and_closes_both_ends(over: Over, r: &Reactor) {
     let session = Session::start(over, r, server, p(&c));
     session.run_until(|| lost(&s) && lost(&c));
     assert!(matches!(reason(&s), Reason::ConnectionAborted), "{over:?}");
-    assert!(c.data.borrow().len() < 8 << 20, "{over:?}: the abort discarded the rest");
+    assert!(
+        c.data.borrow().len() < 8 << 20,
+        "{over:?}: the abort discarded the rest"
+    );
     session.finish();
 }
 

@@ -580,7 +580,10 @@ fn the_unix_echo_example_echoes_reports_credentials_and_removes_its_file() {
         out.read_line(&mut line).unwrap();
         assert_eq!(
             line.trim_end(),
-            format!("Echo server on unix:{} ({backend} reactor).", path.display())
+            format!(
+                "Echo server on unix:{} ({backend} reactor).",
+                path.display()
+            )
         );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o600);
@@ -595,7 +598,12 @@ fn the_unix_echo_example_echoes_reports_credentials_and_removes_its_file() {
         let me = std::fs::metadata("/proc/self").unwrap();
         assert_eq!(
             line.trim_end(),
-            format!("client: pid {}, uid {}, gid {}", std::process::id(), me.uid(), me.gid())
+            format!(
+                "client: pid {}, uid {}, gid {}",
+                std::process::id(),
+                me.uid(),
+                me.gid()
+            )
         );
         // SIGTERM: the reactor stops, the port with it, and the socket file is removed.
         torsion::testing::signal_process(child.id(), 15).unwrap();

@@ -149,9 +149,7 @@ impl UnixConnector {
             Ok(false) => self.retry(r, backoff),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.retry(r, backoff),
             Err(e) if sys::is_refused(&e) => self.fail(r, ConnectError::Refused),
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                self.fail(r, ConnectError::io(e))
-            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => self.fail(r, ConnectError::io(e)),
             Err(e) => self.fail(r, ConnectError::io(e)),
         }
     }
@@ -159,7 +157,10 @@ impl UnixConnector {
     fn retry(&self, r: &Reactor, backoff: Duration) {
         let me = self.strong();
         let call = r.call_later(backoff, move |r| me.attempt(r));
-        if let State::Connecting { next, backoff: b, .. } = &mut *self.state.borrow_mut() {
+        if let State::Connecting {
+            next, backoff: b, ..
+        } = &mut *self.state.borrow_mut()
+        {
             *next = Some(call);
             *b = (backoff * 2).min(MAX_RETRY);
         } else {
@@ -183,7 +184,8 @@ impl UnixConnector {
         if !matches!(self.reset(), State::Connecting { .. }) {
             return;
         }
-        self.factory.client_connection_failed(&self.handle(), reason);
+        self.factory
+            .client_connection_failed(&self.handle(), reason);
         self.maybe_stop_factory();
     }
 
@@ -230,7 +232,8 @@ impl UnixConnector {
     }
 
     fn failed_after_reset(&self, reason: ConnectError) {
-        self.factory.client_connection_failed(&self.handle(), reason);
+        self.factory
+            .client_connection_failed(&self.handle(), reason);
         self.maybe_stop_factory();
     }
 

@@ -77,7 +77,9 @@ fn remove_if_ours(path: &Path, id: (u64, u64)) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove the socket file");
             }
         }
-        _ => tracing::debug!(path = %path.display(), "the socket file is gone or replaced; left alone"),
+        _ => {
+            tracing::debug!(path = %path.display(), "the socket file is gone or replaced; left alone")
+        }
     }
 }
 
@@ -187,7 +189,10 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     if !meta.file_type().is_socket() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket: not replaced", path.display()),
+            format!(
+                "{} exists and is not a socket: not replaced",
+                path.display()
+            ),
         ));
     }
     let probe = sys::unix_socket()?;
@@ -274,10 +279,12 @@ pub(crate) fn listen(
         reg: Cell::new(None),
         accepted: Cell::new(0),
     });
-    let registered = r.register(listener.clone(), Trigger::Level).and_then(|reg| {
-        listener.reg.set(Some(reg));
-        r.set_interest(&reg, Interest::READ)
-    });
+    let registered = r
+        .register(listener.clone(), Trigger::Level)
+        .and_then(|reg| {
+            listener.reg.set(Some(reg));
+            r.set_interest(&reg, Interest::READ)
+        });
     if let Err(e) = registered {
         if let Some(reg) = listener.reg.take() {
             r.deregister(&reg);

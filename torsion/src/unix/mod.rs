@@ -135,7 +135,10 @@ impl UnixListenOptions {
             return bad(format!("backlog {}: must be 1 to 65535", self.backlog));
         }
         if self.mode.is_some_and(|m| m > 0o7777) {
-            return bad(format!("mode {:o}: at most 7777 (octal)", self.mode.unwrap_or(0)));
+            return bad(format!(
+                "mode {:o}: at most 7777 (octal)",
+                self.mode.unwrap_or(0)
+            ));
         }
         if !(1..=MAX_FDS_PER_MESSAGE).contains(&self.fds_per_message) {
             return bad(format!(
