@@ -294,3 +294,52 @@ pub(crate) fn send_with_fds(fd: RawFd, bufs: &[&[u8]], fds: &[OwnedFd]) -> io::R
     // built above; the kernel only reads them. The descriptors are open (owned by `fds`).
     cvt(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }).map(|n| n as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_round_trip_and_are_bounded() {
+        let cases = [
+            UnixAddress::Path(PathBuf::from("/tmp/a.sock")),
+            UnixAddress::Path(PathBuf::from("x".repeat(107))),
+            UnixAddress::Abstract(b"name".to_vec()),
+            UnixAddress::Abstract(vec![b'n'; 107]),
+            UnixAddress::Abstract(b"with\0nul".to_vec()),
+            UnixAddress::Abstract(Vec::new()),
+        ];
+        for a in cases {
+            let (sa, len) = sockaddr_un(&a).unwrap();
+            assert_eq!(from_sockaddr_un(&sa, len), a);
+        }
+        for bad in [
+            UnixAddress::Path(PathBuf::from("x".repeat(108))),
+            UnixAddress::Path(PathBuf::new()),
+            UnixAddress::Path(PathBuf::from("a\0b")),
+            UnixAddress::Abstract(vec![b'n'; 108]),
+            UnixAddress::Unnamed,
+        ] {
+            let e = sockaddr_un(&bad).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        // What the kernel reports for an unbound socket.
+        // SAFETY: sockaddr_un is plain data; zeroed is valid.
+        let sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        let family = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+        assert_eq!(from_sockaddr_un(&sa, family), UnixAddress::Unnamed);
+    }
+
+    #[test]
+    fn descriptors_need_bytes_and_a_bounded_count() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let none: [OwnedFd; 0] = [];
+        assert!(send_with_fds(fd, &[b""], &none).is_err());
+        let many: Vec<OwnedFd> = (0..=SCM_MAX_FD)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect();
+        let e = send_with_fds(fd, &[b"x"], &many).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+}
