@@ -15,7 +15,7 @@
 //! | `reactor.addReader` / `addWriter` | [`Reactor::add_reader`], [`Reactor::add_writer`] | |
 //! | `reactor.listenTCP(port, factory)` | [`Reactor::listen_tcp`] → [`ListeningPort`] | |
 //! | `reactor.connectTCP(host, port, factory)` | [`Reactor::connect_tcp`] → [`Connector`] | not awaitable yet (no endpoints) |
-//! | `reactor.listenUNIX(address, factory, mode=, wantPID=)` | [`Reactor::listen_unix`], [`listen_unix_with`](Reactor::listen_unix_with) → [`ListeningPort`] | paths and Linux abstract names (`@name`); a live server is refused, a dead socket file replaced, anything else never removed; no `wantPID` lock file |
+//! | `reactor.listenUNIX(address, factory, mode=, wantPID=)` | [`Reactor::listen_unix`], [`listen_unix_with`](Reactor::listen_unix_with) → [`ListeningPort`] | paths and Linux abstract names (`@name`); a live server is refused, a dead socket file replaced, anything else never removed; `wantPID`: [`UnixListenOptions::lock`](crate::unix::UnixListenOptions::lock) |
 //! | `reactor.connectUNIX(address, factory)` | [`Reactor::connect_unix`] → [`Connector`] | |
 //! | `deferToThread(f)` | [`Reactor::defer_to_thread`] | a bounded pool owned by the reactor |
 //! | `reactor.callInThread(f)` | [`Reactor::call_in_thread`] | |

@@ -281,6 +281,43 @@ reactor_test! {
         run_until(reactor, secs(10), || client.failed.borrow().is_some());
     }
 
+    fn a_lock_file_refuses_a_live_holder_and_takes_over_a_dead_ones(reactor) {
+        let dir = Dir::new("lock");
+        let path = dir.join("locked.sock");
+        let lock = dir.join("locked.sock.lock");
+        let opts = UnixListenOptions { lock: true, ..UnixListenOptions::default() };
+        let port = reactor.listen_unix_with(path.as_path(), Factory::for_protocol(|| Echo), opts).unwrap();
+        assert_eq!(std::fs::read_link(&lock).unwrap(), PathBuf::from(std::process::id().to_string()));
+        // Held by a live process (this one): refused, and the lock and socket stay.
+        match reactor.listen_unix_with(path.as_path(), Factory::for_protocol(|| Echo), opts) {
+            Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}"),
+            other => panic!("a second holder of a live lock: {other:?}"),
+        }
+        assert!(std::fs::symlink_metadata(&lock).is_ok() && path.exists());
+        echo_once(reactor, UnixAddress::path(&path), b"locked");
+        settle(reactor, 1);
+        port.stop_listening();
+        assert!(std::fs::symlink_metadata(&lock).is_err() && !path.exists());
+        // A dead holder's lock (an exited child's id) and its dead socket: both taken over.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        std::os::unix::fs::symlink(dead_pid.to_string(), &lock).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let port = reactor.listen_unix_with(path.as_path(), Factory::for_protocol(|| Echo), opts).unwrap();
+        assert_eq!(std::fs::read_link(&lock).unwrap(), PathBuf::from(std::process::id().to_string()));
+        echo_once(reactor, UnixAddress::path(&path), b"taken over");
+        settle(reactor, 1);
+        port.stop_listening();
+        assert!(std::fs::symlink_metadata(&lock).is_err());
+        // Abstract names have no file to lock.
+        let name = UnixAddress::abstract_name("torsion-test-lock");
+        assert!(matches!(
+            reactor.listen_unix_with(name, Factory::for_protocol(|| Echo), opts),
+            Err(Error::BadAddress(_))
+        ));
+    }
+
     fn the_socket_file_gets_the_mode_asked_for(reactor) {
         let dir = Dir::new("mode");
         for mode in [0o600, 0o660, 0o666] {

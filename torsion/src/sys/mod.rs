@@ -53,8 +53,8 @@ pub(crate) use test_support::{
 #[cfg(test)]
 pub(crate) use test_support::{pipe, write};
 pub(crate) use unix::{
-    peer_credentials, recv_with_fds, send_with_fds, sockaddr_un, unix_accept, unix_bind,
-    unix_connect, unix_local_addr, unix_socket, SCM_MAX_FD,
+    peer_credentials, process_exists, recv_with_fds, send_with_fds, sockaddr_un, unix_accept,
+    unix_bind, unix_connect, unix_local_addr, unix_socket, SCM_MAX_FD,
 };
 pub(crate) use waker::{eventfd, eventfd_drain, eventfd_signal};
 

@@ -175,6 +175,20 @@ pub(crate) fn peer_credentials(fd: RawFd) -> io::Result<(i32, u32, u32)> {
     Ok((cred.pid, cred.uid, cred.gid))
 }
 
+/// True when a process with this id exists (`kill(pid, 0)`: EPERM means it exists but is
+/// not ours). Ids that do not fit a `pid_t`, and 0, exist nowhere.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Room for the control message of [`SCM_MAX_FD`] descriptors, as `u64`s so that it is aligned
 /// for `cmsghdr`.
 const CONTROL_WORDS: usize = (SCM_MAX_FD * 4 + 64) / 8;

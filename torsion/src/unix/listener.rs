@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ pub(crate) struct UnixListener {
     addr: UnixAddress,
     /// The socket file this port created (device, inode), removed when it stops.
     file: Option<(u64, u64)>,
+    /// The lock file held (`UnixListenOptions::lock`), removed when the port stops.
+    lock: Option<Lock>,
     limits: Rc<Limits>,
     fd_limits: FdLimits,
     paused: RefCell<Option<DelayedCall>>,
@@ -59,6 +61,9 @@ impl ListeningPortImpl for UnixListener {
         drop(self.sock.borrow_mut().take());
         if let (UnixAddress::Path(p), Some(id)) = (&self.addr, self.file) {
             remove_if_ours(p, id);
+        }
+        if let Some(lock) = &self.lock {
+            lock.release();
         }
         factory_port_closed(&self.factory);
     }
@@ -213,6 +218,61 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A lock file (Twisted's `FilesystemLock`): a symbolic link whose target is the holder's
+/// process id, made atomically by `symlink(2)`.
+pub(crate) struct Lock {
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Takes the lock at `path`, taking over one whose holder is dead.
+    fn acquire(path: PathBuf) -> io::Result<Lock> {
+        let me = std::process::id().to_string();
+        for _ in 0..2 {
+            match std::os::unix::fs::symlink(&me, &path) {
+                Ok(()) => return Ok(Lock { path }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let holder = std::fs::read_link(&path)
+                .ok()
+                .and_then(|t| t.to_str().and_then(|t| t.parse::<u32>().ok()));
+            match holder {
+                Some(pid) if sys::process_exists(pid) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{} is held by process {pid}", path.display()),
+                    ));
+                }
+                _ => {
+                    // A dead holder's (or unreadable) lock: taken over.
+                    tracing::info!(path = %path.display(), ?holder, "taking over a stale lock file");
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{}: another process took the lock meanwhile",
+                path.display()
+            ),
+        ))
+    }
+
+    /// Removes the lock file if it is still ours.
+    fn release(&self) {
+        let ours = std::fs::read_link(&self.path)
+            .is_ok_and(|t| t.to_str() == Some(std::process::id().to_string().as_str()));
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 fn live(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::AddrInUse,
@@ -229,42 +289,29 @@ pub(crate) fn listen(
     opts.check()?;
     // Checked before anything touches the file system.
     sys::sockaddr_un(&addr).map_err(|e| Error::BadAddress(e.to_string()))?;
-    if let UnixAddress::Path(p) = &addr {
-        clear_stale(p)?;
-    }
-    let sock = sys::unix_socket()?;
-    let fd = sock.as_raw_fd();
-    sys::unix_bind(fd, &addr).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            Error::Io(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{}: {e}", Address::Unix(addr.clone())),
+    let lock = match (&addr, opts.lock) {
+        (UnixAddress::Path(p), true) => {
+            let mut lock_path = p.clone().into_os_string();
+            lock_path.push(".lock");
+            Some(Lock::acquire(PathBuf::from(lock_path))?)
+        }
+        (_, true) => {
+            return Err(Error::BadAddress(
+                "a lock file needs a path, not an abstract name".into(),
             ))
-        } else {
-            Error::Io(e)
         }
-    })?;
-    let mut file = None;
-    if let UnixAddress::Path(p) = &addr {
-        // From here on, the file is ours: removed again if anything below fails.
-        let setup = (|| {
-            let meta = std::fs::symlink_metadata(p)?;
-            file = Some((meta.dev(), meta.ino()));
-            if let Some(mode) = opts.mode {
-                // Before listen(2): nobody can connect with the umask's permissions meanwhile.
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+        _ => None,
+    };
+    let (sock, file) = match bind(&addr, &opts) {
+        Ok(bound) => bound,
+        Err(e) => {
+            if let Some(l) = &lock {
+                l.release();
             }
-            sys::listen(fd, opts.backlog)
-        })();
-        if let Err(e) = setup {
-            if let Some(id) = file {
-                remove_if_ours(p, id);
-            }
-            return Err(Error::Io(e));
+            return Err(e);
         }
-    } else {
-        sys::listen(fd, opts.backlog)?;
-    }
+    };
+    let fd = sock.as_raw_fd();
     let listener = Rc::new_cyclic(|me| UnixListener {
         me: me.clone(),
         fd,
@@ -273,6 +320,7 @@ pub(crate) fn listen(
         factory,
         addr: addr.clone(),
         file,
+        lock,
         limits: opts.limits(),
         fd_limits: opts.fd_limits(),
         paused: RefCell::new(None),
@@ -293,8 +341,56 @@ pub(crate) fn listen(
         if let (UnixAddress::Path(p), Some(id)) = (&addr, file) {
             remove_if_ours(p, id);
         }
+        if let Some(l) = &listener.lock {
+            l.release();
+        }
         return Err(e);
     }
     factory_port_opened(&listener.factory);
     Ok(ListeningPort::new(listener))
+}
+
+/// Applies the socket file policy, binds, sets the mode and listens: the socket, and the
+/// (device, inode) of the file it made. Nothing is left behind on failure.
+fn bind(
+    addr: &UnixAddress,
+    opts: &UnixListenOptions,
+) -> Result<(OwnedFd, Option<(u64, u64)>), Error> {
+    if let UnixAddress::Path(p) = addr {
+        clear_stale(p)?;
+    }
+    let sock = sys::unix_socket()?;
+    let fd = sock.as_raw_fd();
+    sys::unix_bind(fd, addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            Error::Io(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: {e}", Address::Unix(addr.clone())),
+            ))
+        } else {
+            Error::Io(e)
+        }
+    })?;
+    let UnixAddress::Path(p) = addr else {
+        sys::listen(fd, opts.backlog)?;
+        return Ok((sock, None));
+    };
+    // From here on, the file is ours: removed again if anything below fails.
+    let mut file = None;
+    let setup = (|| {
+        let meta = std::fs::symlink_metadata(p)?;
+        file = Some((meta.dev(), meta.ino()));
+        if let Some(mode) = opts.mode {
+            // Before listen(2): nobody can connect with the umask's permissions meanwhile.
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+        }
+        sys::listen(fd, opts.backlog)
+    })();
+    if let Err(e) = setup {
+        if let Some(id) = file {
+            remove_if_ours(p, id);
+        }
+        return Err(Error::Io(e));
+    }
+    Ok((sock, file))
 }

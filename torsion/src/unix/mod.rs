@@ -17,7 +17,9 @@
 //! * never removes a file that is not a socket (`AlreadyExists`).
 //!
 //! The file is removed when the port stops listening (if it is still the one this port
-//! created). Its permissions are the umask's unless [`UnixListenOptions::mode`] is given (set
+//! created). With [`UnixListenOptions::lock`] (Twisted's `wantPID`), the port also holds a lock
+//! file `PATH.lock` naming its process, so that two servers started at once cannot both take
+//! the path. Its permissions are the umask's unless [`UnixListenOptions::mode`] is given (set
 //! before the socket listens, so nobody connects in between).
 //!
 //! # Examples
@@ -112,6 +114,12 @@ pub struct UnixListenOptions {
     /// Descriptors that may wait in a connection's write buffer (default 256; at least 1):
     /// more are refused ([`SendFdsError::QueueFull`]).
     pub max_queued_fds: usize,
+    /// Twisted's `wantPID`: hold a lock file `PATH.lock` (a symbolic link to this process's
+    /// id) while listening. A lock held by a live process refuses the port (`AddrInUse`); a
+    /// dead process's lock is taken over. Removed when the port stops. Paths only (default
+    /// false).
+    #[doc(alias = "wantPID")]
+    pub lock: bool,
 }
 
 impl Default for UnixListenOptions {
@@ -124,6 +132,7 @@ impl Default for UnixListenOptions {
             close_flush_timeout: crate::tcp::DEFAULT_CLOSE_FLUSH_TIMEOUT,
             fds_per_message: fds.per_message,
             max_queued_fds: fds.queued,
+            lock: false,
         }
     }
 }
