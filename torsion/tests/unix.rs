@@ -318,6 +318,59 @@ reactor_test! {
         ));
     }
 
+    fn a_wrapped_protocol_gets_the_unix_side_and_the_descriptors(reactor) {
+        use torsion::protocol::wrap::{ForwardingTransport, ProtocolWrapper, WrappingFactory};
+        struct Fwd(Transport);
+        impl ForwardingTransport for Fwd {
+            fn wrapped(&self) -> &Transport {
+                &self.0
+            }
+        }
+        let name = UnixAddress::abstract_name(format!("torsion-test-{}-wrap", std::process::id()));
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        let inner = Factory::for_protocol(move || {
+            let g = g.clone();
+            let mut p = Hooks::new(&Rc::default());
+            p.made = Some(Box::new(|t| {
+                assert!(t.unix().unwrap().peer_credentials().is_ok(), "forwarded by the wrapper");
+            }));
+            p.fd = Some(Box::new(move |t, fd| {
+                let mut s = Vec::new();
+                std::fs::File::from(fd).read_to_end(&mut s).unwrap();
+                g.borrow_mut().push(s);
+                t.lose_connection();
+            }));
+            p
+        });
+        let factory = WrappingFactory::new(inner, |inner, _| {
+            Box::new(ProtocolWrapper::new(inner, |outer| {
+                Transport::new(Rc::new(Fwd(outer.clone())))
+            }))
+        });
+        let port = reactor.listen_unix(name.clone(), factory).unwrap();
+        let (r, mut w) = pipe();
+        w.write_all(b"through the wrapper").unwrap();
+        drop(w);
+        let fd = RefCell::new(Some(OwnedFd::from(r)));
+        let log = Rc::new(Log::default());
+        let l = log.clone();
+        let client = Factory::for_protocol(move || {
+            let mut p = Hooks::new(&l);
+            let mut fd = fd.borrow_mut().take();
+            p.made = Some(Box::new(move |t| {
+                let fd = fd.take().unwrap();
+                t.unix().unwrap().send_file_descriptors(vec![fd], b"!").unwrap();
+            }));
+            p
+        });
+        reactor.connect_unix(name, client, secs(10));
+        run_until(reactor, secs(10), || log.lost.borrow().is_some());
+        assert_eq!(*got.borrow(), vec![b"through the wrapper".to_vec()]);
+        settle(reactor, 1);
+        port.stop_listening();
+    }
+
     fn the_socket_file_gets_the_mode_asked_for(reactor) {
         let dir = Dir::new("mode");
         for mode in [0o600, 0o660, 0o666] {

@@ -254,8 +254,10 @@ impl State {
                 self.buf.send_some(at, |bufs| sys::send_vectored(fd, bufs))
             };
             match sent {
+                // A stream socket sends at least one byte or fails; never spin on zero.
+                Ok(0) => return Ok(Flush::WouldBlock),
                 Ok(n) => {
-                    if n > 0 && self.marks.front().is_some_and(|m| m.at == 0) {
+                    if self.marks.front().is_some_and(|m| m.at == 0) {
                         // Sent: the kernel holds the descriptors now; close ours.
                         drop(self.marks.pop_front());
                     }

@@ -301,7 +301,9 @@ impl Reactor {
     /// the next iteration; a server whose accept queue is full is retried until `timeout`,
     /// then [`ConnectError::TimedOut`](crate::ConnectError::TimedOut). The factory's callbacks
     /// report the outcome: [`ConnectError::Refused`](crate::ConnectError::Refused) when nobody
-    /// listens on an existing socket, an I/O error for a missing path.
+    /// listens on an existing socket, an I/O error for a missing path. The connection takes
+    /// the default descriptor limits (see [`UnixListenOptions::fds_per_message`] and
+    /// [`max_queued_fds`](UnixListenOptions::max_queued_fds)).
     #[doc(alias = "connectUNIX")]
     pub fn connect_unix<A, F>(
         &self,
