@@ -5,9 +5,10 @@
 //!
 //! A protocol is written against [`Transport`], a cheap handle over any kind of stream
 //! transport: a TCP connection, the in-memory transports of the [`testing`](crate::testing)
-//! kit, a protocol wrapper's transport ([`wrap`](crate::protocol::wrap)), and later Unix sockets,
-//! process pipes and TLS. Each kind implements [`TransportImpl`]; a protocol never sees which one
-//! it runs on unless it asks ([`Transport::tcp`]).
+//! kit, a protocol wrapper's transport ([`wrap`](crate::protocol::wrap)), a Unix-socket
+//! connection ([`unix`](crate::unix)), and later process pipes and TLS. Each kind implements
+//! [`TransportImpl`]; a protocol never sees which one it runs on unless it asks
+//! ([`Transport::tcp`], [`Transport::unix`]).
 //!
 //! # Guarantees every transport gives every protocol
 //! * `connection_made` runs first, once; `connection_lost` runs last, exactly once, and never
