@@ -371,6 +371,66 @@ reactor_test! {
         port.stop_listening();
     }
 
+    fn a_flood_of_passed_descriptors_never_piles_up(reactor) {
+        // 2,000 one-byte messages, each with a descriptor, to a protocol that ignores them: each
+        // is closed as it arrives, so the process never holds many at once.
+        const MESSAGES: usize = 2000;
+        struct Sender {
+            t: Transport,
+            left: Cell<usize>,
+            most_open: Rc<Cell<usize>>,
+        }
+        impl torsion::Producer for Sender {
+            fn resume_producing(&self) {
+                let n = self.left.get();
+                if n == 0 {
+                    self.t.unregister_producer();
+                    self.t.lose_connection();
+                    return;
+                }
+                self.left.set(n - 1);
+                let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+                self.t.unix().unwrap().send_file_descriptors(vec![fd], b"f").unwrap();
+                let open = torsion::testing::open_fd_count();
+                self.most_open.set(self.most_open.get().max(open));
+            }
+        }
+        let name = UnixAddress::abstract_name(format!("torsion-test-{}-flood", std::process::id()));
+        let received = Rc::new(Cell::new(0usize));
+        let r = received.clone();
+        let port = reactor
+            .listen_unix(name.clone(), Factory::for_protocol(move || {
+                let r = r.clone();
+                let mut p = Hooks::new(&Rc::default());
+                p.data = Some(Box::new(move |_, d| r.set(r.get() + d.len())));
+                p
+            }))
+            .unwrap();
+        let before = torsion::testing::open_fd_count();
+        let most_open = Rc::new(Cell::new(0));
+        let m = most_open.clone();
+        let log = Rc::new(Log::default());
+        let l = log.clone();
+        let client = Factory::for_protocol(move || {
+            let m = m.clone();
+            let mut p = Hooks::new(&l);
+            p.made = Some(Box::new(move |t| {
+                let sender = Rc::new(Sender { t: t.clone(), left: Cell::new(MESSAGES), most_open: m.clone() });
+                t.register_producer(sender, false).unwrap();
+            }));
+            p
+        });
+        reactor.connect_unix(name, client, secs(10));
+        run_until(reactor, secs(30), || log.lost.borrow().is_some() && received.get() == MESSAGES);
+        assert!(
+            most_open.get() < before + 64,
+            "descriptors piled up: {} open at most, {before} before",
+            most_open.get()
+        );
+        settle(reactor, 1);
+        port.stop_listening();
+    }
+
     fn the_socket_file_gets_the_mode_asked_for(reactor) {
         let dir = Dir::new("mode");
         for mode in [0o600, 0o660, 0o666] {
