@@ -15,6 +15,8 @@
 //! | `reactor.addReader` / `addWriter` | [`Reactor::add_reader`], [`Reactor::add_writer`] | |
 //! | `reactor.listenTCP(port, factory)` | [`Reactor::listen_tcp`] → [`ListeningPort`] | |
 //! | `reactor.connectTCP(host, port, factory)` | [`Reactor::connect_tcp`] → [`Connector`] | not awaitable yet (no endpoints) |
+//! | `reactor.listenUNIX(address, factory, mode=, wantPID=)` | [`Reactor::listen_unix`], [`listen_unix_with`](Reactor::listen_unix_with) → [`ListeningPort`] | paths and Linux abstract names (`@name`); a live server is refused, a dead socket file replaced, anything else never removed; `wantPID`: [`UnixListenOptions::lock`](crate::unix::UnixListenOptions::lock) |
+//! | `reactor.connectUNIX(address, factory)` | [`Reactor::connect_unix`] → [`Connector`] | |
 //! | `deferToThread(f)` | [`Reactor::defer_to_thread`] | a bounded pool owned by the reactor |
 //! | `reactor.callInThread(f)` | [`Reactor::call_in_thread`] | |
 //! | `reactor.suggestThreadPoolSize(n)` | [`Reactor::set_thread_pool_size`] | |
@@ -40,6 +42,10 @@
 //! | `policies.LimitTotalConnectionsFactory` | [`LimitTotalConnectionsFactory`](crate::protocols::policies::LimitTotalConnectionsFactory) | wraps any factory; no `overflowProtocol` |
 //! | `policies.LimitConnectionsByPeer` | [`LimitConnectionsByPeer`](crate::protocols::policies::LimitConnectionsByPeer) | refusals logged at `WARN` |
 //! | `protocol.ReconnectingClientFactory` | [`ReconnectingClientFactory`](crate::protocol::reconnect::ReconnectingClientFactory) | wraps the user's factory; resets the delay itself on connection (`resetDelay`); settings range-checked; `clock` → `with_clock`; jitter source injectable |
+//! | `IUNIXTransport.sendFileDescriptor(fd)` | [`UnixTransport::send_file_descriptors`](crate::interfaces::UnixTransport::send_file_descriptors) via [`Transport::unix`] | the bytes that carry the descriptors are given with them; a typed error past the per-message or queue cap |
+//! | `IFileDescriptorReceiver.fileDescriptorReceived(fd)` | [`Protocol::file_descriptor_received`] | an `OwnedFd`: dropped, it is closed |
+//! | (SO_PEERCRED: the peer's pid, uid, gid) | [`UnixTransport::peer_credentials`](crate::interfaces::UnixTransport::peer_credentials) | Twisted has no such call |
+//! | `getPeerCertificate` on a Unix transport | no | no TLS over Unix sockets here |
 //!
 //! # Processes, standard I/O and signals
 //!
@@ -95,7 +101,7 @@
 //! # Not there yet
 //!
 //! * Endpoints (`TCP4ClientEndpoint`, `serverFromString`, ...) and an awaitable connect.
-//! * UDP, Unix sockets, TLS, processes (`spawnProcess`), serial ports.
+//! * TLS (being built as the `torsion-tls` crate), serial ports.
 //! * `IConsumer`, `FileSender`, `LineReceiver` and the other `twisted.protocols` helpers.
 //! * Shutdown triggers that return a Deferred (Twisted waits for them).
 //! * `StringTransport`, `MemoryReactor` (protocol tests without sockets).

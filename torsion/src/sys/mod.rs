@@ -63,6 +63,10 @@ pub(crate) use udp::{
     set_multicast_if, set_multicast_loop, set_multicast_ttl, set_reuseport, DgramFamily, McastIf,
     Received, RecvBatch,
 };
+pub(crate) use unix::{
+    peer_credentials, process_exists, recv_with_fds, send_with_fds, sockaddr_un, unix_accept,
+    unix_bind, unix_connect, unix_local_addr, unix_socket, SCM_MAX_FD,
+};
 pub(crate) use waker::{eventfd, eventfd_drain, eventfd_signal};
 
 /// A system call's return type whose `-1` means "failed, see `errno`".

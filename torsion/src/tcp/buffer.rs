@@ -149,6 +149,36 @@ impl WriteBuffer {
         }
         Ok(Flush::Empty)
     }
+
+    /// One send of at most `limit` bytes from the front, through `send` (given the buffer's
+    /// leading slices, at most [`sys::MAX_IOV`] of them, cut at `limit`); what it reports sent
+    /// is consumed. For transports whose stream must be cut at given points (descriptors sent
+    /// with a Unix socket's bytes).
+    ///
+    /// # Errors
+    /// `send`'s error (nothing consumed).
+    pub(crate) fn send_some(
+        &mut self,
+        limit: usize,
+        send: impl FnOnce(&[&[u8]]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut slices: [&[u8]; sys::MAX_IOV] = [&[]; sys::MAX_IOV];
+        let mut n = 0;
+        let mut left = limit;
+        for (i, c) in self.chunks.iter().take(sys::MAX_IOV).enumerate() {
+            if left == 0 {
+                break;
+            }
+            let s: &[u8] = if i == 0 { &c[self.offset..] } else { c };
+            let s = &s[..s.len().min(left)];
+            left -= s.len();
+            slices[i] = s;
+            n += 1;
+        }
+        let sent = send(&slices[..n])?;
+        self.consume(sent.min(self.len));
+        Ok(sent)
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ pub use crate::protocol::IntoFactory;
 #[cfg(test)]
 pub(crate) use connection::set_read_buffer_size;
 pub use connection::DEFAULT_CLOSE_FLUSH_TIMEOUT;
+pub(crate) use connection::{FdLimits, Kind, Limits, Read, Setup, StreamConnection};
 pub use listener::ListenOptions;
 
 fn first_addr<A: ToSocketAddrs>(addr: A) -> Result<SocketAddr, Error> {
