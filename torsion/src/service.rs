@@ -134,6 +134,8 @@ impl fmt::Display for ServiceStopped {
 impl std::error::Error for ServiceStopped {}
 
 enum Phase<P> {
+    /// Never started: `when_connected` waits for the first connection.
+    Init,
     Stopped,
     Connecting(Deferred<()>),
     Waiting(DelayedCall),
@@ -197,6 +199,7 @@ impl<P: 'static> Clone for ClientService<P> {
 impl<P: 'static> fmt::Debug for ClientService<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let phase = match self.inner.st.borrow().phase {
+            Phase::Init => "not started",
             Phase::Stopped => "stopped",
             Phase::Connecting(_) => "connecting",
             Phase::Waiting(_) => "waiting",
@@ -242,7 +245,7 @@ impl<P: Protocol + 'static> ClientService<P> {
                 make: Box::new(make),
                 backoff,
                 st: RefCell::new(State {
-                    phase: Phase::Stopped,
+                    phase: Phase::Init,
                     failures: 0,
                     waiters: Vec::new(),
                     stop_waiters: Vec::new(),
@@ -258,7 +261,7 @@ impl<P: Protocol + 'static> ClientService<P> {
         let go = {
             let mut st = self.inner.st.borrow_mut();
             match st.phase {
-                Phase::Stopped => true,
+                Phase::Init | Phase::Stopped => true,
                 Phase::Disconnecting => {
                     st.restart = true;
                     st.failures = 0;
@@ -282,6 +285,12 @@ impl<P: Protocol + 'static> ClientService<P> {
         match std::mem::replace(&mut st.phase, Phase::Disconnecting) {
             Phase::Stopped => {
                 st.phase = Phase::Stopped;
+                Deferred::succeed(())
+            }
+            Phase::Init => {
+                st.phase = Phase::Stopped;
+                drop(st);
+                inner.fail_waiters();
                 Deferred::succeed(())
             }
             Phase::Waiting(call) => {
@@ -314,8 +323,8 @@ impl<P: Protocol + 'static> ClientService<P> {
     }
 
     /// The connected protocol: at once while connected, else when a connection is up
-    /// (Twisted's `whenConnected`). Fails with [`ServiceStopped`] if the service stops first
-    /// (at once when it is stopped).
+    /// (Twisted's `whenConnected`; asked before `start`, it waits for the first connection).
+    /// Fails with [`ServiceStopped`] if the service stops first (at once when it was stopped).
     pub fn when_connected(&self) -> Deferred<Connected<P>> {
         self.when_connected_within(None)
     }
@@ -356,7 +365,7 @@ impl<P: Protocol + 'static> ClientService<P> {
     pub fn running(&self) -> bool {
         !matches!(
             self.inner.st.borrow().phase,
-            Phase::Stopped | Phase::Disconnecting
+            Phase::Init | Phase::Stopped | Phase::Disconnecting
         )
     }
 }
