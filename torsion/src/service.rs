@@ -22,11 +22,11 @@
 //!
 //! mr.tcp_clients()[0].fail(ConnectError::Refused); // the first attempt fails...
 //! mr.advance(Duration::from_secs_f64(std::f64::consts::E)); // ...the retry comes e seconds later
-//! let _pump = mr.tcp_clients()[1].accept(&Factory::for_protocol(|| Quiet)).unwrap();
+//! let pump = mr.tcp_clients()[1].accept(&Factory::for_protocol(|| Quiet)).unwrap();
 //! assert!(connected.try_result().unwrap().is_ok());
 //!
-//! let stopped = service.stop();
-//! mr.flush();
+//! let stopped = service.stop(); // closes the connection...
+//! pump.flush();                 // ...which goes down
 //! assert!(stopped.try_result().unwrap().is_ok());
 //! # Ok::<(), torsion::Error>(())
 //! ```

@@ -59,9 +59,9 @@
 //!     port.stop_listening();
 //!     let got = client.protocol().borrow().got.clone();
 //!     Ok::<_, torsion::Failure>(got)
-//! })??;
+//! })?;
 //! assert_eq!(got, b"hello");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), torsion::Failure>(())
 //! ```
 
 use std::cell::RefCell;
