@@ -14,7 +14,7 @@
 //! | `reactor.callFromThread(f)` | [`Handle::call_from_thread`] | the [`Handle`] is the `Send + Sync` side of a reactor |
 //! | `reactor.addReader` / `addWriter` | [`Reactor::add_reader`], [`Reactor::add_writer`] | |
 //! | `reactor.listenTCP(port, factory)` | [`Reactor::listen_tcp`] → [`ListeningPort`] | |
-//! | `reactor.connectTCP(host, port, factory)` | [`Reactor::connect_tcp`] → [`Connector`] | not awaitable yet (no endpoints) |
+//! | `reactor.connectTCP(host, port, factory)` | [`Reactor::connect_tcp`] → [`Connector`] | awaitable through [`endpoints`](crate::endpoints) |
 //! | `deferToThread(f)` | [`Reactor::defer_to_thread`] | a bounded pool owned by the reactor |
 //! | `reactor.callInThread(f)` | [`Reactor::call_in_thread`] | |
 //! | `reactor.suggestThreadPoolSize(n)` | [`Reactor::set_thread_pool_size`] | |
@@ -30,6 +30,20 @@
 //! | `Factory` / `ClientFactory` | [`Factory`], [`ProtocolFactory`], [`ClientFactory`] | |
 //! | `ITransport` | [`Transport`] | a concrete TCP transport for now |
 //! | `IPushProducer` | [`Producer`] | no `IConsumer` yet |
+//!
+//! # Endpoints and services ([`endpoints`](crate::endpoints), [`service`](crate::service))
+//!
+//! | Twisted | torsion | notes |
+//! |---|---|---|
+//! | `serverFromString(reactor, s)` | [`server_from_string`](crate::endpoints::server_from_string) | more schemes: [`EndpointRegistry`](crate::endpoints::EndpointRegistry) |
+//! | `clientFromString(reactor, s)` | [`client_from_string`](crate::endpoints::client_from_string) | errors are typed: [`EndpointError`](crate::endpoints::EndpointError) |
+//! | `TCP4ServerEndpoint` / `TCP6ServerEndpoint` | [`TcpServerEndpoint`](crate::endpoints::TcpServerEndpoint) | IPv6: give an IPv6 `interface` |
+//! | `TCP4ClientEndpoint` | [`TcpClientEndpoint`](crate::endpoints::TcpClientEndpoint) | |
+//! | `HostnameEndpoint` | [`HostnameEndpoint`](crate::endpoints::HostnameEndpoint) | all failures listed: [`AttemptsFailed`](crate::endpoints::AttemptsFailed) |
+//! | `endpoint.listen(f)` / `endpoint.connect(f)` | [`ServerEndpoint::listen`](crate::endpoints::ServerEndpoint::listen), [`ClientEndpointExt::connect`](crate::endpoints::ClientEndpointExt::connect) | `connect` takes a closure and gives the typed [`Connected`](crate::endpoints::Connected) protocol; any factory: [`connect_factory`](crate::endpoints::ClientEndpoint::connect_factory) |
+//! | `connectProtocol(endpoint, p)` | [`connect_protocol`](crate::endpoints::connect_protocol) | |
+//! | `ClientService(endpoint, factory)` | [`ClientService`](crate::service::ClientService) | `whenConnected` is [`when_connected`](crate::service::ClientService::when_connected); backoff [`Backoff`](crate::service::Backoff) |
+//! | `MemoryReactor.tcpClients` | [`MemoryReactor::tcp_clients`](crate::testing::MemoryReactor::tcp_clients) | play an attempt: [`TcpClient::accept`](crate::testing::TcpClient::accept) / [`fail`](crate::testing::TcpClient::fail) |
 //!
 //! # Deferreds ([`defer`](crate::defer))
 //!
@@ -56,7 +70,6 @@
 //!
 //! # Not there yet
 //!
-//! * Endpoints (`TCP4ClientEndpoint`, `serverFromString`, ...) and an awaitable connect.
 //! * UDP, Unix sockets, TLS, processes (`spawnProcess`), serial ports.
 //! * `IConsumer`, `FileSender`, `LineReceiver` and the other `twisted.protocols` helpers.
 //! * Shutdown triggers that return a Deferred (Twisted waits for them).
