@@ -769,3 +769,46 @@ reactor_test! {
         settle(reactor);
     }
 }
+
+// ------------------------------------------------------------------ the grammar, by property
+
+mod grammar {
+    use proptest::prelude::*;
+    use torsion::endpoints::{quote, EndpointArgs};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any scheme, positional values and options, quoted, parse back to themselves.
+        #[test]
+        fn quoted_arguments_round_trip(
+            scheme in "[a-z][a-z0-9]{0,6}",
+            positional in proptest::collection::vec("[^\\x00]{0,12}", 0..4),
+            options in proptest::collection::vec(("[a-zA-Z][a-zA-Z0-9]{0,8}", "[^\\x00]{0,12}"), 0..4),
+        ) {
+            let mut s = scheme.clone();
+            for p in &positional {
+                s.push(':');
+                s.push_str(&quote(p));
+            }
+            for (k, v) in &options {
+                s.push(':');
+                s.push_str(k);
+                s.push('=');
+                s.push_str(&quote(v));
+            }
+            let a = EndpointArgs::parse(&s).unwrap();
+            prop_assert_eq!(a.scheme, scheme);
+            prop_assert_eq!(a.positional, positional);
+            prop_assert_eq!(a.options, options);
+        }
+
+        /// Whatever the text, parsing answers (never panics), and a scheme is never empty.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,64}") {
+            if let Ok(a) = EndpointArgs::parse(&text) {
+                prop_assert!(!a.scheme.is_empty());
+            }
+        }
+    }
+}

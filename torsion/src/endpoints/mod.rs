@@ -84,7 +84,7 @@ mod strings;
 
 pub use race::AttemptsFailed;
 pub use strings::{
-    client_from_string, server_from_string, ClientParser, EndpointArgs, EndpointError,
+    client_from_string, quote, server_from_string, ClientParser, EndpointArgs, EndpointError,
     EndpointRegistry, ServerParser, TcpClientDescription, TcpServerDescription,
     UnixClientDescription, UnixServerDescription,
 };

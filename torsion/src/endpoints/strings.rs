@@ -549,6 +549,30 @@ fn unix_path(a: &EndpointArgs) -> Result<PathBuf, EndpointError> {
     Ok(PathBuf::from(path))
 }
 
+/// Escapes `value` for an endpoint string: a `\` before each `:`, `=` and `\` (Twisted's
+/// `quoteStringArgument`), so that any text (an IPv6 address, a path) is read back as one
+/// argument.
+///
+/// ```
+/// use torsion::endpoints::{quote, EndpointArgs};
+///
+/// let s = format!("tcp:0:interface={}", quote("::1"));
+/// assert_eq!(s, r"tcp:0:interface=\:\:1");
+/// assert_eq!(EndpointArgs::parse(&s)?.options[0].1, "::1");
+/// # Ok::<(), torsion::endpoints::EndpointError>(())
+/// ```
+#[doc(alias = "quoteStringArgument")]
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, ':' | '=' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Makes a server endpoint from the parsed arguments of its scheme.
 pub type ServerParser = Rc<
     dyn Fn(&dyn EndpointReactor, &EndpointArgs) -> Result<Box<dyn ServerEndpoint>, EndpointError>,
