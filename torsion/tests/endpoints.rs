@@ -701,6 +701,43 @@ reactor_test! {
         settle(reactor);
     }
 
+    fn a_bind_address_that_is_not_ours_fails_the_connect(reactor) {
+        let port = listen_local(reactor, "127.0.0.1");
+        let d = TcpClientEndpoint::new(reactor, "127.0.0.1", port.port())
+            .bind_address("192.0.2.77:0".parse().unwrap())
+            .connect(|_| Hello::default());
+        let f = wait(reactor, d).unwrap_err();
+        assert!(matches!(f.downcast_ref::<ConnectError>(), Some(ConnectError::Io(_))), "{f}");
+        port.stop_listening();
+        settle(reactor);
+    }
+
+    fn cancelled_connects_leave_nothing_behind(reactor) {
+        let port = listen_local(reactor, "127.0.0.1");
+        for delay in [0u64, 1, 5] {
+            let d = TcpClientEndpoint::new(reactor, "127.0.0.1", port.port())
+                .connect(|_| Hello::default());
+            let fired = Rc::new(Cell::new(false));
+            let f = fired.clone();
+            let timer = reactor.call_later(ms(delay), move |_| f.set(true));
+            run_until(reactor, secs(30), || fired.get() || d.called());
+            let _ = timer.cancel();
+            d.cancel();
+            match d.try_result() {
+                // Connected before the cancel: the connection is the caller's to close.
+                Ok(Ok(c)) => c.transport().abort_connection(),
+                Ok(Err(f)) => assert!(f.check::<Cancelled>(), "{f}"),
+                Err(_) => panic!("a cancelled connect fires at once"),
+            }
+        }
+        let fixed = Fixed { r: reactor.clone(), addrs: ips(&["::1", "127.0.0.1"]) };
+        let d = HostnameEndpoint::new(&fixed, "both.test", port.port()).connect(|_| Hello::default());
+        d.cancel();
+        assert!(d.try_result().unwrap().is_err());
+        port.stop_listening();
+        settle(reactor);
+    }
+
     fn refused_connect_fails_with_refused(reactor) {
         let port = listen_local(reactor, "127.0.0.1");
         let n = port.port();
