@@ -569,6 +569,22 @@ fn registry_schemes() {
     let e = registry.client(&mr, "FAKE:port=99").unwrap();
     assert_eq!(e.describe(), "tcp:10.9.9.9:99");
     assert!(EndpointRegistry::empty().client(&mr, "tcp:h:1").is_err());
+
+    // The thread's default registry: client_from_string knows the scheme from then on, and a
+    // parser may itself parse a string (a wrapping scheme).
+    assert!(matches!(
+        client_from_string(&mr, "via:tcp\\:10.1.1.1\\:5"),
+        Err(EndpointError::UnknownScheme { side: "client", .. })
+    ));
+    torsion::endpoints::register_client_scheme(
+        "via",
+        Rc::new(|reactor, args| {
+            args.check(&[], 1)?;
+            client_from_string(reactor, args.require("inner", Some(0))?)
+        }),
+    );
+    let e = client_from_string(&mr, "via:tcp\\:10.1.1.1\\:5").unwrap();
+    assert_eq!(e.describe(), "tcp:10.1.1.1:5");
 }
 
 // ---------------------------------------------------------------------- over TCP

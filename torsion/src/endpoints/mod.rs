@@ -14,7 +14,8 @@
 //!   resolver pool and races the addresses (Happy Eyeballs, RFC 8305).
 //! * [`server_from_string`] and [`client_from_string`] make endpoints from Twisted's endpoint
 //!   strings (`tcp:8080:interface=127.0.0.1`, `tcp:host=example.com:port=80:timeout=5`,
-//!   `unix:/run/app.sock`); an [`EndpointRegistry`] takes more schemes.
+//!   `unix:/run/app.sock`); more schemes go in an [`EndpointRegistry`], or in this thread's
+//!   default one with [`register_server_scheme`] / [`register_client_scheme`].
 //!
 //! Endpoints run on anything that implements [`EndpointReactor`]: the real [`Reactor`], and the
 //! testing kit's [`MemoryReactor`](crate::testing::MemoryReactor), on which a test plays the
@@ -84,9 +85,9 @@ mod strings;
 
 pub use race::AttemptsFailed;
 pub use strings::{
-    client_from_string, quote, server_from_string, ClientParser, EndpointArgs, EndpointError,
-    EndpointRegistry, ServerParser, TcpClientDescription, TcpServerDescription,
-    UnixClientDescription, UnixServerDescription,
+    client_from_string, quote, register_client_scheme, register_server_scheme, server_from_string,
+    ClientParser, EndpointArgs, EndpointError, EndpointRegistry, ServerParser,
+    TcpClientDescription, TcpServerDescription, UnixClientDescription, UnixServerDescription,
 };
 
 // ------------------------------------------------------------------------------ the reactor

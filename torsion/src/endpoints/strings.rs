@@ -1,6 +1,7 @@
 //! Endpoint strings (Twisted's `serverFromString` / `clientFromString`): the grammar, typed
 //! descriptions of the built-in schemes, and the registry of schemes.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -585,8 +586,10 @@ pub type ClientParser = Rc<
 
 /// The endpoint schemes known to [`server`](Self::server) and [`client`](Self::client):
 /// `tcp` and `unix` built in, more with [`register_server`](Self::register_server) and
-/// [`register_client`](Self::register_client) (the TLS crate adds `ssl` this way). Cheap to
-/// clone.
+/// [`register_client`](Self::register_client). Cheap to clone. [`server_from_string`] and
+/// [`client_from_string`] use this thread's default registry, which
+/// [`register_server_scheme`] and [`register_client_scheme`] extend (how the TLS crate adds
+/// `ssl:`).
 ///
 /// `unix:` strings are parsed in full ([`UnixServerDescription`], [`UnixClientDescription`])
 /// but making the endpoint answers [`EndpointError::Unsupported`] until Unix socket endpoints
@@ -777,7 +780,8 @@ pub fn server_from_string(
     reactor: &dyn EndpointReactor,
     description: &str,
 ) -> Result<Box<dyn ServerEndpoint>, EndpointError> {
-    EndpointRegistry::new().server(reactor, description)
+    let registry = DEFAULT.with(|d| d.borrow().clone());
+    registry.server(reactor, description)
 }
 
 /// A client endpoint from its string, with the built-in schemes (Twisted's
@@ -804,5 +808,41 @@ pub fn client_from_string(
     reactor: &dyn EndpointReactor,
     description: &str,
 ) -> Result<Box<dyn ClientEndpoint>, EndpointError> {
-    EndpointRegistry::new().client(reactor, description)
+    let registry = DEFAULT.with(|d| d.borrow().clone());
+    registry.client(reactor, description)
+}
+
+thread_local! {
+    /// The registry of [`server_from_string`] and [`client_from_string`] on this thread (a
+    /// reactor, and what runs on it, lives on one thread).
+    static DEFAULT: RefCell<EndpointRegistry> = RefCell::new(EndpointRegistry::new());
+}
+
+/// Adds (or replaces) a server scheme in the registry that [`server_from_string`] uses on
+/// this thread (Twisted's endpoint plugins): how a crate such as `torsion-tls` makes `ssl:`
+/// strings work everywhere strings are taken.
+///
+/// ```
+/// use std::rc::Rc;
+/// use torsion::endpoints::{register_server_scheme, server_from_string, TcpServerEndpoint};
+/// use torsion::Reactor;
+///
+/// let reactor = Reactor::new()?;
+/// assert!(server_from_string(&reactor, "loopback:7").is_err());
+/// register_server_scheme("loopback", Rc::new(|reactor, args| {
+///     args.check(&["port"], 1)?;
+///     let port = args.require("port", Some(0))?.parse().unwrap_or(0);
+///     Ok(Box::new(TcpServerEndpoint::new(reactor, port).interface("127.0.0.1".parse().unwrap())))
+/// }));
+/// assert_eq!(server_from_string(&reactor, "loopback:7")?.describe(), "tcp:127.0.0.1:7 (backlog 50)");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn register_server_scheme(scheme: &str, parser: ServerParser) {
+    DEFAULT.with(|d| d.borrow_mut().register_server(scheme, parser));
+}
+
+/// Adds (or replaces) a client scheme in the registry that [`client_from_string`] uses on
+/// this thread. See [`register_server_scheme`].
+pub fn register_client_scheme(scheme: &str, parser: ClientParser) {
+    DEFAULT.with(|d| d.borrow_mut().register_client(scheme, parser));
 }
