@@ -14,7 +14,7 @@
 //! | `reactor.callFromThread(f)` | [`Handle::call_from_thread`] | the [`Handle`] is the `Send + Sync` side of a reactor |
 //! | `reactor.addReader` / `addWriter` | [`Reactor::add_reader`], [`Reactor::add_writer`] | |
 //! | `reactor.listenTCP(port, factory)` | [`Reactor::listen_tcp`] → [`ListeningPort`] | |
-//! | `reactor.connectTCP(host, port, factory)` | [`Reactor::connect_tcp`] → [`Connector`] | not awaitable yet (no endpoints) |
+//! | `reactor.connectTCP(host, port, factory)` | [`Reactor::connect_tcp`] → [`Connector`] | awaitable through [`endpoints`](crate::endpoints) |
 //! | `reactor.listenUNIX(address, factory, mode=, wantPID=)` | [`Reactor::listen_unix`], [`listen_unix_with`](Reactor::listen_unix_with) → [`ListeningPort`] | paths and Linux abstract names (`@name`); a live server is refused, a dead socket file replaced, anything else never removed; `wantPID`: [`UnixListenOptions::lock`](crate::unix::UnixListenOptions::lock) |
 //! | `reactor.connectUNIX(address, factory)` | [`Reactor::connect_unix`] → [`Connector`] | |
 //! | `deferToThread(f)` | [`Reactor::defer_to_thread`] | a bounded pool owned by the reactor |
@@ -30,8 +30,8 @@
 //! |---|---|---|
 //! | `Protocol` | [`Protocol`] (trait) | |
 //! | `Factory` / `ClientFactory` | [`Factory`], [`ProtocolFactory`], [`ClientFactory`] | |
-//! | `ITransport` | [`Transport`] | a concrete TCP transport for now |
-//! | `IPushProducer` | [`Producer`] | no `IConsumer` yet |
+//! | `ITransport` | [`Transport`] | one handle over every kind: TCP, Unix sockets, a child's stdin, standard I/O, the testing kit's |
+//! | `IPushProducer` / `IConsumer` | [`Producer`], [`Consumer`](crate::Consumer) | a transport is both: `a.register_producer(Rc::new(b.clone()), true)` proxies with backpressure |
 //! | `basic.LineReceiver` | [`LineReceiver`](crate::protocols::basic::LineReceiver) + a [`LineHandler`](crate::protocols::basic::LineHandler) | raw mode, pausing (a [`PauseHandle`](crate::protocols::basic::PauseHandle), also a `Producer`), `MAX_LENGTH` → `with_max_length`; an over-long line's rest is skipped, not passed to the hook |
 //! | `basic.LineOnlyReceiver` | [`LineOnlyReceiver`](crate::protocols::basic::LineOnlyReceiver) + a [`LineOnlyHandler`](crate::protocols::basic::LineOnlyHandler) | |
 //! | `basic.Int8StringReceiver` / `Int16StringReceiver` / `Int32StringReceiver` | [`StringReceiver::int8`](crate::protocols::basic::StringReceiver::int8), [`int16`](crate::protocols::basic::StringReceiver::int16), [`int32`](crate::protocols::basic::StringReceiver::int32) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `lengthLimitExceeded` → `frame_error` |
@@ -75,6 +75,20 @@
 //! | `setBroadcastAllowed`, `joinGroup`, `leaveGroup`, `setTTL`, `setLoopbackMode`, `setOutgoingInterface` | [`set_broadcast_allowed`](crate::udp::DatagramTransport::set_broadcast_allowed), [`join_group`](crate::udp::DatagramTransport::join_group), [`leave_group`](crate::udp::DatagramTransport::leave_group), [`set_ttl`](crate::udp::DatagramTransport::set_ttl), [`set_loopback`](crate::udp::DatagramTransport::set_loopback), [`set_interface`](crate::udp::DatagramTransport::set_interface) | no name resolution: addresses are IP addresses, interfaces an address or an index |
 //! | `proto_helpers` for datagrams | [`MemoryDatagramTransport`](crate::udp::MemoryDatagramTransport) | |
 //!
+//! # Endpoints and services ([`endpoints`](crate::endpoints), [`service`](crate::service))
+//!
+//! | Twisted | torsion | notes |
+//! |---|---|---|
+//! | `serverFromString(reactor, s)` | [`server_from_string`](crate::endpoints::server_from_string) | more schemes: [`EndpointRegistry`](crate::endpoints::EndpointRegistry) |
+//! | `clientFromString(reactor, s)` | [`client_from_string`](crate::endpoints::client_from_string) | errors are typed: [`EndpointError`](crate::endpoints::EndpointError) |
+//! | `TCP4ServerEndpoint` / `TCP6ServerEndpoint` | [`TcpServerEndpoint`](crate::endpoints::TcpServerEndpoint) | IPv6: give an IPv6 `interface` |
+//! | `TCP4ClientEndpoint` | [`TcpClientEndpoint`](crate::endpoints::TcpClientEndpoint) | |
+//! | `HostnameEndpoint` | [`HostnameEndpoint`](crate::endpoints::HostnameEndpoint) | all failures listed: [`AttemptsFailed`](crate::endpoints::AttemptsFailed) |
+//! | `endpoint.listen(f)` / `endpoint.connect(f)` | [`ServerEndpoint::listen`](crate::endpoints::ServerEndpoint::listen), [`ClientEndpointExt::connect`](crate::endpoints::ClientEndpointExt::connect) | `connect` takes a closure and gives the typed [`Connected`](crate::endpoints::Connected) protocol; any factory: [`connect_factory`](crate::endpoints::ClientEndpoint::connect_factory) |
+//! | `connectProtocol(endpoint, p)` | [`connect_protocol`](crate::endpoints::connect_protocol) | |
+//! | `ClientService(endpoint, factory)` | [`ClientService`](crate::service::ClientService) | `whenConnected` is [`when_connected`](crate::service::ClientService::when_connected); backoff [`Backoff`](crate::service::Backoff) |
+//! | `MemoryReactor.tcpClients` | [`MemoryReactor::tcp_clients`](crate::testing::MemoryReactor::tcp_clients) | play an attempt: [`TcpClient::accept`](crate::testing::TcpClient::accept) / [`fail`](crate::testing::TcpClient::fail) |
+//!
 //! # Deferreds ([`defer`](crate::defer))
 //!
 //! | Twisted | torsion | notes |
@@ -100,11 +114,10 @@
 //!
 //! # Not there yet
 //!
-//! * Endpoints (`TCP4ClientEndpoint`, `serverFromString`, ...) and an awaitable connect.
 //! * TLS (being built as the `torsion-tls` crate), serial ports.
-//! * `IConsumer`, `FileSender`, `LineReceiver` and the other `twisted.protocols` helpers.
+//! * `FileSender`, and the `twisted.protocols` modules beyond `basic` and `policies` (`amp`,
+//!   `loopback`, ...).
 //! * Shutdown triggers that return a Deferred (Twisted waits for them).
-//! * `StringTransport`, `MemoryReactor` (protocol tests without sockets).
 //! * Deferreds: a callback may not return a value of another type than the chain's (Twisted
 //!   allows anything); `None` where Twisted leaves it (see the [`defer`](crate::defer) module
 //!   docs for each difference).

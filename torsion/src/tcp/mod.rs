@@ -44,7 +44,7 @@ use crate::{Error, Reactor};
 
 pub(crate) mod buffer;
 mod connection;
-mod connector;
+pub(crate) mod connector;
 mod listener;
 mod transport;
 
@@ -133,6 +133,32 @@ impl Reactor {
     {
         let factory: Rc<F> = factory.into_factory();
         let c = connector::new(self, host, port, factory, timeout);
+        c.connect();
+        c
+    }
+}
+
+impl Reactor {
+    /// `listen_tcp_with` for a shared factory of any type (endpoints).
+    pub(crate) fn listen_tcp_dyn(
+        &self,
+        addr: SocketAddr,
+        factory: Rc<dyn ProtocolFactory>,
+        opts: ListenOptions,
+    ) -> Result<ListeningPort, Error> {
+        listener::listen(self, addr, factory, opts)
+    }
+
+    /// `connect_tcp` for a shared factory of any type, bound to `bind` first (endpoints).
+    pub(crate) fn connect_tcp_dyn(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+        bind: Option<SocketAddr>,
+    ) -> Connector {
+        let c = connector::new_bound(self, host, port, factory, timeout, bind);
         c.connect();
         c
     }
