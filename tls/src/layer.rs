@@ -23,6 +23,9 @@ use crate::error::{ConfigError, TlsError};
 /// Plaintext handed to the wrapped protocol per `data_received` call, at most.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How long a full close waits for the peer's close_notify after sending its own.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum CloseKind {
     Write,
@@ -499,11 +502,17 @@ impl Shared {
                 if st.lost || st.reading_paused || st.peer_closed || st.failure.is_some() {
                     break;
                 }
+                if self.inner.try_borrow().map_or(true, |i| i.is_none()) {
+                    break; // the wrapped protocol is busy (or gone): the data waits
+                }
+                let discard = st.closing == Some(CloseKind::Full);
                 let Some(conn) = st.conn.as_mut() else { break };
                 if conn.is_handshaking() {
                     break;
                 }
                 match conn.reader().read(&mut buf) {
+                    // After our full close, what the peer still sends is dropped.
+                    Ok(n) if n > 0 && discard => continue,
                     Ok(0) => {
                         st.peer_closed = true;
                         close_seen = true;
@@ -521,6 +530,20 @@ impl Shared {
         self.read_buf.set(buf);
         if close_seen {
             tracing::debug!(peer = %self.peer(), "TLS close_notify received");
+            let closing = self.st.borrow().closing;
+            if closing == Some(CloseKind::Full) {
+                // The answer to our close_notify: the close completes.
+                let timer = self.st.borrow_mut().timer.take();
+                if let Some(t) = timer {
+                    let _ = t.cancel();
+                }
+                if self.st.borrow().closed_below.is_some() {
+                    if let Some(o) = self.outer() {
+                        o.lose_connection();
+                    }
+                }
+                return true;
+            }
             let hc = self
                 .with_inner(reactor, |p, cx| p.read_connection_lost(cx))
                 .unwrap_or(HalfClose::Close);
@@ -534,7 +557,7 @@ impl Shared {
     }
 
     /// After a TLS failure: send the alert rustls queued and close the transport below.
-    fn fail_close(&self) {
+    fn fail_close(self: &Rc<Self>) {
         let (first, timer) = {
             let mut st = self.st.borrow_mut();
             let first = st.closed_below.is_none();
@@ -555,7 +578,7 @@ impl Shared {
         }
     }
 
-    fn lose(&self, kind: CloseKind) {
+    fn lose(self: &Rc<Self>, kind: CloseKind) {
         {
             let mut st = self.st.borrow_mut();
             if st.closing != Some(CloseKind::Full) {
@@ -565,10 +588,12 @@ impl Shared {
         self.try_close();
     }
 
-    /// Passes a close down once nothing is left to send: close_notify, then the transport's
-    /// own close (which flushes first).
-    fn try_close(&self) {
-        let kind = {
+    /// Passes a close down once nothing is left to send. With TLS: close_notify, then a
+    /// half-close of the transport below (which flushes first); a full close then waits for
+    /// the peer's close_notify or end of stream (at most [`CLOSE_WAIT`]) before closing the
+    /// transport, so that the peer's answering close_notify does not meet a closed socket.
+    fn try_close(self: &Rc<Self>) {
+        let (kind, notify, started) = {
             let mut st = self.st.borrow_mut();
             let Some(kind) = st.closing else { return };
             if st.lost || st.closed_below == Some(CloseKind::Full) || st.closed_below == Some(kind) {
@@ -584,14 +609,51 @@ impl Shared {
                     c.send_close_notify();
                 }
             }
-            kind
+            if kind == CloseKind::Full {
+                // Whatever the peer still sends is read (to find its close_notify) and dropped.
+                st.reading_paused = false;
+            }
+            (kind, notify, st.started)
         };
         self.flush_out();
-        if let Some(o) = self.outer() {
+        let Some(o) = self.outer() else { return };
+        if !started {
             match kind {
                 CloseKind::Full => o.lose_connection(),
                 CloseKind::Write => o.lose_write_connection(),
             }
+            return;
+        }
+        if notify {
+            o.lose_write_connection();
+        }
+        if kind == CloseKind::Full {
+            o.resume_producing();
+            let peer_done = self.st.borrow().peer_closed;
+            if peer_done {
+                o.lose_connection();
+            } else {
+                self.start_close_timer();
+                // Decrypted data may already wait: look for the close_notify in it.
+                self.schedule_pump();
+            }
+        }
+    }
+
+    fn start_close_timer(self: &Rc<Self>) {
+        let Some(r) = self.reactor.borrow().clone() else { return };
+        let w = Rc::downgrade(self);
+        let t = r.call_later(CLOSE_WAIT, move |_| {
+            if let Some(s) = w.upgrade() {
+                s.st.borrow_mut().timer = None;
+                tracing::debug!(peer = %s.peer(), "TLS: no close_notify from the peer in time; closing");
+                if let Some(o) = s.outer() {
+                    o.lose_connection();
+                }
+            }
+        });
+        if let Some(old) = self.st.borrow_mut().timer.replace(t) {
+            let _ = old.cancel();
         }
     }
 
@@ -904,6 +966,9 @@ impl Protocol for TlsProtocol {
             return hc.unwrap_or(HalfClose::Close);
         }
         let mut st = s.st.borrow_mut();
+        if st.closed_below == Some(CloseKind::Full) {
+            return HalfClose::Close; // we closed first: its end of stream ends our wait
+        }
         if st.failure.is_none() {
             st.failure = Some(if handshaking {
                 TlsError::HandshakeFailed(rustls::Error::General(
@@ -917,6 +982,12 @@ impl Protocol for TlsProtocol {
     }
 
     fn write_connection_lost(&mut self, cx: &mut Context<'_>) {
+        let st = self.shared.st.borrow();
+        // Our own half-close of a full TLS close is not the wrapped protocol's business.
+        if st.started && st.closing != Some(CloseKind::Write) {
+            return;
+        }
+        drop(st);
         self.shared.with_inner(cx.reactor(), |p, cx| p.write_connection_lost(cx));
     }
 
