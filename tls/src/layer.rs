@@ -440,7 +440,7 @@ impl Shared {
     /// After a handshake completed: cancel the timer, send the queued plaintext, resume the
     /// producer, and go on with a close asked for meanwhile.
     fn after_handshake(self: &Rc<Self>, _reactor: &Reactor) {
-        let (pending, timer, pull, resume) = {
+        let (pending, timer, pull) = {
             let mut st = self.st.borrow_mut();
             let done = match st.conn.as_ref() {
                 Some(c) => st.handshaking && !c.is_handshaking(),
@@ -461,18 +461,14 @@ impl Shared {
             }
             let pending = std::mem::take(&mut st.pending);
             let timer = st.timer.take();
-            let (pull, resume) = match st.producer.as_mut() {
+            let pull = match st.producer.as_mut() {
                 Some(p) if !p.streaming && p.want_pull => {
                     p.want_pull = false;
-                    (Some(p.producer.clone()), None)
+                    Some(p.producer.clone())
                 }
-                Some(p) if p.streaming && p.by_us => {
-                    p.by_us = false;
-                    (None, (!p.by_outer).then(|| p.producer.clone()))
-                }
-                _ => (None, None),
+                _ => None,
             };
-            (pending, timer, pull, resume)
+            (pending, timer, pull)
         };
         if let Some(t) = timer {
             let _ = t.cancel();
@@ -480,8 +476,16 @@ impl Shared {
         if !pending.is_empty() {
             self.encrypt(&[&pending]);
         }
-        if let Some(p) = resume {
-            p.resume_producing();
+        // The queued plaintext is gone: lift this layer's pause (the transport below may
+        // hold its own, now that the plaintext is in its buffer).
+        let streaming_paused_by_us = self
+            .st
+            .borrow()
+            .producer
+            .as_ref()
+            .is_some_and(|p| p.streaming && p.by_us);
+        if streaming_paused_by_us {
+            self.producer_resume(false, None);
         }
         if let Some(p) = pull {
             p.resume_producing();

@@ -573,6 +573,7 @@ fn a_streaming_producer_is_paused_before_and_after_the_handshake() {
         let moved = pump.pump();
         // Memory stays bounded: the producer is paused whenever the buffer is over its mark.
         let b = pump.server_transport().buffered();
+        if std::env::var("DBG").is_ok() { eprintln!("b={b} paused={} pauses={} sent={}", s.paused.get(), s.pauses.get(), s.sent.get()); }
         assert!(b < 256 * 1024, "buffered {b}");
         if !moved && pump.closed() {
             break;
