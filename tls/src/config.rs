@@ -40,7 +40,9 @@ pub fn default_provider() -> Arc<CryptoProvider> {
 ///
 /// # Errors
 /// [`ConfigError::Io`], [`ConfigError::BadPem`], or [`ConfigError::NoCertificates`].
-pub fn certificates_from_pem_file(path: impl AsRef<Path>) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub fn certificates_from_pem_file(
+    path: impl AsRef<Path>,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let path = path.as_ref();
     let data = std::fs::read(path).map_err(|e| ConfigError::Io(path.into(), e))?;
     certificates_from_pem(&data, &path.display().to_string())
@@ -50,7 +52,10 @@ pub fn certificates_from_pem_file(path: impl AsRef<Path>) -> Result<Vec<Certific
 ///
 /// # Errors
 /// [`ConfigError::BadPem`], or [`ConfigError::NoCertificates`].
-pub fn certificates_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub fn certificates_from_pem(
+    pem: &[u8],
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs = rustls_pemfile::certs(&mut BufReader::new(pem))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::BadPem(what.into(), e))?;
@@ -64,7 +69,9 @@ pub fn certificates_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDe
 ///
 /// # Errors
 /// [`ConfigError::Io`], [`ConfigError::BadPem`], or [`ConfigError::NoPrivateKey`].
-pub fn private_key_from_pem_file(path: impl AsRef<Path>) -> Result<PrivateKeyDer<'static>, ConfigError> {
+pub fn private_key_from_pem_file(
+    path: impl AsRef<Path>,
+) -> Result<PrivateKeyDer<'static>, ConfigError> {
     let path = path.as_ref();
     let data = std::fs::read(path).map_err(|e| ConfigError::Io(path.into(), e))?;
     private_key_from_pem(&data, &path.display().to_string())
@@ -141,8 +148,13 @@ impl ServerTls {
     ///
     /// # Errors
     /// As [`ServerTlsBuilder::certificate_pem_files`] and [`ServerTlsBuilder::build`].
-    pub fn from_pem_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<ServerTls, ConfigError> {
-        ServerTls::builder().certificate_pem_files(cert, key)?.build()
+    pub fn from_pem_files(
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<ServerTls, ConfigError> {
+        ServerTls::builder()
+            .certificate_pem_files(cert, key)?
+            .build()
     }
 
     /// A builder: certificates (one default, more by SNI name), ALPN, client certificates.
@@ -196,7 +208,11 @@ impl fmt::Debug for ServerTlsBuilder {
 impl ServerTlsBuilder {
     /// The certificate chain (leaf first) and key served to clients that send no server name
     /// or a name with no certificate of its own.
-    pub fn certificate(mut self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+    pub fn certificate(
+        mut self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Self {
         self.default = Some((chain, key));
         self
     }
@@ -215,7 +231,11 @@ impl ServerTlsBuilder {
     ///
     /// # Errors
     /// When a file cannot be read or holds no certificate or no key.
-    pub fn certificate_pem_files(self, chain: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    pub fn certificate_pem_files(
+        self,
+        chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, ConfigError> {
         let c = certificates_from_pem_file(chain)?;
         let k = private_key_from_pem_file(key)?;
         Ok(self.certificate(c, k))
@@ -223,7 +243,12 @@ impl ServerTlsBuilder {
 
     /// A certificate served to clients that ask for `name` by SNI (several names, several
     /// certificates).
-    pub fn sni_certificate(mut self, name: &str, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+    pub fn sni_certificate(
+        mut self,
+        name: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Self {
         self.by_name.push((name.to_string(), chain, key));
         self
     }
@@ -236,13 +261,19 @@ impl ServerTlsBuilder {
     }
 
     /// Clients must present a certificate issued by one of `roots`.
-    pub fn client_auth_required(mut self, roots: Vec<CertificateDer<'static>>) -> Result<Self, ConfigError> {
+    pub fn client_auth_required(
+        mut self,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, ConfigError> {
         self.client_auth = Some(ClientAuth::Required(roots_from(roots)?));
         Ok(self)
     }
 
     /// Clients may present a certificate; if they do it must be issued by one of `roots`.
-    pub fn client_auth_optional(mut self, roots: Vec<CertificateDer<'static>>) -> Result<Self, ConfigError> {
+    pub fn client_auth_optional(
+        mut self,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, ConfigError> {
         self.client_auth = Some(ClientAuth::Optional(roots_from(roots)?));
         Ok(self)
     }
@@ -260,7 +291,8 @@ impl ServerTlsBuilder {
     /// or a name.
     pub fn build(self) -> Result<ServerTls, ConfigError> {
         let provider = default_provider();
-        let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
         let builder = match self.client_auth {
             None => builder.with_no_client_auth(),
             Some(ClientAuth::Required(roots)) => builder.with_client_cert_verifier(
@@ -275,7 +307,9 @@ impl ServerTlsBuilder {
                     .map_err(|e| ConfigError::Verifier(e.to_string()))?,
             ),
         };
-        let load = |chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>| -> Result<CertifiedKey, ConfigError> {
+        let load = |chain: Vec<CertificateDer<'static>>,
+                    key: PrivateKeyDer<'static>|
+         -> Result<CertifiedKey, ConfigError> {
             let signing = provider.key_provider.load_private_key(key)?;
             Ok(CertifiedKey::new(chain, signing))
         };
@@ -367,7 +401,9 @@ impl ClientTls {
 
     /// The default client: the bundled Mozilla roots, the host name verified, no ALPN.
     pub fn new_default() -> ClientTls {
-        ClientTls::builder().build().expect("the default client configuration is valid")
+        ClientTls::builder()
+            .build()
+            .expect("the default client configuration is valid")
     }
 
     /// A builder: roots, ALPN, client certificate, server name, timeout.
@@ -444,7 +480,9 @@ impl ClientTlsBuilder {
     /// # Errors
     /// When rustls cannot parse the certificate.
     pub fn root(mut self, cert: CertificateDer<'static>) -> Result<Self, ConfigError> {
-        self.roots.get_or_insert_with(RootCertStore::empty).add(cert)?;
+        self.roots
+            .get_or_insert_with(RootCertStore::empty)
+            .add(cert)?;
         Ok(self)
     }
 
@@ -474,7 +512,11 @@ impl ClientTlsBuilder {
     }
 
     /// The certificate chain and key presented when the server asks for one.
-    pub fn client_certificate(mut self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+    pub fn client_certificate(
+        mut self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Self {
         self.client_cert = Some((chain, key));
         self
     }
@@ -505,7 +547,8 @@ impl ClientTlsBuilder {
     /// rustls's refusal of the client key; [`ConfigError::BadName`] for a bad server name.
     pub fn build(self) -> Result<ClientTls, ConfigError> {
         let provider = default_provider();
-        let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
         let builder = if self.insecure {
             tracing::warn!("TLS client configuration built WITHOUT certificate verification");
             builder
@@ -551,7 +594,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -560,7 +608,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

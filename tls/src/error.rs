@@ -52,9 +52,10 @@ impl TlsError {
         use rustls::CertificateError as C;
         match &err {
             rustls::Error::InvalidCertificate(c) => match c {
-                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-                    TlsError::CertificateExpired(err)
-                }
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => TlsError::CertificateExpired(err),
                 C::NotValidForName | C::NotValidForNameContext { .. } => TlsError::WrongHost(err),
                 C::UnknownIssuer => TlsError::UnknownIssuer(err),
                 _ => TlsError::BadCertificate(err),
@@ -95,14 +96,24 @@ impl TlsError {
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsError::CertificateExpired(_) => f.write_str("TLS: the peer's certificate has expired or is not yet valid"),
-            TlsError::WrongHost(_) => f.write_str("TLS: the peer's certificate is not valid for the expected host name"),
-            TlsError::UnknownIssuer(_) => f.write_str("TLS: the peer's certificate was issued by an unknown authority"),
+            TlsError::CertificateExpired(_) => {
+                f.write_str("TLS: the peer's certificate has expired or is not yet valid")
+            }
+            TlsError::WrongHost(_) => {
+                f.write_str("TLS: the peer's certificate is not valid for the expected host name")
+            }
+            TlsError::UnknownIssuer(_) => {
+                f.write_str("TLS: the peer's certificate was issued by an unknown authority")
+            }
             TlsError::BadCertificate(_) => f.write_str("TLS: the peer's certificate was refused"),
             TlsError::HandshakeFailed(_) => f.write_str("TLS handshake failed"),
-            TlsError::HandshakeTimeout(d) => write!(f, "TLS handshake did not complete within {d:?}"),
+            TlsError::HandshakeTimeout(d) => {
+                write!(f, "TLS handshake did not complete within {d:?}")
+            }
             TlsError::Protocol(_) => f.write_str("TLS protocol error"),
-            TlsError::Truncated => f.write_str("TLS: the peer closed the connection without close_notify (truncated)"),
+            TlsError::Truncated => {
+                f.write_str("TLS: the peer closed the connection without close_notify (truncated)")
+            }
         }
     }
 }
@@ -144,8 +155,12 @@ impl fmt::Display for ConfigError {
             ConfigError::BadPem(w, e) => write!(f, "bad PEM in {w}: {e}"),
             ConfigError::Rustls(e) => write!(f, "TLS configuration refused: {e}"),
             ConfigError::BadName(n) => write!(f, "{n:?} is not a valid DNS name or IP address"),
-            ConfigError::NoServerCertificate => f.write_str("a TLS server needs at least one certificate"),
-            ConfigError::Verifier(e) => write!(f, "cannot build the client-certificate verifier: {e}"),
+            ConfigError::NoServerCertificate => {
+                f.write_str("a TLS server needs at least one certificate")
+            }
+            ConfigError::Verifier(e) => {
+                write!(f, "cannot build the client-certificate verifier: {e}")
+            }
         }
     }
 }

@@ -165,7 +165,11 @@ impl Drop for Restore<'_> {
 }
 
 impl Shared {
-    fn new(inner: Box<dyn Protocol>, conn: Option<Connection>, timeout: Option<Duration>) -> Rc<Shared> {
+    fn new(
+        inner: Box<dyn Protocol>,
+        conn: Option<Connection>,
+        timeout: Option<Duration>,
+    ) -> Rc<Shared> {
         let started = conn.is_some();
         Rc::new(Shared {
             st: RefCell::new(State {
@@ -203,11 +207,21 @@ impl Shared {
 
     /// Calls the wrapped protocol with its transport; `None` when it is busy (a nested call)
     /// or gone.
-    fn with_inner<R>(&self, reactor: &Reactor, f: impl FnOnce(&mut dyn Protocol, &mut Context<'_>) -> R) -> Option<R> {
+    fn with_inner<R>(
+        &self,
+        reactor: &Reactor,
+        f: impl FnOnce(&mut dyn Protocol, &mut Context<'_>) -> R,
+    ) -> Option<R> {
         let me = self.me.borrow().clone()?;
         let p = self.inner.try_borrow_mut().ok()?.take()?;
-        let mut guard = Restore { slot: &self.inner, p: Some(p) };
-        let r = f(&mut **guard.p.as_mut().expect("just put"), &mut Context::new(reactor, &me));
+        let mut guard = Restore {
+            slot: &self.inner,
+            p: Some(p),
+        };
+        let r = f(
+            &mut **guard.p.as_mut().expect("just put"),
+            &mut Context::new(reactor, &me),
+        );
         drop(guard);
         Some(r)
     }
@@ -299,7 +313,9 @@ impl Shared {
     fn producer_pause(&self, outer: bool, _: Option<()>) {
         let p = {
             let mut st = self.st.borrow_mut();
-            let Some(p) = st.producer.as_mut() else { return };
+            let Some(p) = st.producer.as_mut() else {
+                return;
+            };
             let was = p.by_outer || p.by_us;
             if outer {
                 p.by_outer = true;
@@ -319,7 +335,9 @@ impl Shared {
             let handshaking = st.started && st.handshaking;
             let pending = st.pending.len();
             let low = st.low;
-            let Some(p) = st.producer.as_mut() else { return };
+            let Some(p) = st.producer.as_mut() else {
+                return;
+            };
             if !p.streaming {
                 // A pull producer: asked for more once the queued plaintext went out.
                 if handshaking && pending > 0 {
@@ -345,7 +363,9 @@ impl Shared {
     }
 
     fn start_timer(self: &Rc<Self>, reactor: &Reactor) {
-        let Some(d) = self.st.borrow().handshake_timeout else { return };
+        let Some(d) = self.st.borrow().handshake_timeout else {
+            return;
+        };
         let w = Rc::downgrade(self);
         let timer = reactor.call_later(d, move |_| {
             let Some(s) = w.upgrade() else { return };
@@ -366,7 +386,8 @@ impl Shared {
     }
 
     fn peer(&self) -> String {
-        self.outer().map_or_else(|| "?".into(), |o| o.peer().to_string())
+        self.outer()
+            .map_or_else(|| "?".into(), |o| o.peer().to_string())
     }
 
     /// Feeds received ciphertext to rustls, delivers plaintext, until nothing moves.
@@ -396,8 +417,12 @@ impl Shared {
         let mut moved = false;
         let mut failure = None;
         {
-            let State { conn, input, pos, .. } = &mut *st;
-            let Some(conn) = conn.as_mut() else { return false };
+            let State {
+                conn, input, pos, ..
+            } = &mut *st;
+            let Some(conn) = conn.as_mut() else {
+                return false;
+            };
             while *pos < input.len() {
                 let mut rd = &input[*pos..];
                 match conn.read_tls(&mut rd) {
@@ -527,7 +552,10 @@ impl Shared {
                 }
             };
             any = true;
-            if self.with_inner(reactor, |p, cx| p.data_received(cx, &buf[..n])).is_none() {
+            if self
+                .with_inner(reactor, |p, cx| p.data_received(cx, &buf[..n]))
+                .is_none()
+            {
                 break;
             }
         }
@@ -600,7 +628,8 @@ impl Shared {
         let (kind, notify, started) = {
             let mut st = self.st.borrow_mut();
             let Some(kind) = st.closing else { return };
-            if st.lost || st.closed_below == Some(CloseKind::Full) || st.closed_below == Some(kind) {
+            if st.lost || st.closed_below == Some(CloseKind::Full) || st.closed_below == Some(kind)
+            {
                 return;
             }
             if st.started && (st.handshaking || st.producer.is_some()) {
@@ -645,7 +674,9 @@ impl Shared {
     }
 
     fn start_close_timer(self: &Rc<Self>) {
-        let Some(r) = self.reactor.borrow().clone() else { return };
+        let Some(r) = self.reactor.borrow().clone() else {
+            return;
+        };
         let w = Rc::downgrade(self);
         let t = r.call_later(CLOSE_WAIT, move |_| {
             if let Some(s) = w.upgrade() {
@@ -662,7 +693,9 @@ impl Shared {
     }
 
     fn schedule_pump(self: &Rc<Self>) {
-        let Some(r) = self.reactor.borrow().clone() else { return };
+        let Some(r) = self.reactor.borrow().clone() else {
+            return;
+        };
         if std::mem::replace(&mut self.st.borrow_mut().pump_scheduled, true) {
             return;
         }
@@ -675,7 +708,12 @@ impl Shared {
         });
     }
 
-    fn start(self: &Rc<Self>, conn: Connection, timeout: Option<Duration>, leftover: &[u8]) -> Result<(), StartTlsError> {
+    fn start(
+        self: &Rc<Self>,
+        conn: Connection,
+        timeout: Option<Duration>,
+        leftover: &[u8],
+    ) -> Result<(), StartTlsError> {
         {
             let mut st = self.st.borrow_mut();
             if st.started {
@@ -897,7 +935,11 @@ impl TlsProtocol {
     ///
     /// # Errors
     /// [`ConfigError::BadName`] for a name that is neither a DNS name nor an IP address.
-    pub fn client(inner: Box<dyn Protocol>, tls: &ClientTls, server_name: &str) -> Result<TlsProtocol, ConfigError> {
+    pub fn client(
+        inner: Box<dyn Protocol>,
+        tls: &ClientTls,
+        server_name: &str,
+    ) -> Result<TlsProtocol, ConfigError> {
         let conn = client_conn(tls, server_name)?;
         Ok(TlsProtocol {
             shared: Shared::new(inner, Some(conn), tls.handshake_timeout),
@@ -992,7 +1034,8 @@ impl Protocol for TlsProtocol {
             return;
         }
         drop(st);
-        self.shared.with_inner(cx.reactor(), |p, cx| p.write_connection_lost(cx));
+        self.shared
+            .with_inner(cx.reactor(), |p, cx| p.write_connection_lost(cx));
     }
 
     fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
@@ -1092,24 +1135,26 @@ impl TlsHandle {
 
     /// The handshake completed.
     pub fn handshake_complete(&self) -> bool {
-        self.0
-            .upgrade()
-            .is_some_and(|s| {
-                let st = s.st.borrow();
-                st.started && !st.handshaking && st.conn.is_some()
-            })
+        self.0.upgrade().is_some_and(|s| {
+            let st = s.st.borrow();
+            st.started && !st.handshaking && st.conn.is_some()
+        })
     }
 
     /// The application protocol negotiated by ALPN.
     pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
-        self.with_conn(|c| c.alpn_protocol().map(<[u8]>::to_vec)).flatten()
+        self.with_conn(|c| c.alpn_protocol().map(<[u8]>::to_vec))
+            .flatten()
     }
 
     /// The peer's certificate chain (leaf first), once the handshake completed; `None` from a
     /// client that presented none.
     pub fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
-        self.with_conn(|c| c.peer_certificates().map(<[CertificateDer<'static>]>::to_vec))
-            .flatten()
+        self.with_conn(|c| {
+            c.peer_certificates()
+                .map(<[CertificateDer<'static>]>::to_vec)
+        })
+        .flatten()
     }
 
     /// On a server: the name the client asked for by SNI.
@@ -1140,9 +1185,14 @@ impl TlsHandle {
     /// # Errors
     /// [`StartTlsError::AlreadyStarted`], [`StartTlsError::Closed`], or a refused
     /// configuration.
-    pub fn start_tls_server(&self, tls: &ServerTls, already_received: &[u8]) -> Result<(), StartTlsError> {
+    pub fn start_tls_server(
+        &self,
+        tls: &ServerTls,
+        already_received: &[u8],
+    ) -> Result<(), StartTlsError> {
         let s = self.0.upgrade().ok_or(StartTlsError::Closed)?;
-        let conn = ServerConnection::new(tls.config.clone()).map_err(|e| StartTlsError::Config(e.into()))?;
+        let conn = ServerConnection::new(tls.config.clone())
+            .map_err(|e| StartTlsError::Config(e.into()))?;
         s.start(conn.into(), tls.handshake_timeout, already_received)
     }
 
@@ -1151,7 +1201,12 @@ impl TlsHandle {
     ///
     /// # Errors
     /// As [`start_tls_server`](Self::start_tls_server), and [`ConfigError::BadName`].
-    pub fn start_tls_client(&self, tls: &ClientTls, server_name: &str, already_received: &[u8]) -> Result<(), StartTlsError> {
+    pub fn start_tls_client(
+        &self,
+        tls: &ClientTls,
+        server_name: &str,
+        already_received: &[u8],
+    ) -> Result<(), StartTlsError> {
         let s = self.0.upgrade().ok_or(StartTlsError::Closed)?;
         let conn = client_conn(tls, server_name).map_err(StartTlsError::Config)?;
         s.start(conn, tls.handshake_timeout, already_received)

@@ -23,7 +23,9 @@ pub struct TlsServerFactory {
 
 impl fmt::Debug for TlsServerFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsServerFactory").field("tls", &self.tls).finish_non_exhaustive()
+        f.debug_struct("TlsServerFactory")
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,9 +80,17 @@ impl TlsClientFactory {
     ///
     /// # Errors
     /// [`ConfigError::BadName`] when the name to verify is not a DNS name or an IP address.
-    pub fn new(inner: Rc<dyn ClientFactory>, tls: ClientTls, host: &str) -> Result<TlsClientFactory, ConfigError> {
+    pub fn new(
+        inner: Rc<dyn ClientFactory>,
+        tls: ClientTls,
+        host: &str,
+    ) -> Result<TlsClientFactory, ConfigError> {
         tls.name_for(host)?;
-        Ok(TlsClientFactory { inner, tls, host: host.to_string() })
+        Ok(TlsClientFactory {
+            inner,
+            tls,
+            host: host.to_string(),
+        })
     }
 }
 
@@ -149,7 +159,12 @@ pub trait ReactorTls: ReactorTcp {
     ///
     /// # Errors
     /// As [`ReactorTcp::listen_tcp_on`].
-    fn listen_ssl(&self, addr: SocketAddr, factory: Rc<dyn ProtocolFactory>, tls: ServerTls) -> Result<ListeningPort, Error> {
+    fn listen_ssl(
+        &self,
+        addr: SocketAddr,
+        factory: Rc<dyn ProtocolFactory>,
+        tls: ServerTls,
+    ) -> Result<ListeningPort, Error> {
         self.listen_tcp_on(addr, Rc::new(TlsServerFactory::new(factory, tls)))
     }
 

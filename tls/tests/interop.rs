@@ -79,7 +79,10 @@ fn wait_child(reactor: &Reactor, child: &mut Child) {
         if child.try_wait().unwrap().is_some() {
             return;
         }
-        assert!(Instant::now() < deadline, "the child process did not finish");
+        assert!(
+            Instant::now() < deadline,
+            "the child process did not finish"
+        );
         reactor.iterate(Some(Duration::from_millis(20))).unwrap();
     }
 }
@@ -94,7 +97,11 @@ fn serve_line_echo(reactor: &Reactor, stls: ServerTls) -> (torsion::ListeningPor
     let sl = log();
     let s2 = sl.clone();
     let port = reactor
-        .listen_ssl("127.0.0.1:0".parse().unwrap(), Rc::new(Factory::for_protocol(move || LineEcho(s2.clone()))), stls)
+        .listen_ssl(
+            "127.0.0.1:0".parse().unwrap(),
+            Rc::new(Factory::for_protocol(move || LineEcho(s2.clone()))),
+            stls,
+        )
         .unwrap();
     (port, sl)
 }
@@ -117,9 +124,26 @@ fn openssl_s_client_talks_to_a_torsion_server() {
     let reactor = Reactor::new().unwrap();
     let (port, sl) = serve_line_echo(&reactor, stls);
     let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{}", port.port())])
-        .args(["-servername", "localhost", "-verify_hostname", "localhost", "-CAfile", &ca_file])
-        .args(["-verify_return_error", "-alpn", "echo", "-quiet", "-no_ign_eof"])
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", port.port()),
+        ])
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_hostname",
+            "localhost",
+            "-CAfile",
+            &ca_file,
+        ])
+        .args([
+            "-verify_return_error",
+            "-alpn",
+            "echo",
+            "-quiet",
+            "-no_ign_eof",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -131,12 +155,20 @@ fn openssl_s_client_talks_to_a_torsion_server() {
     wait_child(&reactor, &mut child);
     drop(stdin);
     assert_eq!(output_of(&mut child), "echo: hello from openssl\n");
-    assert!(sl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", sl.borrow().lost);
+    assert!(
+        sl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        sl.borrow().lost
+    );
     port.stop_listening();
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_listening(port: u16) {
@@ -169,9 +201,26 @@ fn a_torsion_client_talks_to_openssl_s_server_with_a_client_certificate() {
     // -rev: answers each line reversed. -Verify 1: a client certificate is required.
     let server = Kill(
         Command::new("openssl")
-            .args(["s_server", "-accept", &port.to_string(), "-rev", "-alpn", "rev"])
-            .args(["-cert", &dir.file("cert.pem", &cert), "-key", &dir.file("key.pem", &key)])
-            .args(["-Verify", "1", "-CAfile", &dir.file("cca.pem", &client_ca.pem())])
+            .args([
+                "s_server",
+                "-accept",
+                &port.to_string(),
+                "-rev",
+                "-alpn",
+                "rev",
+            ])
+            .args([
+                "-cert",
+                &dir.file("cert.pem", &cert),
+                "-key",
+                &dir.file("key.pem", &key),
+            ])
+            .args([
+                "-Verify",
+                "1",
+                "-CAfile",
+                &dir.file("cca.pem", &client_ca.pem()),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -180,12 +229,26 @@ fn a_torsion_client_talks_to_openssl_s_server_with_a_client_certificate() {
     );
     wait_listening(port);
     let c = client_ca.client("alice");
-    let ctls = ClientTls::builder().root(ca.der()).unwrap().alpn(&[b"rev"]).client_certificate(c.0, c.1).build().unwrap();
+    let ctls = ClientTls::builder()
+        .root(ca.der())
+        .unwrap()
+        .alpn(&[b"rev"])
+        .client_certificate(c.0, c.1)
+        .build()
+        .unwrap();
     let reactor = Reactor::new().unwrap();
     let cl = log();
     let c2 = cl.clone();
     reactor
-        .connect_ssl("localhost", port, Rc::new(Factory::for_protocol(move || Client::new(&c2, b"hello\n", Some(6)))), ctls, Duration::from_secs(30))
+        .connect_ssl(
+            "localhost",
+            port,
+            Rc::new(Factory::for_protocol(move || {
+                Client::new(&c2, b"hello\n", Some(6))
+            })),
+            ctls,
+            Duration::from_secs(30),
+        )
         .unwrap();
     let alpn = Rc::new(RefCell::new(None));
     run_until(&reactor, LIMIT, || {
@@ -198,7 +261,11 @@ fn a_torsion_client_talks_to_openssl_s_server_with_a_client_certificate() {
     });
     assert_eq!(cl.borrow().data, b"olleh\n");
     assert_eq!(alpn.borrow().as_deref(), Some(&b"rev"[..]));
-    assert!(cl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", cl.borrow().lost);
+    assert!(
+        cl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        cl.borrow().lost
+    );
     drop(server);
 }
 
@@ -215,7 +282,12 @@ fn openssl_s_server_with_an_unknown_certificate_is_refused() {
     let server = Kill(
         Command::new("openssl")
             .args(["s_server", "-accept", &port.to_string(), "-rev"])
-            .args(["-cert", &dir.file("cert.pem", &cert), "-key", &dir.file("key.pem", &key)])
+            .args([
+                "-cert",
+                &dir.file("cert.pem", &cert),
+                "-key",
+                &dir.file("key.pem", &key),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -227,11 +299,22 @@ fn openssl_s_server_with_an_unknown_certificate_is_refused() {
     let cl = log();
     let c2 = cl.clone();
     reactor
-        .connect_ssl("localhost", port, Rc::new(Factory::for_protocol(move || Client::new(&c2, b"hello\n", None))), client_tls(&ca), Duration::from_secs(30))
+        .connect_ssl(
+            "localhost",
+            port,
+            Rc::new(Factory::for_protocol(move || {
+                Client::new(&c2, b"hello\n", None)
+            })),
+            client_tls(&ca),
+            Duration::from_secs(30),
+        )
         .unwrap();
     run_until(&reactor, LIMIT, || cl.borrow().lost.is_some());
     let r = cl.borrow().lost.clone().unwrap();
-    assert!(matches!(TlsError::of(&r), Some(TlsError::UnknownIssuer(_))), "{r:?}");
+    assert!(
+        matches!(TlsError::of(&r), Some(TlsError::UnknownIssuer(_))),
+        "{r:?}"
+    );
     drop(server);
 }
 
@@ -260,18 +343,34 @@ fn python_ssl_client_talks_to_a_torsion_server() {
     let ca = Ca::new("interop CA");
     let dir = Dir::new("py_client");
     let s = ca.server(&["localhost"]);
-    let stls = ServerTls::builder().certificate(s.0, s.1).alpn(&[b"echo"]).build().unwrap();
+    let stls = ServerTls::builder()
+        .certificate(s.0, s.1)
+        .alpn(&[b"echo"])
+        .build()
+        .unwrap();
     let reactor = Reactor::new().unwrap();
     let (port, sl) = serve_line_echo(&reactor, stls);
     let mut child = Command::new("python3")
-        .args(["-c", PY_CLIENT, &port.port().to_string(), &dir.file("ca.pem", &ca.pem())])
+        .args([
+            "-c",
+            PY_CLIENT,
+            &port.port().to_string(),
+            &dir.file("ca.pem", &ca.pem()),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     run_until(&reactor, LIMIT, || sl.borrow().lost.is_some());
     wait_child(&reactor, &mut child);
-    assert_eq!(output_of(&mut child).trim(), "echo: hello from python echo TLSv1.3");
-    assert!(sl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", sl.borrow().lost);
+    assert_eq!(
+        output_of(&mut child).trim(),
+        "echo: hello from python echo TLSv1.3"
+    );
+    assert!(
+        sl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        sl.borrow().lost
+    );
     port.stop_listening();
 }
 
@@ -302,22 +401,41 @@ fn a_torsion_client_talks_to_a_python_ssl_server() {
     let dir = Dir::new("py_server");
     let (cert, key) = ca.server_pem(&["localhost"]);
     let mut child = Command::new("python3")
-        .args(["-c", PY_SERVER, &dir.file("cert.pem", &cert), &dir.file("key.pem", &key)])
+        .args([
+            "-c",
+            PY_SERVER,
+            &dir.file("cert.pem", &cert),
+            &dir.file("key.pem", &key),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let port: u16 = line.trim().parse().unwrap();
     let reactor = Reactor::new().unwrap();
     let cl = log();
     let c2 = cl.clone();
     reactor
-        .connect_ssl("localhost", port, Rc::new(Factory::for_protocol(move || Client::new(&c2, b"quiet please\n", None))), client_tls(&ca), Duration::from_secs(30))
+        .connect_ssl(
+            "localhost",
+            port,
+            Rc::new(Factory::for_protocol(move || {
+                Client::new(&c2, b"quiet please\n", None)
+            })),
+            client_tls(&ca),
+            Duration::from_secs(30),
+        )
         .unwrap();
     run_until(&reactor, LIMIT, || cl.borrow().lost.is_some());
     wait_child(&reactor, &mut child);
     assert_eq!(cl.borrow().data, b"QUIET PLEASE\n");
     // Python sent close_notify (unwrap): a clean close.
-    assert!(cl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", cl.borrow().lost);
+    assert!(
+        cl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        cl.borrow().lost
+    );
 }

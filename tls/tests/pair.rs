@@ -27,8 +27,17 @@ fn handshake_echo_and_clean_close() {
     let ca = Ca::new("test CA");
     let (sl, cl) = (log(), log());
     let mr = MemoryReactor::new().unwrap();
-    let server = TlsProtocol::server(Box::new(Echo(sl.clone())), &server_tls(ca.server(&["example.test"]))).unwrap();
-    let client = TlsProtocol::client(Box::new(Client::new(&cl, b"hello, tls", Some(10))), &client_tls(&ca), "example.test").unwrap();
+    let server = TlsProtocol::server(
+        Box::new(Echo(sl.clone())),
+        &server_tls(ca.server(&["example.test"])),
+    )
+    .unwrap();
+    let client = TlsProtocol::client(
+        Box::new(Client::new(&cl, b"hello, tls", Some(10))),
+        &client_tls(&ca),
+        "example.test",
+    )
+    .unwrap();
     let pump = run(&mr, server, client);
     // Written before the handshake: queued, not sent in clear.
     assert!(cl.borrow().made);
@@ -37,8 +46,16 @@ fn handshake_echo_and_clean_close() {
     assert_eq!(sl.borrow().data, b"hello, tls");
     assert!(pump.closed());
     // The client closed with close_notify: clean on both sides.
-    assert!(cl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", cl.borrow().lost);
-    assert!(sl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", sl.borrow().lost);
+    assert!(
+        cl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        cl.borrow().lost
+    );
+    assert!(
+        sl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        sl.borrow().lost
+    );
     // Nothing in clear went over the wire.
     assert!(pump.client_to_server() > 10 && pump.server_to_client() > 10);
 }
@@ -49,8 +66,17 @@ fn plaintext_never_crosses_in_clear() {
     let (sl, cl) = (log(), log());
     let mr = MemoryReactor::new().unwrap();
     let secret = b"SECRET-SECRET-SECRET";
-    let server = TlsProtocol::server(Box::new(Echo(sl.clone())), &server_tls(ca.server(&["example.test"]))).unwrap();
-    let client = TlsProtocol::client(Box::new(Client::new(&cl, secret, None)), &client_tls(&ca), "example.test").unwrap();
+    let server = TlsProtocol::server(
+        Box::new(Echo(sl.clone())),
+        &server_tls(ca.server(&["example.test"])),
+    )
+    .unwrap();
+    let client = TlsProtocol::client(
+        Box::new(Client::new(&cl, secret, None)),
+        &client_tls(&ca),
+        "example.test",
+    )
+    .unwrap();
     // Watch the server's raw input with a wrapper protocol.
     let raw = Rc::new(RefCell::new(Vec::new()));
     let r2 = raw.clone();
@@ -68,8 +94,17 @@ fn chunked_delivery_and_large_echo() {
     let (sl, cl) = (log(), log());
     let mr = MemoryReactor::new().unwrap();
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let server = TlsProtocol::server(Box::new(Echo(sl.clone())), &server_tls(ca.server(&["example.test"]))).unwrap();
-    let client = TlsProtocol::client(Box::new(Client::new(&cl, &payload, Some(payload.len()))), &client_tls(&ca), "example.test").unwrap();
+    let server = TlsProtocol::server(
+        Box::new(Echo(sl.clone())),
+        &server_tls(ca.server(&["example.test"])),
+    )
+    .unwrap();
+    let client = TlsProtocol::client(
+        Box::new(Client::new(&cl, &payload, Some(payload.len()))),
+        &client_tls(&ca),
+        "example.test",
+    )
+    .unwrap();
     let pump = run(&mr, server, client);
     pump.set_chunk_size(Some(1000));
     for _ in 0..100_000 {
@@ -96,9 +131,15 @@ fn alpn_sni_and_peer_certificates() {
         .alpn(&[b"h2", b"echo/1"])
         .build()
         .unwrap();
-    let ctls = ClientTls::builder().root(ca.der()).unwrap().alpn(&[b"echo/1", b"other"]).build().unwrap();
+    let ctls = ClientTls::builder()
+        .root(ca.der())
+        .unwrap()
+        .alpn(&[b"echo/1", b"other"])
+        .build()
+        .unwrap();
     let server = TlsProtocol::server(Box::new(Echo(sl.clone())), &stls).unwrap();
-    let client = TlsProtocol::client(Box::new(Client::new(&cl, b"x", None)), &ctls, "b.test").unwrap();
+    let client =
+        TlsProtocol::client(Box::new(Client::new(&cl, b"x", None)), &ctls, "b.test").unwrap();
     let pump = run(&mr, server, client);
     pump.flush();
     let st = tls(sl.borrow().transport.as_ref().unwrap()).expect("a TLS transport");
@@ -110,7 +151,10 @@ fn alpn_sni_and_peer_certificates() {
     // The client got b.test's certificate, chosen by SNI.
     assert_eq!(ct.peer_certificates().unwrap()[0], b_leaf);
     assert!(st.peer_certificates().is_none());
-    assert_eq!(ct.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        ct.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     assert!(ct.cipher_suite().is_some());
     // A plain transport is not TLS.
     assert!(tls(pump.client_transport()).is_none());
@@ -124,9 +168,18 @@ fn sni_falls_back_to_the_default_certificate() {
     let mr = MemoryReactor::new().unwrap();
     let a = ca.server(&["a.test"]);
     let b = ca.server(&["b.test"]);
-    let stls = ServerTls::builder().certificate(a.0, a.1).sni_certificate("b.test", b.0, b.1).build().unwrap();
+    let stls = ServerTls::builder()
+        .certificate(a.0, a.1)
+        .sni_certificate("b.test", b.0, b.1)
+        .build()
+        .unwrap();
     let server = TlsProtocol::server(Box::new(Echo(sl.clone())), &stls).unwrap();
-    let client = TlsProtocol::client(Box::new(Client::new(&cl, b"x", None)), &client_tls(&ca), "a.test").unwrap();
+    let client = TlsProtocol::client(
+        Box::new(Client::new(&cl, b"x", None)),
+        &client_tls(&ca),
+        "a.test",
+    )
+    .unwrap();
     let pump = run(&mr, server, client);
     pump.flush();
     assert_eq!(cl.borrow().data, b"x");
@@ -151,7 +204,12 @@ fn client_auth_case(required: bool, present: bool) -> (Log, Log) {
         cb = cb.client_certificate(c.0, c.1);
     }
     let server = TlsProtocol::server(Box::new(Echo(sl.clone())), &stls).unwrap();
-    let client = TlsProtocol::client(Box::new(Client::new(&cl, b"ping", Some(4))), &cb.build().unwrap(), "example.test").unwrap();
+    let client = TlsProtocol::client(
+        Box::new(Client::new(&cl, b"ping", Some(4))),
+        &cb.build().unwrap(),
+        "example.test",
+    )
+    .unwrap();
     let pump = run(&mr, server, client);
     pump.flush();
     assert!(pump.closed());
@@ -169,9 +227,17 @@ fn client_certificate_required_and_given() {
 fn client_certificate_required_and_missing() {
     let (sl, cl) = client_auth_case(true, false);
     assert!(sl.borrow().data.is_empty());
-    assert!(matches!(tls_error(&sl), Some(TlsError::BadCertificate(_))), "{:?}", sl.borrow().lost);
+    assert!(
+        matches!(tls_error(&sl), Some(TlsError::BadCertificate(_))),
+        "{:?}",
+        sl.borrow().lost
+    );
     // The client learns of it by the server's alert (TLS 1.3: after its own handshake ended).
-    assert!(TlsError::of(cl.borrow().lost.as_ref().unwrap()).is_some(), "{:?}", cl.borrow().lost);
+    assert!(
+        TlsError::of(cl.borrow().lost.as_ref().unwrap()).is_some(),
+        "{:?}",
+        cl.borrow().lost
+    );
 }
 
 #[test]
@@ -189,14 +255,29 @@ fn peer_certificate_of_the_client_is_readable() {
     let (sl, cl) = (log(), log());
     let mr = MemoryReactor::new().unwrap();
     let s = ca.server(&["example.test"]);
-    let stls = ServerTls::builder().certificate(s.0, s.1).client_auth_required(vec![client_ca.der()]).unwrap().build().unwrap();
+    let stls = ServerTls::builder()
+        .certificate(s.0, s.1)
+        .client_auth_required(vec![client_ca.der()])
+        .unwrap()
+        .build()
+        .unwrap();
     let c = client_ca.client("alice");
     let leaf = c.0[0].clone();
-    let ctls = ClientTls::builder().root(ca.der()).unwrap().client_certificate(c.0, c.1).build().unwrap();
+    let ctls = ClientTls::builder()
+        .root(ca.der())
+        .unwrap()
+        .client_certificate(c.0, c.1)
+        .build()
+        .unwrap();
     let pump = run(
         &mr,
         TlsProtocol::server(Box::new(Echo(sl.clone())), &stls).unwrap(),
-        TlsProtocol::client(Box::new(Client::new(&cl, b"ping", None)), &ctls, "example.test").unwrap(),
+        TlsProtocol::client(
+            Box::new(Client::new(&cl, b"ping", None)),
+            &ctls,
+            "example.test",
+        )
+        .unwrap(),
     );
     pump.flush();
     let st = tls(sl.borrow().transport.as_ref().unwrap()).unwrap();
@@ -209,7 +290,12 @@ fn failing_handshake(chain: Chain, client: ClientTls, name: &str) -> (Log, Log) 
     let pump = run(
         &mr,
         TlsProtocol::server(Box::new(Echo(sl.clone())), &server_tls(chain)).unwrap(),
-        TlsProtocol::client(Box::new(Client::new(&cl, b"never sent", None)), &client, name).unwrap(),
+        TlsProtocol::client(
+            Box::new(Client::new(&cl, b"never sent", None)),
+            &client,
+            name,
+        )
+        .unwrap(),
     );
     pump.flush();
     assert!(pump.closed());
@@ -221,30 +307,62 @@ fn failing_handshake(chain: Chain, client: ClientTls, name: &str) -> (Log, Log) 
 fn wrong_host_is_refused() {
     let ca = Ca::new("test CA");
     let (sl, cl) = failing_handshake(ca.server(&["other.test"]), client_tls(&ca), "example.test");
-    assert!(matches!(tls_error(&cl), Some(TlsError::WrongHost(_))), "{:?}", cl.borrow().lost);
-    assert!(matches!(tls_error(&sl), Some(TlsError::HandshakeFailed(_))), "{:?}", sl.borrow().lost);
+    assert!(
+        matches!(tls_error(&cl), Some(TlsError::WrongHost(_))),
+        "{:?}",
+        cl.borrow().lost
+    );
+    assert!(
+        matches!(tls_error(&sl), Some(TlsError::HandshakeFailed(_))),
+        "{:?}",
+        sl.borrow().lost
+    );
 }
 
 #[test]
 fn unknown_issuer_is_refused() {
     let ca = Ca::new("test CA");
     let other = Ca::new("another CA");
-    let (_, cl) = failing_handshake(other.server(&["example.test"]), client_tls(&ca), "example.test");
-    assert!(matches!(tls_error(&cl), Some(TlsError::UnknownIssuer(_))), "{:?}", cl.borrow().lost);
+    let (_, cl) = failing_handshake(
+        other.server(&["example.test"]),
+        client_tls(&ca),
+        "example.test",
+    );
+    assert!(
+        matches!(tls_error(&cl), Some(TlsError::UnknownIssuer(_))),
+        "{:?}",
+        cl.borrow().lost
+    );
 }
 
 #[test]
 fn the_default_client_trusts_no_private_ca() {
     let ca = Ca::new("test CA");
-    let (_, cl) = failing_handshake(ca.server(&["example.test"]), ClientTls::new_default(), "example.test");
-    assert!(matches!(tls_error(&cl), Some(TlsError::UnknownIssuer(_))), "{:?}", cl.borrow().lost);
+    let (_, cl) = failing_handshake(
+        ca.server(&["example.test"]),
+        ClientTls::new_default(),
+        "example.test",
+    );
+    assert!(
+        matches!(tls_error(&cl), Some(TlsError::UnknownIssuer(_))),
+        "{:?}",
+        cl.borrow().lost
+    );
 }
 
 #[test]
 fn expired_certificate_is_refused() {
     let ca = Ca::new("test CA");
-    let (_, cl) = failing_handshake(ca.expired_server(&["example.test"]), client_tls(&ca), "example.test");
-    assert!(matches!(tls_error(&cl), Some(TlsError::CertificateExpired(_))), "{:?}", cl.borrow().lost);
+    let (_, cl) = failing_handshake(
+        ca.expired_server(&["example.test"]),
+        client_tls(&ca),
+        "example.test",
+    );
+    assert!(
+        matches!(tls_error(&cl), Some(TlsError::CertificateExpired(_))),
+        "{:?}",
+        cl.borrow().lost
+    );
 }
 
 #[test]
@@ -252,12 +370,24 @@ fn disabled_verification_accepts_anything_only_when_asked() {
     let ca = Ca::new("test CA");
     let (sl, cl) = (log(), log());
     let mr = MemoryReactor::new().unwrap();
-    let ctls = ClientTls::builder().dangerous_disable_certificate_verification().build().unwrap();
+    let ctls = ClientTls::builder()
+        .dangerous_disable_certificate_verification()
+        .build()
+        .unwrap();
     assert!(!ctls.verifies_certificates());
     let pump = run(
         &mr,
-        TlsProtocol::server(Box::new(Echo(sl.clone())), &server_tls(ca.expired_server(&["x.test"]))).unwrap(),
-        TlsProtocol::client(Box::new(Client::new(&cl, b"hi", Some(2))), &ctls, "example.test").unwrap(),
+        TlsProtocol::server(
+            Box::new(Echo(sl.clone())),
+            &server_tls(ca.expired_server(&["x.test"])),
+        )
+        .unwrap(),
+        TlsProtocol::client(
+            Box::new(Client::new(&cl, b"hi", Some(2))),
+            &ctls,
+            "example.test",
+        )
+        .unwrap(),
     );
     pump.flush();
     assert_eq!(cl.borrow().data, b"hi");
@@ -275,9 +405,21 @@ fn garbage_instead_of_tls_fails_the_handshake() {
         }
         fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
     }
-    let pump = run_plain(&mr, TlsProtocol::server(Box::new(Echo(sl.clone())), &server_tls(ca.server(&["x.test"]))).unwrap(), Junk);
+    let pump = run_plain(
+        &mr,
+        TlsProtocol::server(
+            Box::new(Echo(sl.clone())),
+            &server_tls(ca.server(&["x.test"])),
+        )
+        .unwrap(),
+        Junk,
+    );
     pump.flush();
-    assert!(matches!(tls_error(&sl), Some(TlsError::HandshakeFailed(_))), "{:?}", sl.borrow().lost);
+    assert!(
+        matches!(tls_error(&sl), Some(TlsError::HandshakeFailed(_))),
+        "{:?}",
+        sl.borrow().lost
+    );
 }
 
 fn run_plain(mr: &MemoryReactor, server: TlsProtocol, client: impl Protocol + 'static) -> IoPump {
@@ -293,15 +435,24 @@ fn handshake_timeout_on_the_fake_clock() {
     impl Protocol for Silent {
         fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
     }
-    let stls = server_tls(ca.server(&["x.test"])).with_handshake_timeout(Some(Duration::from_secs(10)));
-    let pump = run_plain(&mr, TlsProtocol::server(Box::new(Echo(sl.clone())), &stls).unwrap(), Silent);
+    let stls =
+        server_tls(ca.server(&["x.test"])).with_handshake_timeout(Some(Duration::from_secs(10)));
+    let pump = run_plain(
+        &mr,
+        TlsProtocol::server(Box::new(Echo(sl.clone())), &stls).unwrap(),
+        Silent,
+    );
     pump.flush();
     mr.advance(Duration::from_secs(9));
     pump.flush();
     assert!(sl.borrow().lost.is_none(), "not yet");
     mr.advance(Duration::from_secs(2));
     pump.flush();
-    assert!(matches!(tls_error(&sl), Some(TlsError::HandshakeTimeout(d)) if d == Duration::from_secs(10)), "{:?}", sl.borrow().lost);
+    assert!(
+        matches!(tls_error(&sl), Some(TlsError::HandshakeTimeout(d)) if d == Duration::from_secs(10)),
+        "{:?}",
+        sl.borrow().lost
+    );
     assert!(mr.reactor().delayed_calls().is_empty());
 }
 
@@ -310,11 +461,17 @@ fn a_completed_handshake_cancels_its_timer() {
     let ca = Ca::new("test CA");
     let (sl, cl) = (log(), log());
     let mr = MemoryReactor::new().unwrap();
-    let stls = server_tls(ca.server(&["x.test"])).with_handshake_timeout(Some(Duration::from_secs(10)));
+    let stls =
+        server_tls(ca.server(&["x.test"])).with_handshake_timeout(Some(Duration::from_secs(10)));
     let pump = run(
         &mr,
         TlsProtocol::server(Box::new(Echo(sl.clone())), &stls).unwrap(),
-        TlsProtocol::client(Box::new(Client::new(&cl, b"hi", None)), &client_tls(&ca), "x.test").unwrap(),
+        TlsProtocol::client(
+            Box::new(Client::new(&cl, b"hi", None)),
+            &client_tls(&ca),
+            "x.test",
+        )
+        .unwrap(),
     );
     pump.flush();
     assert!(mr.reactor().delayed_calls().is_empty());
@@ -331,15 +488,28 @@ fn close_without_close_notify_is_truncation() {
     let mr = MemoryReactor::new().unwrap();
     let pump = run(
         &mr,
-        TlsProtocol::server(Box::new(Echo(sl.clone())), &server_tls(ca.server(&["x.test"]))).unwrap(),
-        TlsProtocol::client(Box::new(Client::new(&cl, b"hi", None)), &client_tls(&ca), "x.test").unwrap(),
+        TlsProtocol::server(
+            Box::new(Echo(sl.clone())),
+            &server_tls(ca.server(&["x.test"])),
+        )
+        .unwrap(),
+        TlsProtocol::client(
+            Box::new(Client::new(&cl, b"hi", None)),
+            &client_tls(&ca),
+            "x.test",
+        )
+        .unwrap(),
     );
     pump.flush();
     assert_eq!(cl.borrow().data, b"hi");
     // The client's TCP-level transport closes without TLS's close_notify.
     pump.client_transport().lose_connection();
     pump.flush();
-    assert!(matches!(tls_error(&sl), Some(TlsError::Truncated)), "{:?}", sl.borrow().lost);
+    assert!(
+        matches!(tls_error(&sl), Some(TlsError::Truncated)),
+        "{:?}",
+        sl.borrow().lost
+    );
 }
 
 #[test]
@@ -379,13 +549,26 @@ fn tls_half_close_keeps_the_reply_flowing() {
     let mr = MemoryReactor::new().unwrap();
     let pump = run(
         &mr,
-        TlsProtocol::server(Box::new(Replier(reason.clone())), &server_tls(ca.server(&["x.test"]))).unwrap(),
-        TlsProtocol::client(Box::new(HalfCloser(got.clone(), done.clone())), &client_tls(&ca), "x.test").unwrap(),
+        TlsProtocol::server(
+            Box::new(Replier(reason.clone())),
+            &server_tls(ca.server(&["x.test"])),
+        )
+        .unwrap(),
+        TlsProtocol::client(
+            Box::new(HalfCloser(got.clone(), done.clone())),
+            &client_tls(&ca),
+            "x.test",
+        )
+        .unwrap(),
     );
     pump.flush();
     assert_eq!(*got.borrow(), b"after your close");
     assert!(done.get());
-    assert!(reason.borrow().as_ref().unwrap().is_clean(), "{:?}", reason.borrow());
+    assert!(
+        reason.borrow().as_ref().unwrap().is_clean(),
+        "{:?}",
+        reason.borrow()
+    );
 }
 
 /// A line protocol that switches to TLS on "STARTTLS\r\n" (the server) and after "GO\r\n"
@@ -412,7 +595,10 @@ impl Protocol for StartTlsServer {
             assert_eq!(&self.buf[..i], b"STARTTLS");
             let rest = self.buf.split_off(i + 2);
             cx.transport().write(b"GO\r\n");
-            tls(cx.transport()).unwrap().start_tls_server(&self.tls, &rest).unwrap();
+            tls(cx.transport())
+                .unwrap()
+                .start_tls_server(&self.tls, &rest)
+                .unwrap();
             self.started = true;
         }
     }
@@ -481,8 +667,16 @@ fn starttls_switches_mid_stream() {
     assert_eq!(sl.borrow().data, b"secret hello");
     assert_eq!(cl.borrow().data, b"secret hello");
     assert!(pump.closed());
-    assert!(cl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", cl.borrow().lost);
-    assert!(sl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", sl.borrow().lost);
+    assert!(
+        cl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        cl.borrow().lost
+    );
+    assert!(
+        sl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        sl.borrow().lost
+    );
 }
 
 #[test]
@@ -494,7 +688,10 @@ fn start_tls_twice_is_refused() {
     let h = p.handle();
     let pump = IoPump::new(mr.reactor(), Box::new(p), Box::new(Echo(log())));
     h.start_tls_server(&stls, &[]).unwrap();
-    assert!(matches!(h.start_tls_server(&stls, &[]), Err(torsion_tls::StartTlsError::AlreadyStarted)));
+    assert!(matches!(
+        h.start_tls_server(&stls, &[]),
+        Err(torsion_tls::StartTlsError::AlreadyStarted)
+    ));
     drop(pump);
 }
 
@@ -561,8 +758,17 @@ fn a_streaming_producer_is_paused_before_and_after_the_handshake() {
     }
     let pump = run(
         &mr,
-        TlsProtocol::server(Box::new(Source(stream.clone())), &server_tls(ca.server(&["x.test"]))).unwrap(),
-        TlsProtocol::client(Box::new(Client::new(&cl, b"", None)), &client_tls(&ca), "x.test").unwrap(),
+        TlsProtocol::server(
+            Box::new(Source(stream.clone())),
+            &server_tls(ca.server(&["x.test"])),
+        )
+        .unwrap(),
+        TlsProtocol::client(
+            Box::new(Client::new(&cl, b"", None)),
+            &client_tls(&ca),
+            "x.test",
+        )
+        .unwrap(),
     );
     let s = stream.borrow().clone().unwrap();
     pump.set_chunk_size(Some(32 * 1024));
@@ -573,7 +779,14 @@ fn a_streaming_producer_is_paused_before_and_after_the_handshake() {
         let moved = pump.pump();
         // Memory stays bounded: the producer is paused whenever the buffer is over its mark.
         let b = pump.server_transport().buffered();
-        if std::env::var("DBG").is_ok() { eprintln!("b={b} paused={} pauses={} sent={}", s.paused.get(), s.pauses.get(), s.sent.get()); }
+        if std::env::var("DBG").is_ok() {
+            eprintln!(
+                "b={b} paused={} pauses={} sent={}",
+                s.paused.get(),
+                s.pauses.get(),
+                s.sent.get()
+            );
+        }
         assert!(b < 256 * 1024, "buffered {b}");
         if !moved && pump.closed() {
             break;
@@ -602,8 +815,17 @@ fn pausing_reading_holds_decrypted_data_until_resumed() {
     let payload = vec![7u8; 300_000];
     let pump = run(
         &mr,
-        TlsProtocol::server(Box::new(Pauser(sl.clone())), &server_tls(ca.server(&["x.test"]))).unwrap(),
-        TlsProtocol::client(Box::new(Client::new(&cl, &payload, None)), &client_tls(&ca), "x.test").unwrap(),
+        TlsProtocol::server(
+            Box::new(Pauser(sl.clone())),
+            &server_tls(ca.server(&["x.test"])),
+        )
+        .unwrap(),
+        TlsProtocol::client(
+            Box::new(Client::new(&cl, &payload, None)),
+            &client_tls(&ca),
+            "x.test",
+        )
+        .unwrap(),
     );
     pump.flush();
     let first = sl.borrow().data.len();

@@ -40,7 +40,9 @@ struct Streamer {
 
 impl Producer for Streamer {
     fn resume_producing(&self) {
-        let Some(t) = self.t.borrow().clone() else { return };
+        let Some(t) = self.t.borrow().clone() else {
+            return;
+        };
         let start = self.sent.get();
         let n = (TOTAL - start).min(256 * 1024);
         let chunk: Vec<u8> = (start..start + n).map(pattern).collect();
@@ -62,11 +64,16 @@ struct Checker {
 impl Protocol for Checker {
     fn connection_made(&mut self, cx: &mut Context<'_>) {
         *self.streamer.t.borrow_mut() = Some(cx.transport().clone());
-        cx.transport().register_producer(self.streamer.clone(), false).unwrap();
+        cx.transport()
+            .register_producer(self.streamer.clone(), false)
+            .unwrap();
     }
     fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
         let at = self.got.get();
-        assert!(data.iter().enumerate().all(|(i, b)| *b == pattern(at + i)), "corrupt echo at {at}");
+        assert!(
+            data.iter().enumerate().all(|(i, b)| *b == pattern(at + i)),
+            "corrupt echo at {at}"
+        );
         self.got.set(at + data.len());
         if at == 0 {
             *self.alpn.borrow_mut() = tls(cx.transport()).and_then(|h| h.alpn_protocol());

@@ -40,12 +40,14 @@ fn main() {
     bench::sys::raise_nofile_limit();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .expect("server config");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .expect("server config");
     let tls = ServerTls::new(Arc::new(config));
     let reactor = Reactor::with_backend(backend).expect("reactor");
     let opts = torsion::tcp::ListenOptions {

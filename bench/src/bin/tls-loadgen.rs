@@ -96,7 +96,11 @@ fn one_handshake(port: u16, config: &Arc<ClientConfig>) -> std::io::Result<rustl
     let mut got = [0u8; 64];
     tls.read_exact(&mut got)?;
     assert_eq!(got, msg);
-    let suite = tls.conn.negotiated_cipher_suite().map(|s| s.suite()).unwrap();
+    let suite = tls
+        .conn
+        .negotiated_cipher_suite()
+        .map(|s| s.suite())
+        .unwrap();
     tls.conn.send_close_notify();
     tls.conn.complete_io(tls.sock)?;
     Ok(suite)
@@ -123,7 +127,13 @@ impl Streamer {
             conn.complete_io(&mut sock).expect("handshake");
         }
         sock.set_nonblocking(true).unwrap();
-        Streamer { sock, conn, chunk: vec![b'z'; CHUNK], in_flight: 0, buf: vec![0; 256 * 1024] }
+        Streamer {
+            sock,
+            conn,
+            chunk: vec![b'z'; CHUNK],
+            in_flight: 0,
+            buf: vec![0; 256 * 1024],
+        }
     }
 
     /// Moves what it can; returns the bytes echoed back in this step.
@@ -171,7 +181,10 @@ fn main() {
     let scenario = args.get_str("scenario").unwrap_or("handshakes").to_string();
     let warmup = Duration::from_secs_f64(args.get("warmup", 1.0));
     let window = Duration::from_secs_f64(args.get("window", 5.0));
-    let suite = args.get_str("suite").unwrap_or("TLS13_AES_128_GCM_SHA256").to_string();
+    let suite = args
+        .get_str("suite")
+        .unwrap_or("TLS13_AES_128_GCM_SHA256")
+        .to_string();
     let label = args.get_str("label").unwrap_or("?").to_string();
     let config = client_config(&suite);
     let cpu = || cpu_time(pid).expect("server CPU time").0;
@@ -192,7 +205,13 @@ fn main() {
                 n += 1;
             }
             let secs = t0.elapsed().as_secs_f64();
-            (n as f64, secs, (cpu() - c0).as_secs_f64(), (me() - m0).as_secs_f64(), "handshakes")
+            (
+                n as f64,
+                secs,
+                (cpu() - c0).as_secs_f64(),
+                (me() - m0).as_secs_f64(),
+                "handshakes",
+            )
         }
         "stream" => {
             let mut s = Streamer::new(port, &config);
@@ -209,7 +228,13 @@ fn main() {
             }
             let secs = t0.elapsed().as_secs_f64();
             let mib = bytes as f64 / (1024.0 * 1024.0);
-            (mib, secs, (cpu() - c0).as_secs_f64(), (me() - m0).as_secs_f64(), "MiB")
+            (
+                mib,
+                secs,
+                (cpu() - c0).as_secs_f64(),
+                (me() - m0).as_secs_f64(),
+                "MiB",
+            )
         }
         other => {
             eprintln!("tls-loadgen: unknown --scenario {other} (handshakes|stream)");

@@ -35,8 +35,14 @@ impl Ca {
         self.cert.pem()
     }
 
-    fn issue(&self, names: &[&str], eku: ExtendedKeyUsagePurpose, expired: bool) -> (rcgen::Certificate, KeyPair) {
-        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    fn issue(
+        &self,
+        names: &[&str],
+        eku: ExtendedKeyUsagePurpose,
+        expired: bool,
+    ) -> (rcgen::Certificate, KeyPair) {
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
         p.extended_key_usages = vec![eku];
         if expired {
             p.not_before = rcgen::date_time_ymd(2000, 1, 1);
@@ -74,11 +80,18 @@ pub fn key_der(k: &KeyPair) -> PrivateKeyDer<'static> {
 }
 
 pub fn server_tls(chain: Chain) -> ServerTls {
-    ServerTls::builder().certificate(chain.0, chain.1).build().unwrap()
+    ServerTls::builder()
+        .certificate(chain.0, chain.1)
+        .build()
+        .unwrap()
 }
 
 pub fn client_tls(ca: &Ca) -> ClientTls {
-    ClientTls::builder().root(ca.der()).unwrap().build().unwrap()
+    ClientTls::builder()
+        .root(ca.der())
+        .unwrap()
+        .build()
+        .unwrap()
 }
 
 /// What a test protocol saw.
@@ -120,7 +133,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(log: &Log, greeting: &[u8], close_after: Option<usize>) -> Client {
-        Client { log: log.clone(), greeting: greeting.to_vec(), close_after }
+        Client {
+            log: log.clone(),
+            greeting: greeting.to_vec(),
+            close_after,
+        }
     }
 }
 
