@@ -311,7 +311,10 @@ impl ServerTlsBuilder {
                     key: PrivateKeyDer<'static>|
          -> Result<CertifiedKey, ConfigError> {
             let signing = provider.key_provider.load_private_key(key)?;
-            Ok(CertifiedKey::new(chain, signing))
+            let ck = CertifiedKey::new(chain, signing);
+            // A key that is not the certificate's is refused here, not at the first handshake.
+            ck.keys_match()?;
+            Ok(ck)
         };
         let mut config = if self.by_name.is_empty() {
             let (chain, key) = self.default.ok_or(ConfigError::NoServerCertificate)?;

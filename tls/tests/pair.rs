@@ -840,3 +840,79 @@ fn pausing_reading_holds_decrypted_data_until_resumed() {
     }
     assert_eq!(sl.borrow().data, payload);
 }
+
+#[test]
+fn write_then_close_before_the_handshake_delivers_everything() {
+    let ca = Ca::new("test CA");
+    let sl = log();
+    let mr = MemoryReactor::new().unwrap();
+    struct Fire;
+    impl Protocol for Fire {
+        fn connection_made(&mut self, cx: &mut Context<'_>) {
+            cx.transport().write(b"request");
+            cx.transport().lose_connection();
+            assert!(cx.transport().disconnecting());
+        }
+        fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    }
+    struct Collect(Log);
+    impl Protocol for Collect {
+        fn data_received(&mut self, _: &mut Context<'_>, d: &[u8]) {
+            self.0.borrow_mut().data.extend_from_slice(d);
+        }
+        fn connection_lost(&mut self, _: &mut Context<'_>, r: Reason) {
+            self.0.borrow_mut().lost = Some(r);
+        }
+    }
+    let pump = run(
+        &mr,
+        TlsProtocol::server(
+            Box::new(Collect(sl.clone())),
+            &server_tls(ca.server(&["x.test"])),
+        )
+        .unwrap(),
+        TlsProtocol::client(Box::new(Fire), &client_tls(&ca), "x.test").unwrap(),
+    );
+    pump.flush();
+    assert_eq!(sl.borrow().data, b"request");
+    assert!(
+        sl.borrow().lost.as_ref().unwrap().is_clean(),
+        "{:?}",
+        sl.borrow().lost
+    );
+    assert!(pump.closed());
+}
+
+#[test]
+fn configuration_errors_are_typed() {
+    use torsion_tls::ConfigError;
+    assert!(matches!(
+        ServerTls::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem"),
+        Err(ConfigError::Io(..))
+    ));
+    assert!(matches!(
+        ServerTls::builder().build(),
+        Err(ConfigError::NoServerCertificate)
+    ));
+    assert!(matches!(
+        ServerTls::builder().certificate_pem(b"not pem", b"not pem"),
+        Err(ConfigError::NoCertificates(_))
+    ));
+    assert!(matches!(
+        ClientTls::new_default().with_server_name("not a name!"),
+        Err(ConfigError::BadName(_))
+    ));
+    let ca = Ca::new("test CA");
+    let (cert, _) = ca.server_pem(&["x.test"]);
+    assert!(matches!(
+        ServerTls::builder().certificate_pem(cert.as_bytes(), b""),
+        Err(ConfigError::NoPrivateKey(_))
+    ));
+    // A key that does not match its certificate.
+    let a = ca.server(&["x.test"]);
+    let b = ca.server(&["x.test"]);
+    assert!(ServerTls::builder()
+        .sni_certificate("x.test", a.0, b.1)
+        .build()
+        .is_err());
+}

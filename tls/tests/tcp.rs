@@ -195,4 +195,25 @@ reactor_test! {
         port.stop_listening();
         run_until(reactor, LIMIT, || reactor.descriptor_count() == 0);
     }
+
+    fn a_silent_client_is_dropped_after_the_handshake_timeout(reactor) {
+        let ca = Ca::new("test CA");
+        let stls = server_tls(ca.server(&["localhost"])).with_handshake_timeout(Some(Duration::from_millis(200)));
+        let sl = log();
+        let s2 = sl.clone();
+        let port = reactor
+            .listen_ssl("127.0.0.1:0".parse().unwrap(), Rc::new(Factory::for_protocol(move || Echo(s2.clone()))), stls)
+            .unwrap();
+        // A client that connects and never says a word.
+        struct Mute;
+        impl Protocol for Mute {
+            fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+        }
+        reactor.connect_tcp("127.0.0.1", port.port(), Factory::for_protocol(|| Mute), Duration::from_secs(30));
+        run_until(reactor, LIMIT, || sl.borrow().lost.is_some());
+        let r = sl.borrow().lost.clone().unwrap();
+        assert!(matches!(TlsError::of(&r), Some(TlsError::HandshakeTimeout(_))), "{r:?}");
+        port.stop_listening();
+        run_until(reactor, LIMIT, || reactor.descriptor_count() == 0);
+    }
 }
