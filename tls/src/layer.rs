@@ -391,9 +391,9 @@ impl Shared {
     }
 
     /// Feeds received ciphertext to rustls, delivers plaintext, until nothing moves.
-    fn pump(self: &Rc<Self>, reactor: &Reactor) {
+    fn pump(self: &Rc<Self>, reactor: &Reactor, mut fresh: &[u8]) {
         loop {
-            let decrypted = self.decrypt();
+            let decrypted = self.decrypt(&mut fresh);
             self.flush_out();
             self.after_handshake(reactor);
             let failed = self.st.borrow().failure.is_some();
@@ -403,13 +403,21 @@ impl Shared {
             }
             let delivered = self.deliver(reactor);
             if !decrypted && !delivered {
-                return;
+                break;
+            }
+        }
+        if !fresh.is_empty() {
+            // Reading paused (or rustls full): keep the rest for later, in order.
+            let mut st = self.st.borrow_mut();
+            if !st.lost && st.failure.is_none() {
+                st.input.extend_from_slice(fresh);
             }
         }
     }
 
-    /// Moves received ciphertext into rustls. True when any was taken.
-    fn decrypt(&self) -> bool {
+    /// Moves received ciphertext into rustls: what was kept from before, then `fresh` (read
+    /// in place, not copied). True when any was taken.
+    fn decrypt(&self, fresh: &mut &[u8]) -> bool {
         let mut st = self.st.borrow_mut();
         if st.lost || st.failure.is_some() || st.reading_paused {
             return false;
@@ -423,12 +431,22 @@ impl Shared {
             let Some(conn) = conn.as_mut() else {
                 return false;
             };
-            while *pos < input.len() {
-                let mut rd = &input[*pos..];
+            loop {
+                let from_kept = *pos < input.len();
+                let mut rd: &[u8] = if from_kept { &input[*pos..] } else { fresh };
+                if rd.is_empty() {
+                    break;
+                }
+                let before = rd.len();
                 match conn.read_tls(&mut rd) {
                     Ok(0) => break,
-                    Ok(n) => {
-                        *pos += n;
+                    Ok(_) => {
+                        let n = before - rd.len();
+                        if from_kept {
+                            *pos += n;
+                        } else {
+                            *fresh = &fresh[n..];
+                        }
                         moved = true;
                     }
                     // The plaintext buffer is full: deliver first.
@@ -703,7 +721,7 @@ impl Shared {
         r.call_soon(move |r| {
             if let Some(s) = w.upgrade() {
                 s.st.borrow_mut().pump_scheduled = false;
-                s.pump(r);
+                s.pump(r, &[]);
             }
         });
     }
@@ -993,8 +1011,7 @@ impl Protocol for TlsProtocol {
             s.with_inner(cx.reactor(), |p, cx| p.data_received(cx, data));
             return;
         }
-        s.st.borrow_mut().input.extend_from_slice(data);
-        s.pump(cx.reactor());
+        s.pump(cx.reactor(), data);
     }
 
     fn read_connection_lost(&mut self, cx: &mut Context<'_>) -> HalfClose {
@@ -1062,6 +1079,10 @@ impl Protocol for TlsProtocol {
             tracing::warn!(peer = %s.peer(), error = %torsion::error::Chain(e), "TLS connection lost");
         }
         s.with_inner(cx.reactor(), |p, cx| p.connection_lost(cx, reason));
+        // As the transports do: the protocol is dropped after connection_lost (it may hold
+        // its transport, which holds this layer).
+        let inner = s.inner.borrow_mut().take();
+        drop(inner);
         // Let go of everything that refers back to the connection.
         let producer = s.st.borrow_mut().producer.take();
         drop(producer);
