@@ -571,80 +571,6 @@ fn tls_half_close_keeps_the_reply_flowing() {
     );
 }
 
-/// A line protocol that switches to TLS on "STARTTLS\r\n" (the server) and after "GO\r\n"
-/// (the client), with bytes queued before the switch staying in order.
-struct StartTlsServer {
-    tls: ServerTls,
-    log: Log,
-    buf: Vec<u8>,
-    started: bool,
-}
-
-impl Protocol for StartTlsServer {
-    fn connection_made(&mut self, cx: &mut Context<'_>) {
-        cx.transport().write(b"220 hello in clear\r\n");
-    }
-    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        if self.started {
-            self.log.borrow_mut().data.extend_from_slice(data);
-            cx.transport().write(data);
-            return;
-        }
-        self.buf.extend_from_slice(data);
-        if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-            assert_eq!(&self.buf[..i], b"STARTTLS");
-            let rest = self.buf.split_off(i + 2);
-            cx.transport().write(b"GO\r\n");
-            tls(cx.transport())
-                .unwrap()
-                .start_tls_server(&self.tls, &rest)
-                .unwrap();
-            self.started = true;
-        }
-    }
-    fn connection_lost(&mut self, _: &mut Context<'_>, r: Reason) {
-        self.log.borrow_mut().lost = Some(r);
-    }
-}
-
-struct StartTlsClient {
-    tls: ClientTls,
-    log: Log,
-    clear: Vec<u8>,
-    started: bool,
-}
-
-impl Protocol for StartTlsClient {
-    fn connection_made(&mut self, cx: &mut Context<'_>) {
-        cx.transport().write(b"STARTTLS\r\n");
-    }
-    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        if self.started {
-            let n = {
-                let mut l = self.log.borrow_mut();
-                l.data.extend_from_slice(data);
-                l.data.len()
-            };
-            if n >= 12 {
-                cx.transport().lose_connection();
-            }
-            return;
-        }
-        self.clear.extend_from_slice(data);
-        if self.clear.ends_with(b"GO\r\n") {
-            let h = tls(cx.transport()).unwrap();
-            assert!(!h.is_started());
-            h.start_tls_client(&self.tls, "x.test", &[]).unwrap();
-            assert!(h.is_started());
-            self.started = true;
-            cx.transport().write(b"secret hello"); // queued until the handshake completes
-        }
-    }
-    fn connection_lost(&mut self, _: &mut Context<'_>, r: Reason) {
-        self.log.borrow_mut().lost = Some(r);
-    }
-}
-
 #[test]
 fn starttls_switches_mid_stream() {
     let ca = Ca::new("test CA");
@@ -915,4 +841,49 @@ fn configuration_errors_are_typed() {
         .sni_certificate("x.test", a.0, b.1)
         .build()
         .is_err());
+}
+
+#[test]
+fn listen_ssl_and_connect_ssl_on_the_memory_reactor() {
+    use torsion::testing::connected_pair;
+    use torsion_tls::ReactorTls;
+    let ca = Ca::new("test CA");
+    let (sl, cl) = (log(), log());
+    let mr = MemoryReactor::new().unwrap();
+    let s2 = sl.clone();
+    mr.listen_ssl(
+        "127.0.0.1:443".parse().unwrap(),
+        Rc::new(torsion::Factory::for_protocol(move || Echo(s2.clone()))),
+        server_tls(ca.server(&["example.test"])),
+    )
+    .unwrap();
+    let c2 = cl.clone();
+    mr.connect_ssl(
+        "example.test",
+        443,
+        Rc::new(torsion::Factory::for_protocol(move || {
+            Client::new(&c2, b"via memory", Some(10))
+        })),
+        client_tls(&ca),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(matches!(
+        mr.connect_ssl(
+            "bad name!",
+            443,
+            Rc::new(torsion::Factory::for_protocol(|| Echo(log()))),
+            client_tls(&ca),
+            Duration::from_secs(5)
+        ),
+        Err(torsion_tls::ConfigError::BadName(_))
+    ));
+    let server = mr.tcp_servers().remove(0);
+    let client = mr.tcp_clients().remove(0);
+    assert_eq!(client.host, "example.test");
+    let pump = connected_pair(mr.reactor(), &*server.factory, &*client.factory).unwrap();
+    pump.flush();
+    assert_eq!(cl.borrow().data, b"via memory");
+    assert!(pump.closed());
+    assert!(sl.borrow().lost.as_ref().unwrap().is_clean());
 }

@@ -216,4 +216,36 @@ reactor_test! {
         port.stop_listening();
         run_until(reactor, LIMIT, || reactor.descriptor_count() == 0);
     }
+
+    fn starttls_over_tcp(reactor) {
+        let ca = Ca::new("test CA");
+        let (sl, cl) = (log(), log());
+        let (s2, c2) = (sl.clone(), cl.clone());
+        let stls = server_tls(ca.server(&["x.test"]));
+        let ctls = client_tls(&ca);
+        let port = reactor
+            .listen_tcp("127.0.0.1:0", Factory::for_protocol(move || {
+                torsion_tls::TlsProtocol::pass_through(Box::new(StartTlsServer {
+                    tls: stls.clone(),
+                    log: s2.clone(),
+                    buf: Vec::new(),
+                    started: false,
+                }))
+            }))
+            .unwrap();
+        reactor.connect_tcp("127.0.0.1", port.port(), Factory::for_protocol(move || {
+            torsion_tls::TlsProtocol::pass_through(Box::new(StartTlsClient {
+                tls: ctls.clone(),
+                log: c2.clone(),
+                clear: Vec::new(),
+                started: false,
+            }))
+        }), Duration::from_secs(30));
+        run_until(reactor, LIMIT, || sl.borrow().lost.is_some() && cl.borrow().lost.is_some());
+        assert_eq!(cl.borrow().data, b"secret hello");
+        assert!(cl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", cl.borrow().lost);
+        assert!(sl.borrow().lost.as_ref().unwrap().is_clean(), "{:?}", sl.borrow().lost);
+        port.stop_listening();
+        run_until(reactor, LIMIT, || reactor.descriptor_count() == 0);
+    }
 }

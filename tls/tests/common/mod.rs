@@ -7,7 +7,7 @@ use std::rc::Rc;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use torsion::{Context, Protocol, Reason, Transport};
-use torsion_tls::{ClientTls, ServerTls};
+use torsion_tls::{tls, ClientTls, ServerTls};
 
 /// A certificate authority made for one test.
 pub struct Ca {
@@ -173,4 +173,78 @@ impl Protocol for Client {
 
 pub fn log() -> Log {
     Rc::new(RefCell::new(Seen::default()))
+}
+
+/// A line protocol that switches to TLS on "STARTTLS\r\n" (the server) and after "GO\r\n"
+/// (the client), with bytes queued before the switch staying in order.
+pub struct StartTlsServer {
+    pub tls: ServerTls,
+    pub log: Log,
+    pub buf: Vec<u8>,
+    pub started: bool,
+}
+
+impl Protocol for StartTlsServer {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        cx.transport().write(b"220 hello in clear\r\n");
+    }
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        if self.started {
+            self.log.borrow_mut().data.extend_from_slice(data);
+            cx.transport().write(data);
+            return;
+        }
+        self.buf.extend_from_slice(data);
+        if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+            assert_eq!(&self.buf[..i], b"STARTTLS");
+            let rest = self.buf.split_off(i + 2);
+            cx.transport().write(b"GO\r\n");
+            tls(cx.transport())
+                .unwrap()
+                .start_tls_server(&self.tls, &rest)
+                .unwrap();
+            self.started = true;
+        }
+    }
+    fn connection_lost(&mut self, _: &mut Context<'_>, r: Reason) {
+        self.log.borrow_mut().lost = Some(r);
+    }
+}
+
+pub struct StartTlsClient {
+    pub tls: ClientTls,
+    pub log: Log,
+    pub clear: Vec<u8>,
+    pub started: bool,
+}
+
+impl Protocol for StartTlsClient {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        cx.transport().write(b"STARTTLS\r\n");
+    }
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        if self.started {
+            let n = {
+                let mut l = self.log.borrow_mut();
+                l.data.extend_from_slice(data);
+                l.data.len()
+            };
+            if n >= 12 {
+                cx.transport().lose_connection();
+            }
+            return;
+        }
+        self.clear.extend_from_slice(data);
+        if self.clear.ends_with(b"GO\r\n") {
+            let h = tls(cx.transport()).unwrap();
+            assert!(!h.is_started());
+            h.start_tls_client(&self.tls, "x.test", &[]).unwrap();
+            assert!(h.is_started());
+            self.started = true;
+            cx.transport().write(b"secret hello"); // queued until the handshake completes
+        }
+    }
+    fn connection_lost(&mut self, _: &mut Context<'_>, r: Reason) {
+        self.log.borrow_mut().lost = Some(r);
+    }
 }
