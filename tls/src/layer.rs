@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     me: RefCell<Option<Transport>>,
     reactor: RefCell<Option<Reactor>>,
     read_buf: Cell<Vec<u8>>,
+    /// Ciphertext not yet written below (see `encrypt`).
+    outbox: RefCell<Vec<u8>>,
+    /// The wrapped protocol is handling received data: ciphertext is batched.
+    batching: Cell<bool>,
 }
 
 thread_local! {
@@ -198,6 +202,8 @@ impl Shared {
             me: RefCell::new(None),
             reactor: RefCell::new(None),
             read_buf: Cell::new(Vec::new()),
+            outbox: RefCell::new(Vec::new()),
+            batching: Cell::new(false),
         })
     }
 
@@ -228,30 +234,30 @@ impl Shared {
 
     /// Sends what rustls has to send (handshake messages, records, alerts) down.
     fn flush_out(&self) {
-        let mut out = Vec::new();
         {
             let mut st = self.st.borrow_mut();
+            let mut out = self.outbox.borrow_mut();
             if let Some(conn) = st.conn.as_mut() {
                 while conn.wants_write() {
-                    if conn.write_tls(&mut out).is_err() {
+                    if conn.write_tls(&mut *out).is_err() {
                         break;
                     }
                 }
             }
         }
-        if !out.is_empty() {
-            if let Some(o) = self.outer() {
-                o.write(&out);
-            }
+        if !self.batching.get() {
+            self.drain_outbox();
         }
     }
 
-    /// Encrypts `data` (the handshake is complete) and sends it down.
+    /// Encrypts `data` (the handshake is complete) and sends it down (or, while the wrapped
+    /// protocol handles received data, adds it to the batch sent when it returns: one write
+    /// below for many records).
     fn encrypt(&self, data: &[&[u8]]) {
-        let mut out = Vec::new();
         {
             let mut st = self.st.borrow_mut();
             let Some(conn) = st.conn.as_mut() else { return };
+            let mut out = self.outbox.borrow_mut();
             for mut d in data.iter().copied() {
                 while !d.is_empty() {
                     match conn.writer().write(d) {
@@ -259,17 +265,32 @@ impl Shared {
                         _ => break,
                     }
                     while conn.wants_write() {
-                        if conn.write_tls(&mut out).is_err() {
+                        if conn.write_tls(&mut *out).is_err() {
                             break;
                         }
                     }
                 }
             }
         }
-        if !out.is_empty() {
-            if let Some(o) = self.outer() {
-                o.write(&out);
-            }
+        if !self.batching.get() {
+            self.drain_outbox();
+        }
+    }
+
+    /// Writes the ciphertext waiting in the outbox to the transport below.
+    fn drain_outbox(&self) {
+        let mut buf = std::mem::take(&mut *self.outbox.borrow_mut());
+        if buf.is_empty() {
+            *self.outbox.borrow_mut() = buf;
+            return;
+        }
+        if let Some(o) = self.outer() {
+            o.write(&buf);
+        }
+        buf.clear();
+        let mut slot = self.outbox.borrow_mut();
+        if slot.is_empty() && buf.capacity() <= 1024 * 1024 {
+            *slot = buf; // keep the allocation for the next batch
         }
     }
 
@@ -401,7 +422,12 @@ impl Shared {
                 self.fail_close();
                 return;
             }
+            let outermost = !self.batching.replace(true);
             let delivered = self.deliver(reactor);
+            if outermost {
+                self.batching.set(false);
+                self.drain_outbox();
+            }
             if !decrypted && !delivered {
                 break;
             }
@@ -453,11 +479,7 @@ impl Shared {
                     Err(_) => break,
                 }
                 match conn.process_new_packets() {
-                    Ok(io) => {
-                        if io.plaintext_bytes_to_read() > 0 && !conn.is_handshaking() {
-                            break;
-                        }
-                    }
+                    Ok(_) => {}
                     Err(e) => {
                         failure = Some(TlsError::classify(e, conn.is_handshaking()));
                         break;
@@ -622,6 +644,7 @@ impl Shared {
                 tracing::warn!(peer = %self.peer(), error = %torsion::error::Chain(f), "TLS connection failed");
             }
             self.flush_out();
+            self.drain_outbox();
             if let Some(o) = self.outer() {
                 o.lose_connection();
             }
@@ -667,6 +690,7 @@ impl Shared {
             (kind, notify, st.started)
         };
         self.flush_out();
+        self.drain_outbox();
         let Some(o) = self.outer() else { return };
         if !started {
             match kind {
@@ -841,7 +865,9 @@ impl TransportImpl for TlsTransport {
     }
 
     fn buffered(&self) -> usize {
-        self.outer.buffered() + self.shared.st.borrow().pending.len()
+        self.outer.buffered()
+            + self.shared.st.borrow().pending.len()
+            + self.shared.outbox.borrow().len()
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
