@@ -21,7 +21,8 @@ use crate::config::{ClientTls, ServerTls};
 use crate::error::{ConfigError, TlsError};
 
 /// Plaintext handed to the wrapped protocol per `data_received` call, at most.
-const READ_CHUNK: usize = 64 * 1024;
+/// (rustls holds at most about 16 KiB of decrypted data, plus one batch of records.)
+const READ_CHUNK: usize = 32 * 1024;
 
 /// How long a full close waits for the peer's close_notify after sending its own.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(30);
