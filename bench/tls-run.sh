@@ -22,7 +22,7 @@ NICE=""; if [ "$(id -u)" = 0 ]; then NICE="nice -n -10"; fi
 cargo build --release -p bench --bin tls-echo-torsion --bin tls-echo-tokio --bin tls-loadgen >&2
 BIN=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
 OUT=bench/out; mkdir -p "$OUT"; RUNS=$OUT/tls-runs.txt; : > "$RUNS"
-PORT=47400
+PORT=21400 # below the ephemeral range (32768+), where client sockets of other work could sit
 for rep in $(seq "$REPS"); do
     for server in torsion tokio; do
         for scenario in handshakes stream; do
