@@ -4,8 +4,8 @@
 //! Every configuration uses rustls's `ring` crypto provider with its safe defaults: TLS 1.3
 //! and 1.2; cipher suites TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256,
 //! TLS13_CHACHA20_POLY1305_SHA256 (in that order of preference) and, for TLS 1.2,
-//! TLS_ECDHE_{ECDSA,RSA}_WITH_{AES_256_GCM_SHA384, AES_128_GCM_SHA256,
-//! CHACHA20_POLY1305_SHA256}; key exchange X25519, then secp256r1 and secp384r1 (see
+//! `TLS_ECDHE_{ECDSA,RSA}_WITH_{AES_256_GCM_SHA384,AES_128_GCM_SHA256,CHACHA20_POLY1305_SHA256}`;
+//! key exchange X25519, then secp256r1 and secp384r1 (see
 //! [`default_provider`]). Nothing older (no CBC, no RSA key exchange, no TLS 1.1). To narrow
 //! them, build a rustls configuration with your own provider and use [`ServerTls::new`] /
 //! [`ClientTls::new`].

@@ -531,7 +531,7 @@ fn tls_half_close_keeps_the_reply_flowing() {
             *self.0.borrow_mut() = Some(r);
         }
     }
-    struct HalfCloser(Rc<RefCell<Vec<u8>>>, Rc<Cell<bool>>);
+    struct HalfCloser(Rc<RefCell<Vec<u8>>>, Rc<Cell<bool>>, Rc<Cell<bool>>);
     impl Protocol for HalfCloser {
         fn connection_made(&mut self, cx: &mut Context<'_>) {
             cx.transport().write(b"request");
@@ -540,12 +540,16 @@ fn tls_half_close_keeps_the_reply_flowing() {
         fn data_received(&mut self, _: &mut Context<'_>, d: &[u8]) {
             self.0.borrow_mut().extend_from_slice(d);
         }
+        fn write_connection_lost(&mut self, _: &mut Context<'_>) {
+            self.2.set(true);
+        }
         fn connection_lost(&mut self, _: &mut Context<'_>, r: Reason) {
             assert!(r.is_clean(), "{r:?}");
             self.1.set(true);
         }
     }
     let done = Rc::new(Cell::new(false));
+    let write_closed = Rc::new(Cell::new(false));
     let mr = MemoryReactor::new().unwrap();
     let pump = run(
         &mr,
@@ -555,7 +559,7 @@ fn tls_half_close_keeps_the_reply_flowing() {
         )
         .unwrap(),
         TlsProtocol::client(
-            Box::new(HalfCloser(got.clone(), done.clone())),
+            Box::new(HalfCloser(got.clone(), done.clone(), write_closed.clone())),
             &client_tls(&ca),
             "x.test",
         )
@@ -563,6 +567,10 @@ fn tls_half_close_keeps_the_reply_flowing() {
     );
     pump.flush();
     assert_eq!(*got.borrow(), b"after your close");
+    assert!(
+        write_closed.get(),
+        "write_connection_lost after our close_notify went out"
+    );
     assert!(done.get());
     assert!(
         reason.borrow().as_ref().unwrap().is_clean(),
