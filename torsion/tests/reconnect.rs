@@ -41,7 +41,10 @@ fn fail(mr: &MemoryReactor, c: &Connector) {
         .into_iter()
         .find(|t| &t.connector == c)
         .expect("the connector's attempt");
-    assert!(attempt.fail(ConnectError::Refused), "the attempt was pending");
+    assert!(
+        attempt.fail(ConnectError::Refused),
+        "the attempt was pending"
+    );
 }
 
 fn close(a: f64, b: f64) -> bool {
