@@ -218,7 +218,9 @@ impl Drop for Reactor {
 }
 
 impl Reactor {
-    /// A reactor on the default backend: `TORSION_REACTOR` if set, else epoll.
+    /// A reactor on the default backend: `TORSION_REACTOR` if set, else epoll. When that is
+    /// io_uring and the kernel refuses it, the reactor runs on epoll instead (one log line
+    /// says so; [`backend`](Reactor::backend) tells which it got).
     ///
     /// # Errors
     /// [`Error::UnknownBackend`] for a bad `TORSION_REACTOR`, or the system error.
@@ -230,13 +232,15 @@ impl Reactor {
     /// # Ok::<(), torsion::Error>(())
     /// ```
     pub fn new() -> Result<Reactor, Error> {
-        Reactor::with_backend(Backend::from_env()?)
+        let (poller, backend) = Backend::from_env()?.default_poller()?;
+        Reactor::build(poller, Some(backend), TimeSource::Monotonic)
     }
 
     /// A reactor on the given backend.
     ///
     /// # Errors
-    /// The system error when the poller or the waker cannot be created.
+    /// [`Error::BackendUnavailable`] when the kernel refuses the backend (io_uring), or the
+    /// system error when the poller or the waker cannot be created.
     pub fn with_backend(backend: Backend) -> Result<Reactor, Error> {
         Reactor::build(backend.poller()?, Some(backend), TimeSource::Monotonic)
     }

@@ -22,7 +22,7 @@ mod socket;
 mod test_support;
 mod udp;
 mod unix;
-mod uring;
+pub(crate) mod uring;
 mod waker;
 
 pub(crate) use epoll::{
@@ -52,6 +52,9 @@ pub(crate) use test_support::{
 };
 #[cfg(test)]
 pub(crate) use test_support::{pipe, write};
+pub(crate) use uring::probe as uring_probe;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use uring::simulate_uring_refusal;
 pub(crate) use waker::{eventfd, eventfd_drain, eventfd_signal};
 
 /// A system call's return type whose `-1` means "failed, see `errno`".
