@@ -1,8 +1,10 @@
 //! An echo server: every byte a client sends comes back.
 //!
 //! ```text
-//! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll] [-v]
+//! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll|io_uring] [-v]
 //! ```
+//!
+//! When it stops (Ctrl-C, SIGTERM) it prints the reactor's statistics on stderr.
 
 use std::rc::Rc;
 
@@ -71,7 +73,10 @@ fn serve(port: u16, backend: Option<Backend>) -> Result<(), torsion::Error> {
         listening.address(),
         reactor.poller_name()
     );
-    reactor.run()
+    reactor.set_time_accounting(true);
+    let ran = reactor.run();
+    eprintln!("echo: reactor statistics: {}", reactor.stats());
+    ran
 }
 
 /// torsion's warnings and errors (and everything with `-v`) go to stderr.
@@ -88,6 +93,6 @@ fn log_to_stderr(verbose: bool) {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("echo: {msg}\nusage: echo [--port N] [--backend select|poll|epoll] [-v]");
+    eprintln!("echo: {msg}\nusage: echo [--port N] [--backend select|poll|epoll|io_uring] [-v]");
     std::process::exit(2)
 }

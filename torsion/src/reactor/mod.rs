@@ -95,12 +95,15 @@ mod executor;
 mod fdset;
 mod handle;
 mod lifecycle;
+pub mod multi;
 mod registry;
+mod stats;
 mod triggers;
 
 pub use executor::Task;
 pub use fdset::{FileDescriptor, Readiness, Registration};
 pub use handle::Handle;
+pub use stats::Stats;
 pub use triggers::{Phase, SystemEvent, TriggerId};
 
 use handle::{Shared, ThreadCall};
@@ -156,6 +159,8 @@ pub(crate) struct Inner {
     again: RefCell<Vec<Token>>,
     /// Iterations run so far (tells a request made in this iteration from an older one).
     iteration: Cell<u64>,
+    /// Statistics counters (see `stats`).
+    stats: stats::Counters,
 }
 
 impl Drop for Inner {
@@ -289,6 +294,7 @@ impl Reactor {
                 thread_calls: Cell::new(Vec::new()),
                 again: RefCell::default(),
                 iteration: Cell::new(0),
+                stats: stats::Counters::new(),
             }),
         })
     }
@@ -457,6 +463,7 @@ impl Reactor {
     fn run_iteration(&self, cap: Option<Duration>) -> Result<(), Error> {
         let n = self.inner.iteration.get().wrapping_add(1);
         self.inner.iteration.set(n);
+        let mut clock = self.inner.stats.iteration_started();
         // 1. Queued calls.
         self.run_queued_calls();
         // 2. Shutdown, if requested: nothing runs after it.
@@ -464,6 +471,7 @@ impl Reactor {
             self.shutdown();
         }
         if self.inner.finished.get() {
+            self.inner.stats.iteration_ended(clock);
             return Ok(());
         }
         // 3. Timers.
@@ -473,13 +481,20 @@ impl Reactor {
         // 5. Poll.
         let mut events = self.inner.events.take();
         events.clear();
+        let poll_start = clock.as_ref().map(|_| Instant::now());
         let polled = self.inner.poller.borrow_mut().poll(&mut events, timeout);
+        if let (Some(c), Some(t)) = (clock.as_mut(), poll_start) {
+            c.poll_ended(t);
+        }
         // 6. Dispatch: the poller's events, then the reads asked for again.
         if polled.is_ok() {
+            let again = self.inner.again.borrow().len();
+            self.inner.stats.polled(events.len(), again);
             self.dispatch_all(&events);
         }
         events.clear();
         self.inner.events.set(events);
+        self.inner.stats.iteration_ended(clock);
         polled.map_err(Error::from)
     }
 

@@ -12,6 +12,8 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+mod affinity;
+mod counters;
 mod epoll;
 mod poll;
 mod process;
@@ -25,6 +27,8 @@ mod unix;
 pub(crate) mod uring;
 mod waker;
 
+pub(crate) use affinity::{allowed_cpus, pin_current_thread};
+pub(crate) use counters::io_totals;
 pub(crate) use epoll::{
     epoll_create, epoll_ctl, epoll_event_parts, epoll_events, epoll_wait, EpollEvent,
 };
@@ -42,8 +46,8 @@ pub(crate) use socket::send_urgent;
 pub(crate) use socket::{
     accept, bind, connect, is_fd_exhaustion, is_refused, is_transient_accept_error, keepalive,
     listen, local_addr, nodelay, peer_addr, recv, send, send_vectored, set_keepalive,
-    set_linger_zero, set_nodelay, set_recv_buffer, set_reuseaddr, set_send_buffer, set_v6only,
-    shutdown, take_socket_error, tcp_socket, Shut, MAX_IOV,
+    set_linger_zero, set_nodelay, set_recv_buffer, set_reuseaddr, set_reuseport, set_send_buffer,
+    set_v6only, shutdown, take_socket_error, tcp_socket, Shut, MAX_IOV,
 };
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use test_support::{

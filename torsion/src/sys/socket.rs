@@ -133,6 +133,11 @@ pub(crate) fn set_reuseaddr(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
 }
 
+/// SO_REUSEPORT.
+pub(crate) fn set_reuseport(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+}
+
 /// IPV6_V6ONLY.
 pub(crate) fn set_v6only(fd: RawFd, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, on as libc::c_int)
@@ -245,6 +250,7 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
         )
     })?;
     let conn = owned(c);
+    super::counters::add_accepted();
     let peer = from_sockaddr(&storage)?;
     Ok((conn, peer))
 }
@@ -278,7 +284,9 @@ pub(crate) fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
 /// `recv(2)` into `buf`.
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length.
-    cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) }).map(|n| n as usize)
+    cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
+        .map(|n| n as usize)
+        .inspect(|&n| super::counters::add_read(n))
 }
 
 /// `send(2)` with MSG_NOSIGNAL: a vanished peer is EPIPE, never SIGPIPE.
@@ -286,6 +294,7 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of its length.
     cvt(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })
         .map(|n| n as usize)
+        .inspect(|&n| super::counters::add_written(n))
 }
 
 /// `send(2)` of urgent (out-of-band) data, for the tests of edge-triggered reading.
@@ -316,7 +325,9 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
     msg.msg_iovlen = n as _;
     // SAFETY: `msg` points at `n` iovecs describing live, readable buffers; the kernel only
     // reads them.
-    cvt(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }).map(|n| n as usize)
+    cvt(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+        .map(|n| n as usize)
+        .inspect(|&n| super::counters::add_written(n))
 }
 
 /// Which direction `shutdown(2)` closes.
