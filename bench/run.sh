@@ -2,7 +2,7 @@
 # Runs the whole benchmark in one go and writes bench/RESULTS.md and bench/results.svg.
 #
 #   bench/run.sh [--quick] [--servers "raw-epoll tokio-ct ..."] [--scenarios "pp100 pp1000 stream churn idle"]
-#                [--reps N] [--no-micro] [--no-syscalls]
+#                [--reps N] [--no-micro] [--no-syscalls] [--no-wait]
 #
 # --quick: 0.3 s warm-up + 1 s windows, 2,000 idle connections, short microbenchmarks (a few
 # minutes in all). Full mode: 1 s + 5 s windows, 5 rounds, 10,000 idle connections (about 27 minutes).
@@ -22,6 +22,7 @@ SCENARIOS="pp100 pp1000 stream churn idle"
 REPS= # rounds per cell: 5 in full mode, 3 in quick mode, unless --reps says
 MICRO=1
 SYSCALLS=1
+QUIET_WAIT=1 # --no-wait: start each run at once, even on a busy machine (still counted)
 # As root, run servers and load generator at nice -10, so that other work on this shared
 # machine takes less of their cores during the windows (--no-nice to turn off).
 NICE=""
@@ -34,8 +35,9 @@ while [ $# -gt 0 ]; do
         --reps) REPS=$2; shift ;;
         --no-micro) MICRO=0 ;;
         --no-syscalls) SYSCALLS=0 ;;
+        --no-wait) QUIET_WAIT=0 ;;
         --no-nice) NICE="" ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -179,7 +181,7 @@ BUSY_RUNS=0
 quiet_wait() {
     local t=0 b
     b=$(busy_percent)
-    while [ "$b" -ge 15 ] && [ "$t" -lt 40 ]; do
+    while [ "$QUIET_WAIT" = 1 ] && [ "$b" -ge 15 ] && [ "$t" -lt 40 ]; do
         sleep 0.2; t=$((t + 1)); b=$(busy_percent)
     done
     if [ "$b" -ge 15 ]; then BUSY_RUNS=$((BUSY_RUNS + 1)); fi
