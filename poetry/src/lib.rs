@@ -19,9 +19,11 @@ pub mod client;
 pub mod demo;
 pub mod poems;
 pub mod progress;
+pub mod proxy;
 pub mod server;
 pub mod sys;
 pub mod timedelta;
+pub mod transform;
 
 pub use address::Address;
 pub use client::{get_poetry, Download, Fetched, GetOptions, Model};

@@ -30,6 +30,49 @@ enum Command {
     /// Start three slow servers, fetch their poems blocking and then on the reactor, and
     /// compare the times.
     Demo(DemoArgs),
+    /// Serve poem transformations: a netstring request `NAME.POEM`, the new poem back.
+    Transform(TransformArgs),
+    /// Serve an upstream server's poem, fetched once and cached.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+struct TransformArgs {
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The interface (address) to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    iface: String,
+    /// The longest request taken, in bytes; a longer one is refused and its connection closed.
+    #[arg(long, default_value_t = poetry::transform::DEFAULT_MAX_REQUEST as u64,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_request: u64,
+    /// Print a line for each transform.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The interface (address) to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    iface: String,
+    /// Seconds to wait for the upstream connection.
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    timeout: Duration,
+    /// The largest poem to take from upstream, in bytes.
+    #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_poem: u64,
+    /// Print where each poem came from (cache or upstream).
+    #[arg(long, short)]
+    verbose: bool,
+    /// The upstream poetry server: PORT (on 127.0.0.1) or HOST:PORT.
+    #[arg(value_name = "[HOST:]PORT")]
+    upstream: Address,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +122,13 @@ struct GetArgs {
     /// The largest poem to accept, in bytes; a larger one fails its download.
     #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     max_poem: u64,
+    /// Send each poem to this transformation server ([HOST:]PORT) and print what it answers,
+    /// or the original poem when the transform fails (needs --model deferred or async).
+    #[arg(long, value_name = "[HOST:]PORT")]
+    transform: Option<Address>,
+    /// The transform to ask for.
+    #[arg(long, default_value = "cummingsify")]
+    xform: poetry::transform::Transform,
     /// The servers: PORT (on 127.0.0.1) or HOST:PORT.
     #[arg(required = true, value_name = "[HOST:]PORT")]
     addresses: Vec<Address>,
@@ -147,6 +197,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Get(args) => get(args),
         Command::Demo(args) => run_demo(args),
+        Command::Transform(args) => transform(args),
+        Command::Proxy(args) => proxy(args),
     };
     match result {
         Ok(code) => code,
@@ -201,6 +253,51 @@ fn serve(args: ServeArgs) -> io::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Listens on `iface:port` with `factory` and prints `BANNER on port N.`, then runs the reactor.
+fn serve_factory(
+    iface: &str,
+    port: u16,
+    factory: impl torsion::ProtocolFactory + 'static,
+    banner: &str,
+) -> io::Result<ExitCode> {
+    let reactor = Reactor::new().map_err(io::Error::other)?;
+    let listening = reactor
+        .listen_tcp((iface, port), factory)
+        .map_err(|e| io::Error::other(format!("cannot listen on {iface}:{port}: {e}")))?;
+    let port = listening.address().as_tcp().map_or(0, |a| a.port());
+    let mut stdout = io::stdout();
+    writeln!(stdout, "{banner} on port {port}.")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot write to stdout: {e}")))?;
+    reactor.run().map_err(io::Error::other)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn transform(args: TransformArgs) -> io::Result<ExitCode> {
+    poetry::sys::raise_fd_limit();
+    let max = usize::try_from(args.max_request).unwrap_or(usize::MAX);
+    let factory = poetry::transform::server_factory(max, args.verbose);
+    serve_factory(&args.iface, args.port, factory, "Serving transforms")
+}
+
+fn proxy(args: ProxyArgs) -> io::Result<ExitCode> {
+    poetry::sys::raise_fd_limit();
+    let opts = GetOptions {
+        timeout: args.timeout,
+        limits: poetry::client::Limits {
+            max_poem: usize::try_from(args.max_poem).unwrap_or(usize::MAX),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let banner = format!("Proxying {}", args.upstream);
+    let upstream = args.upstream;
+    let fetch: poetry::proxy::Fetch =
+        std::rc::Rc::new(move |reactor| poetry::client::fetch_poem(reactor, &upstream, &opts));
+    let service = poetry::proxy::ProxyService::new(fetch, args.verbose);
+    serve_factory(&args.iface, args.port, service.factory(), &banner)
+}
+
 fn get(args: GetArgs) -> io::Result<ExitCode> {
     poetry::sys::raise_fd_limit();
     let opts = GetOptions {
@@ -213,6 +310,12 @@ fn get(args: GetArgs) -> io::Result<ExitCode> {
             idle_timeout: args.idle_timeout,
             max_poem: usize::try_from(args.max_poem).unwrap_or(usize::MAX),
         },
+        transform: args
+            .transform
+            .map(|server| poetry::client::TransformOptions {
+                server,
+                transform: args.xform,
+            }),
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());

@@ -1,8 +1,9 @@
 //! A line-based chat server: each line a client sends goes to every other client.
 //!
-//! The factory keeps the set of connected transports; one connection's `data_received` writes
-//! to all the others (the classic Twisted chat server). A member that stops reading is reset
-//! once 1 MiB waits for it, so memory stays bounded whatever the members do.
+//! The factory keeps the set of connected transports; each connection is a
+//! [`LineReceiver`] whose handler writes every line to all the others (the classic Twisted
+//! chat server). A member that stops reading is reset once 1 MiB waits for it, so memory stays
+//! bounded whatever the members do.
 //!
 //! ```text
 //! cargo run --example chat -- [--port 8001]
@@ -12,7 +13,8 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use torsion::{Context, Factory, Protocol, Reactor, Reason, Transport};
+use torsion::protocols::basic::{FrameError, LineContext, LineHandler, LineReceiver};
+use torsion::{Factory, Reactor, Reason, Transport};
 
 /// A client whose unfinished line grows past this is told goodbye and disconnected.
 const MAX_LINE: usize = 64 * 1024;
@@ -31,45 +33,44 @@ struct Room {
 
 struct Chatter {
     room: Rc<Room>,
-    /// Bytes of a line not yet ended by '\n'.
-    partial: Vec<u8>,
 }
 
-impl Protocol for Chatter {
-    fn connection_made(&mut self, cx: &mut Context<'_>) {
-        let t = cx.transport();
-        t.write(b"Welcome! Every line you type goes to everybody else.\n");
-        self.room.clients.borrow_mut().insert(t.clone());
+impl LineHandler for Chatter {
+    fn connection_made(&mut self, cx: &mut LineContext<'_, '_>) {
+        cx.send_line(b"Welcome! Every line you type goes to everybody else.");
+        self.room
+            .clients
+            .borrow_mut()
+            .insert(cx.transport().clone());
     }
 
-    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        let t = cx.transport();
-        self.partial.extend_from_slice(data);
-        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            let prefix = format!("<{}> ", t.peer());
-            for other in self.room.clients.borrow().iter().filter(|c| *c != t) {
-                other.write_sequence(&[prefix.as_bytes(), &line]);
-            }
-        }
-        if self.partial.len() > MAX_LINE {
-            t.write(b"Line too long; goodbye.\n");
-            t.lose_connection();
+    fn line_received(&mut self, cx: &mut LineContext<'_, '_>, line: &[u8]) {
+        let me = cx.transport();
+        let prefix = format!("<{}> ", me.peer());
+        for other in self.room.clients.borrow().iter().filter(|c| *c != me) {
+            other.write_sequence(&[prefix.as_bytes(), line, b"\n"]);
         }
     }
 
-    fn connection_lost(&mut self, cx: &mut Context<'_>, _: Reason) {
+    fn line_length_exceeded(&mut self, cx: &mut LineContext<'_, '_>, _: &FrameError) {
+        cx.send_line(b"Line too long; goodbye.");
+        cx.transport().lose_connection();
+    }
+
+    fn connection_lost(&mut self, cx: &mut LineContext<'_, '_>, _: Reason) {
         // The transport in `connection_lost` is the one `connection_made` had: no need to
         // keep our own.
         self.room.clients.borrow_mut().remove(cx.transport());
     }
 }
 
-/// The chat server's factory: one room for every connection.
+/// The chat server's factory: one room for every connection; lines end with `\n`.
 fn chat_factory() -> Factory<Room> {
-    Factory::with_state(Room::default(), |room, _peer| Chatter {
-        room: room.clone(),
-        partial: Vec::new(),
+    Factory::with_state(Room::default(), |room, _peer| {
+        LineReceiver::new(Chatter { room: room.clone() })
+            .with_delimiter(b"\n")
+            .expect("a non-empty delimiter")
+            .with_max_length(MAX_LINE)
     })
 }
 
@@ -130,7 +131,7 @@ mod tests {
     use torsion::testing::{
         connected_pair_with, flush_all, IoPump, MemoryReactor, StringTransport,
     };
-    use torsion::{Address, ProtocolFactory};
+    use torsion::{Address, Context, Protocol, ProtocolFactory};
 
     const WELCOME: &[u8] = b"Welcome! Every line you type goes to everybody else.\n";
 

@@ -2,12 +2,16 @@
 //!
 //! ```text
 //! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll|io_uring] [-v]
+//! cargo run --example echo -- --listen tcp:8000:interface=0.0.0.0:backlog=100
 //! ```
 //!
-//! When it stops (Ctrl-C, SIGTERM) it prints the reactor's statistics on stderr.
+//! Where to listen is an endpoint string (Twisted's `serverFromString`); `--port N` is short
+//! for `--listen tcp:N:interface=127.0.0.1`. When it stops (Ctrl-C, SIGTERM) it prints the
+//! reactor's statistics on stderr.
 
 use std::rc::Rc;
 
+use torsion::endpoints::server_from_string;
 use torsion::{Backend, Context, Factory, Protocol, Reactor};
 
 struct Echo;
@@ -28,7 +32,7 @@ impl Protocol for Echo {
 }
 
 fn main() {
-    let mut port = 8000u16;
+    let mut listen = "tcp:8000:interface=127.0.0.1".to_string();
     let mut backend = None;
     let mut verbose = false;
     let mut args = std::env::args().skip(1);
@@ -38,9 +42,15 @@ fn main() {
                 let p = args
                     .next()
                     .unwrap_or_else(|| usage("--port takes a number"));
-                port = p
+                let port: u16 = p
                     .parse()
                     .unwrap_or_else(|_| usage(&format!("--port: {p:?} is not a port (0-65535)")));
+                listen = format!("tcp:{port}:interface=127.0.0.1");
+            }
+            "--listen" => {
+                listen = args
+                    .next()
+                    .unwrap_or_else(|| usage("--listen takes an endpoint (tcp:PORT)"));
             }
             "--backend" => {
                 let b = args
@@ -56,23 +66,32 @@ fn main() {
         }
     }
     log_to_stderr(verbose);
-    if let Err(e) = serve(port, backend) {
+    if let Err(e) = serve(&listen, backend) {
         eprintln!("echo: error: {e}");
         std::process::exit(1);
     }
 }
 
-fn serve(port: u16, backend: Option<Backend>) -> Result<(), torsion::Error> {
+fn serve(listen: &str, backend: Option<Backend>) -> Result<(), torsion::Error> {
     let reactor = match backend {
         Some(b) => Reactor::with_backend(b)?,
         None => Reactor::new()?,
     };
-    let listening = reactor.listen_tcp(("127.0.0.1", port), Factory::for_protocol(|| Echo))?;
-    println!(
-        "Echo server on {} ({} reactor).",
-        listening.address(),
-        reactor.poller_name()
-    );
+    let endpoint =
+        server_from_string(&reactor, listen).unwrap_or_else(|e| usage(&format!("--listen: {e}")));
+    let name = reactor.poller_name();
+    let _ = endpoint
+        .listen(Rc::new(Factory::for_protocol(|| Echo)))
+        .add_callbacks(
+            move |port| {
+                println!("Echo server on {} ({name} reactor).", port.address());
+                Ok(())
+            },
+            |failure| {
+                eprintln!("echo: error: {}", failure.message());
+                std::process::exit(1)
+            },
+        );
     reactor.set_time_accounting(true);
     let ran = reactor.run();
     eprintln!("echo: reactor statistics: {}", reactor.stats());
@@ -93,6 +112,6 @@ fn log_to_stderr(verbose: bool) {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("echo: {msg}\nusage: echo [--port N] [--backend select|poll|epoll|io_uring] [-v]");
+    eprintln!("echo: {msg}\nusage: echo [--port N | --listen ENDPOINT] [--backend select|poll|epoll|io_uring] [-v]");
     std::process::exit(2)
 }

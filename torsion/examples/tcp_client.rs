@@ -1,5 +1,7 @@
 //! A TCP client: sends a message, prints the reply, and stops when the server closes.
-//! Connection failures (refused, timed out, host not found) arrive at the client factory.
+//! Written as `async` code over an endpoint (Twisted's `TCP4ClientEndpoint` and
+//! `connectProtocol`): the connect is awaited, and its failure (refused, timed out, host not
+//! found) is the awaited result.
 //!
 //! ```text
 //! cargo run --example echo &                       # a server to talk to
@@ -8,11 +10,15 @@
 
 use std::time::Duration;
 
-use torsion::{Context, Factory, Protocol, Reactor, Reason};
+use torsion::defer::Resolver;
+use torsion::endpoints::{connect_protocol, TcpClientEndpoint};
+use torsion::{Context, Deferred, Protocol, Reactor, Reason};
 
 struct Client {
     message: String,
     reply: Vec<u8>,
+    /// Fired when the connection is closed.
+    closed: Option<Resolver<()>>,
 }
 
 impl Protocol for Client {
@@ -33,6 +39,9 @@ impl Protocol for Client {
     fn connection_lost(&mut self, _cx: &mut Context<'_>, reason: Reason) {
         println!("Reply: {}", String::from_utf8_lossy(&self.reply));
         println!("Connection closed: {reason}.");
+        if let Some(closed) = self.closed.take() {
+            let _ = closed.callback(());
+        }
     }
 }
 
@@ -75,22 +84,21 @@ fn usage(msg: &str) -> ! {
 /// Sends `message`, prints the reply; `Ok(false)` when the connection failed.
 fn talk(host: &str, port: u16, message: String) -> Result<bool, torsion::Error> {
     let reactor = Reactor::new()?;
-    let failed = std::rc::Rc::new(std::cell::Cell::new(false));
-    let (r1, r2, f) = (reactor.clone(), reactor.clone(), failed.clone());
-    let factory = Factory::for_protocol(move || Client {
-        message: message.clone(),
+    let endpoint = TcpClientEndpoint::new(&reactor, host, port).timeout(Duration::from_secs(10));
+    let (closed, on_closed) = Deferred::new();
+    let client = Client {
+        message,
         reply: Vec::new(),
-    })
-    .on_client_connection_failed(move |_, _, reason| {
-        eprintln!("Connection failed: {reason}.");
-        f.set(true);
-        let _ = r1.stop();
-    })
-    // One connection, then stop.
-    .on_client_connection_lost(move |_, _, _| {
-        let _ = r2.stop();
+        closed: Some(on_closed),
+    };
+    let talked = reactor.run_until_complete(async move {
+        match connect_protocol(&endpoint, client).await {
+            Err(failure) => {
+                eprintln!("Connection failed: {}.", failure.message());
+                Ok(false)
+            }
+            Ok(_connected) => closed.await.map(|()| true),
+        }
     });
-    reactor.connect_tcp(host, port, factory, Duration::from_secs(10));
-    reactor.run()?;
-    Ok(!failed.get())
+    talked.map_err(|f| torsion::Error::Io(std::io::Error::other(f.to_string())))
 }

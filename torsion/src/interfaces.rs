@@ -5,9 +5,10 @@
 //!
 //! A protocol is written against [`Transport`], a cheap handle over any kind of stream
 //! transport: a TCP connection, the in-memory transports of the [`testing`](crate::testing)
-//! kit, a protocol wrapper's transport ([`wrap`](crate::protocol::wrap)), and later Unix sockets,
-//! process pipes and TLS. Each kind implements [`TransportImpl`]; a protocol never sees which one
-//! it runs on unless it asks ([`Transport::tcp`]).
+//! kit, a protocol wrapper's transport ([`wrap`](crate::protocol::wrap)), a Unix-socket
+//! connection ([`unix`](crate::unix)), and later process pipes and TLS. Each kind implements
+//! [`TransportImpl`]; a protocol never sees which one it runs on unless it asks
+//! ([`Transport::tcp`], [`Transport::unix`]).
 //!
 //! # Guarantees every transport gives every protocol
 //! * `connection_made` runs first, once; `connection_lost` runs last, exactly once, and never
@@ -31,7 +32,8 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -93,6 +95,65 @@ impl Address {
             Address::Tcp(a) => Some(*a),
             _ => None,
         }
+    }
+
+    /// The address of a Unix socket.
+    ///
+    /// # Examples
+    /// ```
+    /// use torsion::interfaces::UnixAddress;
+    /// use torsion::Address;
+    ///
+    /// let a = Address::Unix(UnixAddress::abstract_name("torsion-demo"));
+    /// assert_eq!(a.to_string(), "unix:@torsion-demo");
+    /// assert!(a.as_unix().is_some() && a.as_tcp().is_none());
+    /// ```
+    pub fn as_unix(&self) -> Option<&UnixAddress> {
+        match self {
+            Address::Unix(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl UnixAddress {
+    /// A Unix socket at `path` in the file system.
+    pub fn path(path: impl AsRef<Path>) -> UnixAddress {
+        UnixAddress::Path(path.as_ref().to_path_buf())
+    }
+
+    /// A Linux abstract socket name (no file: it goes away with its last socket).
+    pub fn abstract_name(name: impl AsRef<[u8]>) -> UnixAddress {
+        UnixAddress::Abstract(name.as_ref().to_vec())
+    }
+}
+
+impl From<PathBuf> for UnixAddress {
+    fn from(p: PathBuf) -> UnixAddress {
+        UnixAddress::Path(p)
+    }
+}
+
+impl From<&Path> for UnixAddress {
+    fn from(p: &Path) -> UnixAddress {
+        UnixAddress::Path(p.to_path_buf())
+    }
+}
+
+impl From<&str> for UnixAddress {
+    /// A path; a leading `@` names a Linux abstract socket instead (as `ss` and systemd write
+    /// them).
+    fn from(s: &str) -> UnixAddress {
+        match s.strip_prefix('@') {
+            Some(name) => UnixAddress::Abstract(name.as_bytes().to_vec()),
+            None => UnixAddress::Path(PathBuf::from(s)),
+        }
+    }
+}
+
+impl From<UnixAddress> for Address {
+    fn from(a: UnixAddress) -> Address {
+        Address::Unix(a)
     }
 }
 
@@ -228,6 +289,19 @@ pub trait Protocol {
     /// Our sending side was closed by `lose_write_connection` and the buffer flushed.
     fn write_connection_lost(&mut self, cx: &mut Context<'_>) {
         let _ = cx;
+    }
+
+    /// A descriptor the peer passed over a Unix socket (Twisted's
+    /// `IFileDescriptorReceiver.fileDescriptorReceived`), delivered before the
+    /// `data_received` of the bytes it came with. The protocol owns it: keep it, or drop it to
+    /// close it. The default closes it.
+    fn file_descriptor_received(&mut self, cx: &mut Context<'_>, fd: OwnedFd) {
+        let _ = cx;
+        tracing::debug!(
+            ?fd,
+            "a passed descriptor was not wanted by the protocol; closed"
+        );
+        drop(fd);
     }
 }
 
@@ -390,6 +464,97 @@ pub trait TransportImpl {
     fn tcp(&self) -> Option<&dyn TcpOptions> {
         None
     }
+
+    /// See [`Transport::unix`]. A wrapper over a Unix-socket transport forwards its inner
+    /// transport's.
+    fn unix(&self) -> Option<&dyn UnixTransport> {
+        None
+    }
+}
+
+/// The credentials of the process at the other end of a Unix socket (SO_PEERCRED), as they
+/// were when it connected (or, for a `socketpair`, when the pair was made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerCredentials {
+    /// The peer's process id (`None` when the kernel does not know it, e.g. across PID
+    /// namespaces).
+    pub pid: Option<u32>,
+    /// Its effective user id.
+    pub uid: u32,
+    /// Its effective group id.
+    pub gid: u32,
+}
+
+/// Why [`UnixTransport::send_file_descriptors`] refused descriptors (they are closed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendFdsError {
+    /// No bytes to carry them: a descriptor travels with at least one byte of the stream.
+    NoData,
+    /// No descriptors given.
+    NoDescriptors,
+    /// More descriptors than one message may carry.
+    TooMany {
+        /// How many were given.
+        given: usize,
+        /// The connection's limit per message.
+        max: usize,
+    },
+    /// Too many descriptors already wait in the write buffer to be sent.
+    QueueFull {
+        /// Descriptors waiting, with these.
+        queued: usize,
+        /// The connection's limit.
+        max: usize,
+    },
+    /// The connection is closed, closing, or its sending side is shut down.
+    NotConnected,
+}
+
+impl fmt::Display for SendFdsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendFdsError::NoData => f.write_str("descriptors must be sent with at least one byte"),
+            SendFdsError::NoDescriptors => f.write_str("no descriptors to send"),
+            SendFdsError::TooMany { given, max } => write!(
+                f,
+                "{given} descriptors in one message: at most {max} may go together"
+            ),
+            SendFdsError::QueueFull { queued, max } => write!(
+                f,
+                "{queued} descriptors would wait to be sent: at most {max} may"
+            ),
+            SendFdsError::NotConnected => f.write_str("the connection is not open for writing"),
+        }
+    }
+}
+
+impl std::error::Error for SendFdsError {}
+
+/// What a Unix-socket transport offers beyond [`Transport`] (Twisted's `IUNIXTransport`),
+/// reached through [`Transport::unix`].
+pub trait UnixTransport {
+    /// The peer's credentials (SO_PEERCRED).
+    ///
+    /// # Errors
+    /// The system error, or `NotConnected` once the socket is closed.
+    fn peer_credentials(&self) -> io::Result<PeerCredentials>;
+
+    /// Sends `fds` with the bytes `data` (Twisted's `sendFileDescriptor`, with the bytes given
+    /// here rather than whatever is written next): written as [`Transport::write`] writes, the
+    /// descriptors travel with the first byte of `data`, so the peer receives them, in stream
+    /// order, before (or with) the `data_received` that holds that byte. This end's copies
+    /// are closed once they are sent (or with the connection); keep one with
+    /// [`OwnedFd::try_clone`].
+    ///
+    /// # Errors
+    /// [`SendFdsError`]: no bytes, no or too many descriptors for one message, too many
+    /// waiting to be sent, or the connection is closed. Refused descriptors are closed.
+    fn send_file_descriptors(&self, fds: Vec<OwnedFd>, data: &[u8]) -> Result<(), SendFdsError>;
+
+    /// How many descriptors one message may carry on this connection, both ways: more are
+    /// refused when sending, and closed (with a warning) when received.
+    fn max_descriptors_per_message(&self) -> usize;
 }
 
 /// The options of a TCP socket (Twisted's `ITCPTransport` setters), reached through
@@ -656,6 +821,32 @@ impl Transport {
         self.0.tcp()
     }
 
+    /// The Unix-socket side of this transport (peer credentials, descriptor passing), when it
+    /// runs over a Unix socket (directly or under a wrapper that forwards it).
+    ///
+    /// # Examples
+    /// ```
+    /// use torsion::{Context, Protocol};
+    ///
+    /// struct LocalOnly;
+    /// impl Protocol for LocalOnly {
+    ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
+    ///         let root = cx
+    ///             .transport()
+    ///             .unix()
+    ///             .and_then(|u| u.peer_credentials().ok())
+    ///             .is_some_and(|c| c.uid == 0);
+    ///         if !root {
+    ///             cx.transport().lose_connection();
+    ///         }
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    /// ```
+    pub fn unix(&self) -> Option<&dyn UnixTransport> {
+        self.0.unix()
+    }
+
     fn addr(&self) -> *const u8 {
         Rc::as_ptr(&self.0) as *const u8
     }
@@ -878,6 +1069,31 @@ pub trait ReactorTcp {
         &self,
         host: &str,
         port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+    ) -> Connector;
+}
+
+/// Listening and connecting over Unix stream sockets (Twisted's `IReactorUNIX`), as an
+/// interface (see [`ReactorTcp`]).
+pub trait ReactorUnix {
+    /// Listens on `addr` (a path or a Linux abstract name) with the default
+    /// [`UnixListenOptions`](crate::unix::UnixListenOptions) (Twisted's `listenUNIX`).
+    ///
+    /// # Errors
+    /// The system error, a live server or a file that is not a socket at the path, or a bad
+    /// address.
+    fn listen_unix_on(
+        &self,
+        addr: UnixAddress,
+        factory: Rc<dyn ProtocolFactory>,
+    ) -> Result<ListeningPort, Error>;
+
+    /// Connects to `addr` (Twisted's `connectUNIX`); the factory's callbacks report the
+    /// outcome, [`ConnectError::TimedOut`] after `timeout`.
+    fn connect_unix_to(
+        &self,
+        addr: UnixAddress,
         factory: Rc<dyn ClientFactory>,
         timeout: Duration,
     ) -> Connector;

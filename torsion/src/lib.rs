@@ -38,6 +38,7 @@ pub use interfaces::{
     Address, ClientFactory, Connector, Consumer, Context, HalfClose, ListeningPort, Producer,
     Protocol, ProtocolFactory, ReactorTcp, TcpOptions, Transport, TransportImpl,
 };
+pub use interfaces::{PeerCredentials, ReactorUnix, UnixTransport};
 pub use poller::Backend;
 pub use protocol::Factory;
 pub use reactor::{FileDescriptor, Handle, Reactor, Readiness, Registration, Task};

@@ -14,7 +14,9 @@
 //! | `reactor.callFromThread(f)` | [`Handle::call_from_thread`] | the [`Handle`] is the `Send + Sync` side of a reactor |
 //! | `reactor.addReader` / `addWriter` | [`Reactor::add_reader`], [`Reactor::add_writer`] | |
 //! | `reactor.listenTCP(port, factory)` | [`Reactor::listen_tcp`] → [`ListeningPort`] | |
-//! | `reactor.connectTCP(host, port, factory)` | [`Reactor::connect_tcp`] → [`Connector`] | not awaitable yet (no endpoints) |
+//! | `reactor.connectTCP(host, port, factory)` | [`Reactor::connect_tcp`] → [`Connector`] | awaitable through [`endpoints`](crate::endpoints) |
+//! | `reactor.listenUNIX(address, factory, mode=, wantPID=)` | [`Reactor::listen_unix`], [`listen_unix_with`](Reactor::listen_unix_with) → [`ListeningPort`] | paths and Linux abstract names (`@name`); a live server is refused, a dead socket file replaced, anything else never removed; `wantPID`: [`UnixListenOptions::lock`](crate::unix::UnixListenOptions::lock) |
+//! | `reactor.connectUNIX(address, factory)` | [`Reactor::connect_unix`] → [`Connector`] | |
 //! | `deferToThread(f)` | [`Reactor::defer_to_thread`] | a bounded pool owned by the reactor |
 //! | `reactor.callInThread(f)` | [`Reactor::call_in_thread`] | |
 //! | `reactor.suggestThreadPoolSize(n)` | [`Reactor::set_thread_pool_size`] | |
@@ -28,8 +30,64 @@
 //! |---|---|---|
 //! | `Protocol` | [`Protocol`] (trait) | |
 //! | `Factory` / `ClientFactory` | [`Factory`], [`ProtocolFactory`], [`ClientFactory`] | |
-//! | `ITransport` | [`Transport`] | a concrete TCP transport for now |
-//! | `IPushProducer` | [`Producer`] | no `IConsumer` yet |
+//! | `ITransport` | [`Transport`] | one handle over every kind: TCP, Unix sockets, a child's stdin, standard I/O, the testing kit's |
+//! | `IPushProducer` / `IConsumer` | [`Producer`], [`Consumer`](crate::Consumer) | a transport is both: `a.register_producer(Rc::new(b.clone()), true)` proxies with backpressure |
+//! | `basic.LineReceiver` | [`LineReceiver`](crate::protocols::basic::LineReceiver) + a [`LineHandler`](crate::protocols::basic::LineHandler) | raw mode, pausing (a [`PauseHandle`](crate::protocols::basic::PauseHandle), also a `Producer`), `MAX_LENGTH` → `with_max_length`; an over-long line's rest is skipped, not passed to the hook |
+//! | `basic.LineOnlyReceiver` | [`LineOnlyReceiver`](crate::protocols::basic::LineOnlyReceiver) + a [`LineOnlyHandler`](crate::protocols::basic::LineOnlyHandler) | |
+//! | `basic.Int8StringReceiver` / `Int16StringReceiver` / `Int32StringReceiver` | [`StringReceiver::int8`](crate::protocols::basic::StringReceiver::int8), [`int16`](crate::protocols::basic::StringReceiver::int16), [`int32`](crate::protocols::basic::StringReceiver::int32) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `lengthLimitExceeded` → `frame_error` |
+//! | `basic.NetstringReceiver` | [`StringReceiver::netstring`](crate::protocols::basic::StringReceiver::netstring) + a [`StringHandler`](crate::protocols::basic::StringHandler) | `NetstringParseError` → [`FrameError::Malformed`](crate::protocols::basic::FrameError::Malformed) |
+//! | `policies.TimeoutMixin` | [`IdleTimeout`](crate::protocols::policies::IdleTimeout) | a value the protocol embeds; on expiry the default aborts (Twisted: `loseConnection`) and [`reason`](crate::protocols::policies::IdleTimeout::reason) gives `Reason::TimedOut` |
+//! | `policies.TimeoutFactory` / `TimeoutProtocol` | [`TimeoutFactory`](crate::protocols::policies::TimeoutFactory), [`TimeoutProtocol`](crate::protocols::policies::TimeoutProtocol) | aborts (Twisted: `loseConnection`); the wrapped protocol is told `Reason::TimedOut` |
+//! | `policies.ThrottlingFactory` | [`ThrottlingFactory`](crate::protocols::policies::ThrottlingFactory) | a protocol's own pause and its transport's backpressure stay apart from the throttle's |
+//! | `policies.LimitTotalConnectionsFactory` | [`LimitTotalConnectionsFactory`](crate::protocols::policies::LimitTotalConnectionsFactory) | wraps any factory; no `overflowProtocol` |
+//! | `policies.LimitConnectionsByPeer` | [`LimitConnectionsByPeer`](crate::protocols::policies::LimitConnectionsByPeer) | refusals logged at `WARN` |
+//! | `protocol.ReconnectingClientFactory` | [`ReconnectingClientFactory`](crate::protocol::reconnect::ReconnectingClientFactory) | wraps the user's factory; resets the delay itself on connection (`resetDelay`); settings range-checked; `clock` → `with_clock`; jitter source injectable |
+//! | `IUNIXTransport.sendFileDescriptor(fd)` | [`UnixTransport::send_file_descriptors`](crate::interfaces::UnixTransport::send_file_descriptors) via [`Transport::unix`] | the bytes that carry the descriptors are given with them; a typed error past the per-message or queue cap |
+//! | `IFileDescriptorReceiver.fileDescriptorReceived(fd)` | [`Protocol::file_descriptor_received`] | an `OwnedFd`: dropped, it is closed |
+//! | (SO_PEERCRED: the peer's pid, uid, gid) | [`UnixTransport::peer_credentials`](crate::interfaces::UnixTransport::peer_credentials) | Twisted has no such call |
+//! | `getPeerCertificate` on a Unix transport | no | no TLS over Unix sockets here |
+//!
+//! # Processes, standard I/O and signals
+//!
+//! | Twisted | torsion | notes |
+//! |---|---|---|
+//! | `reactor.spawnProcess(proto, exe, args, env, path, childFDs=...)` | [`Reactor::spawn_process`](crate::Reactor::spawn_process) with a [`Spawn`](crate::process::Spawn) | `args` excludes `argv[0]` ([`Spawn::arg0`](crate::process::Spawn::arg0) sets it); errors are typed and synchronous |
+//! | `ProcessProtocol` (`childDataReceived`, `outReceived`, `errReceived`, `childConnectionLost`, `processExited`, `processEnded`) | [`ProcessProtocol`](crate::process::ProcessProtocol) | the status is an [`ExitStatus`](crate::process::ExitStatus), not a Failure |
+//! | `childFDs={0: "w", 1: "r", 3: 5}` | [`ChildFd::Write`](crate::process::ChildFd), `Read`, `Inherit(5)` | |
+//! | `IProcessTransport` (`writeToChild`, `closeStdin`, `closeChildFD`, `loseConnection`, `pid`) | [`ProcessTransport`](crate::process::ProcessTransport) | stdin has a socket's flow control |
+//! | `transport.signalProcess("TERM")` / `ProcessExitedAlready` | [`ProcessTransport::signal_process`](crate::process::ProcessTransport::signal_process), [`SignalError::ProcessExitedAlready`](crate::process::SignalError) | sent through a pidfd |
+//! | `ProcessDone` / `ProcessTerminated` | [`ExitStatus::Exited`](crate::process::ExitStatus), [`ExitStatus::Signaled`](crate::process::ExitStatus) | |
+//! | `_ProcessEndpointTransport` (a `Protocol` over a child) | [`ProtocolProcess`](crate::process::ProtocolProcess) | |
+//! | children at shutdown (left running) | [`OnShutdown`](crate::process::OnShutdown) | default: SIGTERM, SIGKILL after a grace, reaped |
+//! | `StandardIO(proto)` | [`stdio::start`](crate::stdio::start), [`stdio::start_on`](crate::stdio::start_on) | regular files and /dev/null work too |
+//! | `installSignalHandlers` | [`Reactor::handle_stop_signals`](crate::Reactor::handle_stop_signals) | |
+//! | `signal.signal(n, f)` (on the loop) | [`Reactor::add_signal_handler`](crate::Reactor::add_signal_handler), [`Signal`](crate::reactor::Signal) | the callback runs on the loop, never in signal context |
+//!
+//! # Datagrams ([`udp`](crate::udp))
+//!
+//! | Twisted | torsion | notes |
+//! |---|---|---|
+//! | `reactor.listenUDP(port, proto)` / `listenMulticast` | [`Reactor::listen_udp`], [`listen_udp_with`](Reactor::listen_udp_with) | returns the socket's [`DatagramTransport`](crate::udp::DatagramTransport); `listenMultiple` is [`DatagramOptions::reuse_addr`](crate::udp::DatagramOptions::reuse_addr) |
+//! | `reactor.listenUNIXDatagram` / `connectUNIXDatagram` | [`Reactor::listen_unix_datagram`], [`Reactor::connect_unix_datagram`] | paths and Linux abstract names |
+//! | `DatagramProtocol` | [`DatagramProtocol`](crate::udp::DatagramProtocol) (trait) | `datagramReceived` is `datagram_received(cx, data, from)`; also `datagram_truncated` |
+//! | `ConnectedDatagramProtocol`, `port.connect(host, port)` | [`DatagramTransport::connect`](crate::udp::DatagramTransport::connect), [`Reactor::connect_udp`] | `connectionRefused` is `connection_refused` |
+//! | `transport.write(data, addr)` | [`write_to`](crate::udp::DatagramTransport::write_to), [`write`](crate::udp::DatagramTransport::write) | return a typed [`DatagramError`](crate::udp::DatagramError) (`MessageLengthError` is `TooLarge`; a full buffer is `WouldBlock`) |
+//! | `setBroadcastAllowed`, `joinGroup`, `leaveGroup`, `setTTL`, `setLoopbackMode`, `setOutgoingInterface` | [`set_broadcast_allowed`](crate::udp::DatagramTransport::set_broadcast_allowed), [`join_group`](crate::udp::DatagramTransport::join_group), [`leave_group`](crate::udp::DatagramTransport::leave_group), [`set_ttl`](crate::udp::DatagramTransport::set_ttl), [`set_loopback`](crate::udp::DatagramTransport::set_loopback), [`set_interface`](crate::udp::DatagramTransport::set_interface) | no name resolution: addresses are IP addresses, interfaces an address or an index |
+//! | `proto_helpers` for datagrams | [`MemoryDatagramTransport`](crate::udp::MemoryDatagramTransport) | |
+//!
+//! # Endpoints and services ([`endpoints`](crate::endpoints), [`service`](crate::service))
+//!
+//! | Twisted | torsion | notes |
+//! |---|---|---|
+//! | `serverFromString(reactor, s)` | [`server_from_string`](crate::endpoints::server_from_string) | more schemes: [`EndpointRegistry`](crate::endpoints::EndpointRegistry) |
+//! | `clientFromString(reactor, s)` | [`client_from_string`](crate::endpoints::client_from_string) | errors are typed: [`EndpointError`](crate::endpoints::EndpointError) |
+//! | `TCP4ServerEndpoint` / `TCP6ServerEndpoint` | [`TcpServerEndpoint`](crate::endpoints::TcpServerEndpoint) | IPv6: give an IPv6 `interface` |
+//! | `TCP4ClientEndpoint` | [`TcpClientEndpoint`](crate::endpoints::TcpClientEndpoint) | |
+//! | `HostnameEndpoint` | [`HostnameEndpoint`](crate::endpoints::HostnameEndpoint) | all failures listed: [`AttemptsFailed`](crate::endpoints::AttemptsFailed) |
+//! | `endpoint.listen(f)` / `endpoint.connect(f)` | [`ServerEndpoint::listen`](crate::endpoints::ServerEndpoint::listen), [`ClientEndpointExt::connect`](crate::endpoints::ClientEndpointExt::connect) | `connect` takes a closure and gives the typed [`Connected`](crate::endpoints::Connected) protocol; any factory: [`connect_factory`](crate::endpoints::ClientEndpoint::connect_factory) |
+//! | `connectProtocol(endpoint, p)` | [`connect_protocol`](crate::endpoints::connect_protocol) | |
+//! | `ClientService(endpoint, factory)` | [`ClientService`](crate::service::ClientService) | `whenConnected` is [`when_connected`](crate::service::ClientService::when_connected); backoff [`Backoff`](crate::service::Backoff) |
+//! | `MemoryReactor.tcpClients` | [`MemoryReactor::tcp_clients`](crate::testing::MemoryReactor::tcp_clients) | play an attempt: [`TcpClient::accept`](crate::testing::TcpClient::accept) / [`fail`](crate::testing::TcpClient::fail) |
 //!
 //! # Deferreds ([`defer`](crate::defer))
 //!
@@ -56,11 +114,10 @@
 //!
 //! # Not there yet
 //!
-//! * Endpoints (`TCP4ClientEndpoint`, `serverFromString`, ...) and an awaitable connect.
-//! * UDP, Unix sockets, TLS, processes (`spawnProcess`), serial ports.
-//! * `IConsumer`, `FileSender`, `LineReceiver` and the other `twisted.protocols` helpers.
+//! * TLS (being built as the `torsion-tls` crate), serial ports.
+//! * `FileSender`, and the `twisted.protocols` modules beyond `basic` and `policies` (`amp`,
+//!   `loopback`, ...).
 //! * Shutdown triggers that return a Deferred (Twisted waits for them).
-//! * `StringTransport`, `MemoryReactor` (protocol tests without sockets).
 //! * Deferreds: a callback may not return a value of another type than the chain's (Twisted
 //!   allows anything); `None` where Twisted leaves it (see the [`defer`](crate::defer) module
 //!   docs for each difference).

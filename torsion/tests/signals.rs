@@ -85,6 +85,8 @@ fn stop_with(kind: &str, backend: Backend, signals: &[i32]) -> (String, Option<i
 
 #[test]
 fn sigint_and_sigterm_stop_the_reactor_gracefully() {
+    // Serialised with the leak-checked tests: the child's pipe is a descriptor too.
+    let _serial = torsion::testing::serial();
     for backend in Backend::ALL {
         for sig in [libc::SIGINT, libc::SIGTERM] {
             let (out, code, _) = stop_with("graceful", backend, &[sig]);
@@ -104,6 +106,8 @@ fn sigint_and_sigterm_stop_the_reactor_gracefully() {
 
 #[test]
 fn a_second_ctrl_c_during_a_slow_shutdown_exits_at_once() {
+    // Serialised with the leak-checked tests: the child's pipe is a descriptor too.
+    let _serial = torsion::testing::serial();
     for backend in Backend::ALL {
         let (out, code, took) = stop_with("slow", backend, &[libc::SIGINT, libc::SIGINT]);
         assert_eq!(code, Some(130), "{backend}: {out}");
@@ -113,5 +117,99 @@ fn a_second_ctrl_c_during_a_slow_shutdown_exits_at_once() {
             took < Duration::from_secs(20),
             "{backend}: exited after {took:?}"
         );
+    }
+}
+
+// ------------------------------------------------------------ signals as reactor events
+
+mod handlers {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use torsion::reactor::{raise, Signal};
+    use torsion::testing::run_until;
+    use torsion::{reactor_test, Reactor};
+
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    reactor_test! {
+        fn a_handler_runs_on_the_loop_and_is_removed(reactor) {
+            let got = Rc::new(RefCell::new(Vec::new()));
+            let g = got.clone();
+            let id = reactor
+                .add_signal_handler(Signal::USR1, move |r: &Reactor, sig| {
+                    // On the loop: the reactor may be used freely.
+                    r.call_soon(|_| {});
+                    g.borrow_mut().push(sig);
+                })
+                .unwrap();
+            let g2 = got.clone();
+            let id2 = reactor
+                .add_signal_handler(Signal::USR1, move |_: &Reactor, _| g2.borrow_mut().push(Signal::HUP))
+                .unwrap();
+            assert_eq!(reactor.signal_handler_count(), 2);
+            raise(Signal::USR1).unwrap();
+            run_until(reactor, LIMIT, || got.borrow().len() == 2);
+            assert_eq!(*got.borrow(), [Signal::USR1, Signal::HUP], "in the order added");
+            raise(Signal::USR1).unwrap();
+            run_until(reactor, LIMIT, || got.borrow().len() == 4);
+            assert!(reactor.remove_signal_handler(id));
+            assert!(reactor.remove_signal_handler(id2));
+            assert!(!reactor.remove_signal_handler(id2));
+            reactor.iterate(Some(Duration::ZERO)).unwrap();
+        }
+
+        fn removing_the_last_handler_puts_the_old_action_back(reactor) {
+            // A handler of the program's own (a no-op) was in place before.
+            torsion::testing::install_noop_signal_handler(libc::SIGUSR2).unwrap();
+            let hits = Rc::new(Cell::new(0));
+            let h = hits.clone();
+            let id = reactor
+                .add_signal_handler(Signal::USR2, move |_: &Reactor, _| h.set(h.get() + 1))
+                .unwrap();
+            raise(Signal::USR2).unwrap();
+            run_until(reactor, LIMIT, || hits.get() == 1);
+            assert!(reactor.remove_signal_handler(id));
+            // Back to the no-op: the process survives it and the torsion handler is not run.
+            raise(Signal::USR2).unwrap();
+            for _ in 0..5 {
+                reactor.iterate(Some(Duration::from_millis(20))).unwrap();
+            }
+            assert_eq!(hits.get(), 1);
+        }
+
+        fn uncatchable_signals_and_a_second_reactor_are_refused(reactor) {
+            assert!(reactor.add_signal_handler(Signal::KILL, |_: &Reactor, _| {}).is_err());
+            assert!(reactor.add_signal_handler(Signal::STOP, |_: &Reactor, _| {}).is_err());
+            let id = reactor.add_signal_handler(Signal::WINCH, |_: &Reactor, _| {}).unwrap();
+            let other = Reactor::new().unwrap();
+            let err = other.add_signal_handler(Signal::WINCH, |_: &Reactor, _| {}).unwrap_err();
+            assert!(err.to_string().contains("busy"), "{err}");
+            assert!(reactor.remove_signal_handler(id));
+            // Free again once the owner has none.
+            let id = other.add_signal_handler(Signal::WINCH, |_: &Reactor, _| {}).unwrap();
+            assert!(other.remove_signal_handler(id));
+        }
+
+        fn a_sigint_handler_replaces_the_graceful_stop_while_running(reactor) {
+            let hits = Rc::new(Cell::new(0));
+            let h = hits.clone();
+            let id = reactor
+                .add_signal_handler(Signal::INT, move |r: &Reactor, _| {
+                    h.set(h.get() + 1);
+                    if h.get() == 2 {
+                        r.stop().unwrap();
+                    }
+                })
+                .unwrap();
+            // Two SIGINTs: with the stop handling they would stop, then exit the process; with
+            // a handler each one reaches it.
+            reactor.call_when_running(|_| raise(Signal::INT).unwrap());
+            reactor.call_later(Duration::from_millis(50), |_| raise(Signal::INT).unwrap());
+            reactor.run().unwrap();
+            assert_eq!(hits.get(), 2);
+            assert!(reactor.remove_signal_handler(id));
+        }
     }
 }

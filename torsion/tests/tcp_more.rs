@@ -380,7 +380,10 @@ reactor_test! {
             for msg in [&b"one"[..], b"two", b"boom", b"four"] {
                 let mut c = TcpStream::connect(addr).unwrap();
                 c.set_read_timeout(Some(secs(10))).unwrap();
-                c.write_all(msg).unwrap();
+                // The server may have reset a refused connection before this write: then the
+                // write fails (ECONNRESET/EPIPE) and nothing comes back, which is the outcome
+                // the assertion expects for the first three.
+                let _ = c.write_all(msg);
                 let mut got = Vec::new();
                 let mut buf = [0u8; 16];
                 loop {

@@ -81,10 +81,13 @@ pub(super) fn start(
                 collector.clone(),
             );
             let collector = collector.clone();
+            let (r, o) = (reactor.clone(), opts.clone());
             ensure_deferred(reactor, async move {
-                let poem = download
-                    .await
-                    .map_err(|f| torsion::error::Chain(f.error()).to_string());
+                let poem = match download.await {
+                    Ok(poem) => super::maybe_transform(&r, &o, task, poem).await,
+                    Err(f) => Err(f),
+                }
+                .map_err(|f| torsion::error::Chain(f.error()).to_string());
                 collector.record(task, poem);
                 Ok(())
             })

@@ -66,16 +66,19 @@ pub(super) fn start(
         let c = collector.clone();
         let on_bytes: Rc<dyn Fn(usize)> = Rc::new(move |n| c.bytes(task, n));
         let (got, failed) = (collector.clone(), collector.clone());
-        get_poetry(reactor, address, opts, on_bytes).add_callbacks(
-            move |poem| {
-                got.record(task, Ok(poem)); // got_poem
-                Ok(())
-            },
-            move |err: Failure| {
-                failed.record(task, Err(torsion::error::Chain(err.error()).to_string())); // poem_failed
-                Ok(())
-            },
-        )
+        let (r, o) = (reactor.clone(), opts.clone());
+        get_poetry(reactor, address, opts, on_bytes)
+            .add_callback_deferred(move |poem| super::maybe_transform(&r, &o, task, poem))
+            .add_callbacks(
+                move |poem| {
+                    got.record(task, Ok(poem)); // got_poem
+                    Ok(())
+                },
+                move |err: Failure| {
+                    failed.record(task, Err(torsion::error::Chain(err.error()).to_string())); // poem_failed
+                    Ok(())
+                },
+            )
     });
     let r = reactor.clone();
     let all = DeferredList::new(poems.collect::<Vec<_>>())

@@ -31,6 +31,7 @@ use crate::timedelta::format_timedelta;
 use torsion::Reactor;
 
 use crate::progress::Progress;
+use crate::transform::{transform_poem, Transform};
 use crate::Address;
 
 mod asynchronous;
@@ -86,6 +87,18 @@ pub struct GetOptions {
     /// What one download may cost: a silent server fails it after an idle timeout, an endless
     /// one past a maximum size.
     pub limits: Limits,
+    /// Send each poem to a transformation server (the tutorial's client 7.0); the Deferred and
+    /// async models only.
+    pub transform: Option<TransformOptions>,
+}
+
+/// Where and how to transform the poems (`poetry get --transform`).
+#[derive(Debug, Clone)]
+pub struct TransformOptions {
+    /// The transformation server.
+    pub server: Address,
+    /// The transform to ask for.
+    pub transform: Transform,
 }
 
 impl Default for GetOptions {
@@ -97,6 +110,7 @@ impl Default for GetOptions {
             progress: false,
             timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            transform: None,
         }
     }
 }
@@ -162,6 +176,15 @@ pub fn get_poetry(
     opts: &GetOptions,
     out: &mut dyn Write,
 ) -> io::Result<Fetched> {
+    if opts.transform.is_some() && !matches!(opts.model, Model::Deferred | Model::Async) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--transform needs --model deferred or --model async (not {})",
+                opts.model
+            ),
+        ));
+    }
     let tasks = tasks(addresses, opts.repeat);
     let labels: Vec<String> = tasks.iter().map(Address::to_string).collect();
     let progress = Progress::new(opts.progress, &labels);
@@ -206,6 +229,46 @@ pub fn get_poetry(
     )?;
     out.flush()?;
     Ok(fetched)
+}
+
+/// Downloads one poem from `address` on `reactor`, within `opts`'s connect timeout and limits:
+/// a Deferred that fires with the poem or fails (what the proxy fetches upstream with).
+pub fn fetch_poem(
+    reactor: &Reactor,
+    address: &Address,
+    opts: &GetOptions,
+) -> torsion::Deferred<Vec<u8>> {
+    deferred::get_poetry(reactor, address, opts, std::rc::Rc::new(|_| {}))
+}
+
+/// With `opts.transform`, the poem transformed by the server, or the original poem (and a line
+/// on stderr) when the transform fails (the tutorial's client 7.0). Without, the poem.
+pub(crate) fn maybe_transform(
+    reactor: &Reactor,
+    opts: &GetOptions,
+    task: usize,
+    poem: Vec<u8>,
+) -> torsion::Deferred<Vec<u8>> {
+    let Some(t) = &opts.transform else {
+        return torsion::Deferred::succeed(poem);
+    };
+    let transform = t.transform;
+    transform_poem(
+        reactor,
+        &t.server,
+        transform,
+        &poem,
+        opts.timeout,
+        opts.limits.max_poem,
+    )
+    .add_errback(move |why| {
+        eprintln!(
+            "Task {}: {transform} failed ({}); keeping the original poem.",
+            task + 1,
+            torsion::error::Chain(why.error())
+        );
+        Ok(poem)
+    })
 }
 
 /// Prints a poem exactly as received (its bytes, no decoding), ending with a newline.

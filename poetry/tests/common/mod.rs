@@ -22,9 +22,11 @@ pub fn poem_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A `poetry serve` process, killed when dropped.
+/// A `poetry serve` (or `transform`, `proxy`) process, killed when dropped.
 pub struct Server {
     child: Child,
+    /// The rest of its standard output.
+    stdout: BufReader<std::process::ChildStdout>,
     /// The port it announced.
     pub port: u16,
     /// The line it printed first.
@@ -34,29 +36,42 @@ pub struct Server {
 impl Server {
     /// Starts `poetry serve ARGS...` and waits for its `Serving ... on port N.` line.
     pub fn start(args: &[&str]) -> Server {
+        Server::spawn("serve", args)
+    }
+
+    /// Starts `poetry COMMAND ARGS...` and waits for its `... on port N.` line.
+    pub fn spawn(command: &str, args: &[&str]) -> Server {
         let mut child = poetry()
-            .arg("serve")
+            .arg(command)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn poetry serve");
+            .unwrap_or_else(|e| panic!("spawn poetry {command}: {e}"));
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
         let banner = line.trim_end().to_string();
         let port = banner
-            .strip_prefix("Serving ")
-            .and_then(|s| s.rsplit_once(" on port "))
+            .rsplit_once(" on port ")
             .and_then(|(_, p)| p.strip_suffix('.'))
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected banner {banner:?}"));
         Server {
             child,
+            stdout,
             port,
             banner,
         }
+    }
+
+    /// Stops the server and returns what it printed after its banner.
+    pub fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
+        rest
     }
 }
 

@@ -149,6 +149,11 @@ pub trait ForwardingTransport {
     fn tcp(&self) -> Option<&dyn TcpOptions> {
         self.wrapped().tcp()
     }
+
+    /// See [`Transport::unix`].
+    fn unix(&self) -> Option<&dyn crate::interfaces::UnixTransport> {
+        self.wrapped().unix()
+    }
 }
 
 impl<T: ForwardingTransport> TransportImpl for T {
@@ -218,6 +223,10 @@ impl<T: ForwardingTransport> TransportImpl for T {
 
     fn tcp(&self) -> Option<&dyn TcpOptions> {
         ForwardingTransport::tcp(self)
+    }
+
+    fn unix(&self) -> Option<&dyn crate::interfaces::UnixTransport> {
+        ForwardingTransport::unix(self)
     }
 }
 
@@ -309,6 +318,10 @@ impl Protocol for ProtocolWrapper {
 
     fn write_connection_lost(&mut self, cx: &mut Context<'_>) {
         self.forward(cx, |p, cx| p.write_connection_lost(cx));
+    }
+
+    fn file_descriptor_received(&mut self, cx: &mut Context<'_>, fd: std::os::fd::OwnedFd) {
+        self.forward(cx, |p, cx| p.file_descriptor_received(cx, fd));
     }
 }
 

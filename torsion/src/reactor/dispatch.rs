@@ -47,10 +47,7 @@ impl Reactor {
             return;
         }
         if ev.token == SIGNAL_TOKEN {
-            if let Some(signal) = crate::sys::take_stop_signal() {
-                tracing::info!(signal, "stop signal received: stopping the reactor");
-                let _ = self.stop();
-            }
+            self.dispatch_signals();
             return;
         }
         let Some((desc, interest, edge)) = self.prepare(ev, again) else {

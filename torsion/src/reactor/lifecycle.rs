@@ -1,50 +1,32 @@
 //! Starting and stopping: `run`, `stop`, system event triggers, and the shutdown phase.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use super::registry::SIGNAL_TOKEN;
 use super::triggers::{Phase, SystemEvent, TriggerId};
 use super::{Reactor, RunState};
-use crate::poller::{Interest, Trigger};
 use crate::{sys, Error, Reason};
 
-/// Some running reactor handles the process's stop signals (one at a time, as only the main
-/// reactor does in Twisted).
-static STOP_SIGNALS_TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// The stop-signal handlers a running reactor installed, put back when it drops.
+/// SIGINT and SIGTERM handled by a running reactor (through the signal machinery of
+/// `signals.rs`), handed back when `run` returns.
 struct StopSignals<'a> {
     reactor: &'a Reactor,
-    fd: std::os::fd::RawFd,
-    saved: Option<sys::SavedStopHandlers>,
 }
 
 impl<'a> StopSignals<'a> {
-    /// Installs the handlers and watches their eventfd, unless another reactor has them.
+    /// Catches the stop signals for this reactor, unless another reactor owns signals.
     fn take(reactor: &'a Reactor) -> Option<StopSignals<'a>> {
-        if !reactor.inner.stop_signals.get() || STOP_SIGNALS_TAKEN.swap(true, Ordering::SeqCst) {
+        if !reactor.inner.stop_signals.get() {
             return None;
         }
-        let installed = sys::stop_signal_fd().and_then(|fd| {
-            let mut poller = reactor.inner.poller.borrow_mut();
-            poller.register(fd, SIGNAL_TOKEN, Interest::READ, Trigger::Level)?;
-            match sys::install_stop_handlers() {
-                Ok(saved) => Ok((fd, saved)),
-                Err(e) => {
-                    let _ = poller.deregister(fd);
-                    Err(e)
-                }
-            }
-        });
-        match installed {
-            Ok((fd, saved)) => Some(StopSignals {
-                reactor,
-                fd,
-                saved: Some(saved),
-            }),
+        let st = &reactor.inner.signals;
+        st.stop_active.set(true);
+        sys::reset_stops();
+        match reactor.sync_signals() {
+            Ok(()) => Some(StopSignals { reactor }),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot handle SIGINT and SIGTERM; Ctrl-C ends the process at once");
-                STOP_SIGNALS_TAKEN.store(false, Ordering::SeqCst);
+                st.stop_active.set(false);
+                let _ = reactor.sync_signals();
+                if !matches!(&e, Error::Io(io) if io.raw_os_error() == Some(libc::EBUSY)) {
+                    tracing::warn!(error = %e, "cannot handle SIGINT and SIGTERM; Ctrl-C ends the process at once");
+                }
                 None
             }
         }
@@ -53,11 +35,8 @@ impl<'a> StopSignals<'a> {
 
 impl Drop for StopSignals<'_> {
     fn drop(&mut self) {
-        if let Some(saved) = self.saved.take() {
-            sys::restore_stop_handlers(saved);
-        }
-        let _ = self.reactor.inner.poller.borrow_mut().deregister(self.fd);
-        STOP_SIGNALS_TAKEN.store(false, Ordering::SeqCst);
+        self.reactor.inner.signals.stop_active.set(false);
+        let _ = self.reactor.sync_signals();
     }
 }
 

@@ -97,12 +97,14 @@ mod handle;
 mod lifecycle;
 pub mod multi;
 mod registry;
+mod signals;
 mod stats;
 mod triggers;
 
 pub use executor::Task;
 pub use fdset::{FileDescriptor, Readiness, Registration};
 pub use handle::Handle;
+pub use signals::{raise, InvalidSignal, Signal, SignalHandlerId};
 pub use stats::Stats;
 pub use triggers::{Phase, SystemEvent, TriggerId};
 
@@ -161,6 +163,8 @@ pub(crate) struct Inner {
     iteration: Cell<u64>,
     /// Statistics counters (see `stats`).
     stats: stats::Counters,
+    /// Signal handlers and the stop signals (see `signals`).
+    pub(crate) signals: signals::SignalState,
 }
 
 impl Drop for Inner {
@@ -295,6 +299,7 @@ impl Reactor {
                 again: RefCell::default(),
                 iteration: Cell::new(0),
                 stats: stats::Counters::new(),
+                signals: signals::SignalState::new(),
             }),
         })
     }

@@ -36,18 +36,23 @@ pub(crate) use epoll::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLPRI,
 pub(crate) use epoll::{EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD};
 pub(crate) use poll::{pollfd, ppoll, PollEvents, PollFd};
 pub(crate) use poll::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLRDHUP};
+pub(crate) use process::{
+    child_pids, is_executable, is_regular_file, kill_pid, pidfd_open, pidfd_send_signal,
+    pipe_cloexec, read_fd, set_nonblocking, set_status_flags, spawn, try_wait, wait_blocking,
+    write_fd, writev_fd, SpawnPlan, SpawnStage, WaitStatus,
+};
 pub(crate) use select::{pselect, FdSet, FD_SETSIZE};
 pub(crate) use signals::{
-    install as install_stop_handlers, restore as restore_stop_handlers, stop_signal_fd,
-    take_stop_signal, Saved as SavedStopHandlers,
+    catch as catch_signal, raise_to_process, release as release_signal, reset_stops, set_stop_mode,
+    signal_fd, take_pending as take_pending_signals, MAX_SIGNAL,
 };
 #[cfg(test)]
 pub(crate) use socket::send_urgent;
 pub(crate) use socket::{
     accept, bind, connect, is_fd_exhaustion, is_refused, is_transient_accept_error, keepalive,
     listen, local_addr, nodelay, peer_addr, recv, send, send_vectored, set_keepalive,
-    set_linger_zero, set_nodelay, set_recv_buffer, set_reuseaddr, set_reuseport, set_send_buffer,
-    set_v6only, shutdown, take_socket_error, tcp_socket, Shut, MAX_IOV,
+    set_linger_zero, set_nodelay, set_recv_buffer, set_reuseaddr, set_send_buffer, set_v6only,
+    shutdown, take_socket_error, tcp_socket, Shut, MAX_IOV,
 };
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use test_support::{
@@ -56,6 +61,16 @@ pub(crate) use test_support::{
 };
 #[cfg(test)]
 pub(crate) use test_support::{pipe, write};
+pub(crate) use udp::{
+    broadcast, dgram_bind, dgram_connect, dgram_local_addr, dgram_socket, interface_index,
+    is_msg_size, is_no_buffers, membership, multicast_loop, multicast_ttl, send_to, set_broadcast,
+    set_multicast_if, set_multicast_loop, set_multicast_ttl, set_reuseport, DgramFamily, McastIf,
+    Received, RecvBatch,
+};
+pub(crate) use unix::{
+    peer_credentials, process_exists, recv_with_fds, send_with_fds, sockaddr_un, unix_accept,
+    unix_bind, unix_connect, unix_local_addr, unix_socket, SCM_MAX_FD,
+};
 pub(crate) use uring::probe as uring_probe;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use uring::simulate_uring_refusal;

@@ -133,11 +133,6 @@ pub(crate) fn set_reuseaddr(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
 }
 
-/// SO_REUSEPORT.
-pub(crate) fn set_reuseport(fd: RawFd) -> io::Result<()> {
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
-}
-
 /// IPV6_V6ONLY.
 pub(crate) fn set_v6only(fd: RawFd, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, on as libc::c_int)

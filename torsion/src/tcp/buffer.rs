@@ -109,9 +109,24 @@ impl WriteBuffer {
     /// # Errors
     /// The socket's error (EPIPE, ECONNRESET, ...); WouldBlock is `Ok(Flush::WouldBlock)`.
     pub(crate) fn flush(&mut self, fd: RawFd) -> io::Result<Flush> {
+        self.flush_by(fd, sys::send, sys::send_vectored)
+    }
+
+    /// As [`flush`](Self::flush), for a descriptor that is not a socket (a pipe): write(2)
+    /// and writev(2).
+    pub(crate) fn flush_pipe(&mut self, fd: RawFd) -> io::Result<Flush> {
+        self.flush_by(fd, sys::write_fd, sys::writev_fd)
+    }
+
+    fn flush_by(
+        &mut self,
+        fd: RawFd,
+        one: fn(RawFd, &[u8]) -> io::Result<usize>,
+        many: fn(RawFd, &[&[u8]]) -> io::Result<usize>,
+    ) -> io::Result<Flush> {
         while !self.is_empty() {
             let sent = if self.chunks.len() == 1 {
-                sys::send(fd, &self.chunks[0][self.offset..])
+                one(fd, &self.chunks[0][self.offset..])
             } else {
                 let mut slices: [&[u8]; sys::MAX_IOV] = [&[]; sys::MAX_IOV];
                 let mut n = 0;
@@ -119,7 +134,7 @@ impl WriteBuffer {
                     slices[i] = if i == 0 { &c[self.offset..] } else { c };
                     n += 1;
                 }
-                sys::send_vectored(fd, &slices[..n])
+                many(fd, &slices[..n])
             };
             match sent {
                 Ok(n) => self.consume(n),
@@ -133,6 +148,36 @@ impl WriteBuffer {
             self.chunks = VecDeque::new();
         }
         Ok(Flush::Empty)
+    }
+
+    /// One send of at most `limit` bytes from the front, through `send` (given the buffer's
+    /// leading slices, at most [`sys::MAX_IOV`] of them, cut at `limit`); what it reports sent
+    /// is consumed. For transports whose stream must be cut at given points (descriptors sent
+    /// with a Unix socket's bytes).
+    ///
+    /// # Errors
+    /// `send`'s error (nothing consumed).
+    pub(crate) fn send_some(
+        &mut self,
+        limit: usize,
+        send: impl FnOnce(&[&[u8]]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut slices: [&[u8]; sys::MAX_IOV] = [&[]; sys::MAX_IOV];
+        let mut n = 0;
+        let mut left = limit;
+        for (i, c) in self.chunks.iter().take(sys::MAX_IOV).enumerate() {
+            if left == 0 {
+                break;
+            }
+            let s: &[u8] = if i == 0 { &c[self.offset..] } else { c };
+            let s = &s[..s.len().min(left)];
+            left -= s.len();
+            slices[i] = s;
+            n += 1;
+        }
+        let sent = send(&slices[..n])?;
+        self.consume(sent.min(self.len));
+        Ok(sent)
     }
 }
 

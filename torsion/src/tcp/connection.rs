@@ -1,9 +1,16 @@
 //! A connected stream socket: its state machine and its reactor registration.
 //!
+//! One implementation for every kind of stream socket: [`StreamConnection`] is generic over a
+//! [`Kind`] (TCP here, Unix sockets in [`crate::unix`]), which says how a read is done (a
+//! Unix socket's bytes may carry descriptors) and which extra options the transport offers.
+//! Each kind gets its own monomorphised copy: nothing is dispatched at run time.
+//!
 //! The [`TransportImpl`](crate::TransportImpl) side (what protocols call) is in `transport.rs`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
@@ -12,7 +19,9 @@ use std::time::Duration;
 use super::buffer::{Flush, WriteBuffer};
 use crate::error::{panic_message, Panicked, TimedOut};
 use crate::flow::ProducerSlot;
-use crate::interfaces::{Context, HalfClose, Protocol, Transport};
+use crate::interfaces::{
+    Address, Context, HalfClose, Protocol, TcpOptions, Transport, UnixTransport,
+};
 use crate::poller::{Event, Interest, Trigger};
 use crate::reactor::{Inner, Readiness, Registration};
 use crate::{sys, DelayedCall, FileDescriptor, Reactor, Reason};
@@ -54,6 +63,30 @@ pub(crate) fn set_read_buffer_size(size: usize) {
 /// [`ListenOptions::close_flush_timeout`](super::ListenOptions::close_flush_timeout)).
 pub const DEFAULT_CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Descriptors one message may carry by default (see [`FdLimits::per_message`]).
+pub(crate) const DEFAULT_FDS_PER_MESSAGE: usize = 32;
+
+/// Descriptors that may wait in a write buffer by default (see [`FdLimits::queued`]).
+pub(crate) const DEFAULT_MAX_QUEUED_FDS: usize = 256;
+
+/// Descriptor passing limits of a connection (Unix sockets; unused by TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FdLimits {
+    /// At most this many descriptors per message, sent or received.
+    pub(crate) per_message: usize,
+    /// At most this many descriptors waiting in the write buffer.
+    pub(crate) queued: usize,
+}
+
+impl Default for FdLimits {
+    fn default() -> Self {
+        FdLimits {
+            per_message: DEFAULT_FDS_PER_MESSAGE,
+            queued: DEFAULT_MAX_QUEUED_FDS,
+        }
+    }
+}
+
 /// Per-connection limits, set for the connections of a listening port by
 /// [`ListenOptions`](super::ListenOptions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +107,71 @@ impl Default for Limits {
             max_write_buffer: None,
         }
     }
+}
+
+/// What one read got: bytes, and the descriptors that came with them.
+pub(crate) struct Read<R> {
+    /// Bytes read (0: the end of the stream).
+    pub(crate) len: usize,
+    /// Descriptors passed with the bytes.
+    pub(crate) fds: R,
+    /// A short read may not have drained the socket (a Unix socket stops a read after bytes
+    /// that carried descriptors).
+    pub(crate) maybe_more: bool,
+}
+
+/// One kind of stream socket. Everything else about a connection is shared.
+pub(crate) trait Kind: Sized + 'static {
+    /// The descriptors one read may bring (none for TCP).
+    type Fds: IntoIterator<Item = OwnedFd>;
+
+    /// One read into `buf`.
+    fn recv(c: &StreamConnection<Self>, buf: &mut [u8]) -> io::Result<Read<Self::Fds>>;
+
+    /// The socket's local address (when the caller of `establish` did not know it).
+    fn local_addr(fd: RawFd) -> Option<Address>;
+
+    /// See [`Transport::tcp`].
+    fn tcp(c: &StreamConnection<Self>) -> Option<&dyn TcpOptions> {
+        let _ = c;
+        None
+    }
+
+    /// See [`Transport::unix`].
+    fn unix(c: &StreamConnection<Self>) -> Option<&dyn UnixTransport> {
+        let _ = c;
+        None
+    }
+}
+
+/// TCP connections.
+pub(crate) struct Tcp;
+
+impl Kind for Tcp {
+    type Fds = std::iter::Empty<OwnedFd>;
+
+    #[inline]
+    fn recv(c: &StreamConnection<Self>, buf: &mut [u8]) -> io::Result<Read<Self::Fds>> {
+        sys::recv(c.fd, buf).map(|len| Read {
+            len,
+            fds: std::iter::empty(),
+            maybe_more: false,
+        })
+    }
+
+    fn local_addr(fd: RawFd) -> Option<Address> {
+        sys::local_addr(fd).ok().map(Address::Tcp)
+    }
+
+    fn tcp(c: &StreamConnection<Self>) -> Option<&dyn TcpOptions> {
+        Some(c)
+    }
+}
+
+/// Descriptors to send with the byte `at` bytes ahead in the write buffer.
+pub(super) struct FdMark {
+    pub(super) at: usize,
+    pub(super) fds: Vec<OwnedFd>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,12 +212,65 @@ pub(super) struct State {
     flush_timer: Option<DelayedCall>,
     /// Run after the protocol's `connection_lost` (the connector's bookkeeping).
     on_lost: Option<OnLost>,
+    /// Descriptors waiting to be sent with bytes of `buf`, in stream order (Unix sockets;
+    /// always empty for TCP).
+    pub(super) marks: VecDeque<FdMark>,
 }
 
 impl State {
     /// Closed, or closing at once: nothing but the close happens any more.
     pub(super) fn gone(&self) -> bool {
         self.closed || self.doomed
+    }
+
+    /// Discards the write buffer and the descriptors waiting in it (closing them).
+    pub(super) fn discard_output(&mut self) {
+        self.buf.clear();
+        self.marks.clear();
+    }
+
+    /// Descriptors waiting to be sent.
+    pub(super) fn queued_fds(&self) -> usize {
+        self.marks.iter().map(|m| m.fds.len()).sum()
+    }
+
+    /// Sends as much of the buffer as the socket takes, descriptors with their bytes.
+    fn flush(&mut self, fd: RawFd) -> io::Result<Flush> {
+        if self.marks.is_empty() {
+            return self.buf.flush(fd);
+        }
+        while !self.buf.is_empty() {
+            let Some(front) = self.marks.front() else {
+                return self.buf.flush(fd);
+            };
+            let sent = if front.at == 0 {
+                // These bytes carry descriptors: one message, up to the next mark.
+                let limit = self.marks.get(1).map_or(usize::MAX, |m| m.at);
+                let fds = &front.fds;
+                self.buf
+                    .send_some(limit, |bufs| sys::send_with_fds(fd, bufs, fds))
+            } else {
+                let at = front.at;
+                self.buf.send_some(at, |bufs| sys::send_vectored(fd, bufs))
+            };
+            match sent {
+                // A stream socket sends at least one byte or fails; never spin on zero.
+                Ok(0) => return Ok(Flush::WouldBlock),
+                Ok(n) => {
+                    if self.marks.front().is_some_and(|m| m.at == 0) {
+                        // Sent: the kernel holds the descriptors now; close ours.
+                        drop(self.marks.pop_front());
+                    }
+                    for m in &mut self.marks {
+                        m.at -= n.min(m.at);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Flush::Empty)
     }
 }
 
@@ -134,25 +285,27 @@ pub(crate) struct Setup {
     pub(crate) on_lost: Option<OnLost>,
 }
 
-pub(crate) struct Connection {
-    me: Weak<Connection>,
-    pub(super) fd: RawFd,
+/// A TCP connection.
+pub(crate) type Connection = StreamConnection<Tcp>;
+
+pub(crate) struct StreamConnection<K: Kind> {
+    me: Weak<StreamConnection<K>>,
+    pub(crate) fd: RawFd,
     pub(super) sock: RefCell<Option<OwnedFd>>,
     reactor: Weak<Inner>,
     /// From `establish` until the close.
     reg: Cell<Option<Registration>>,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
     pub(super) st: RefCell<State>,
-    pub(super) peer: SocketAddr,
-    pub(super) host: SocketAddr,
-    pub(super) limits: Rc<Limits>,
+    pub(crate) peer: Address,
+    pub(super) host: Address,
+    pub(crate) limits: Rc<Limits>,
+    pub(crate) fd_limits: FdLimits,
+    kind: PhantomData<K>,
 }
 
 impl Connection {
-    /// Wraps a connected socket, registers it (edge-triggered where the backend can), starts
-    /// reading and calls `connection_made`. `host` is the socket's local address when the
-    /// caller knows it (else it is asked for). `None` when the reactor refused it (the socket
-    /// is then closed).
+    /// Wraps a connected TCP socket (see [`StreamConnection::start`]).
     pub(crate) fn establish(
         reactor: &Reactor,
         sock: OwnedFd,
@@ -161,14 +314,35 @@ impl Connection {
         setup: Setup,
         on_ready: impl FnOnce(&Transport),
     ) -> Option<Transport> {
+        let host = host.map(Address::Tcp);
+        let peer = Address::Tcp(peer);
+        let fd_limits = FdLimits::default();
+        Self::start(reactor, sock, peer, host, setup, fd_limits, on_ready)
+    }
+}
+
+impl<K: Kind> StreamConnection<K> {
+    /// Wraps a connected socket, registers it (edge-triggered where the backend can), starts
+    /// reading and calls `connection_made`. `host` is the socket's local address when the
+    /// caller knows it (else it is asked for). `None` when the reactor refused it (the socket
+    /// is then closed).
+    pub(crate) fn start(
+        reactor: &Reactor,
+        sock: OwnedFd,
+        peer: Address,
+        host: Option<Address>,
+        setup: Setup,
+        fd_limits: FdLimits,
+        on_ready: impl FnOnce(&Transport),
+    ) -> Option<Transport> {
         let Setup {
             protocol,
             limits,
             on_lost,
         } = setup;
         let fd = sock.as_raw_fd();
-        let host = host.unwrap_or_else(|| sys::local_addr(fd).unwrap_or(peer));
-        let conn = Rc::new_cyclic(|me| Connection {
+        let host = host.unwrap_or_else(|| K::local_addr(fd).unwrap_or_else(|| peer.clone()));
+        let conn = Rc::new_cyclic(|me: &Weak<Self>| StreamConnection {
             me: me.clone(),
             fd,
             sock: RefCell::new(Some(sock)),
@@ -190,10 +364,13 @@ impl Connection {
                 flow: ProducerSlot::default(),
                 flush_timer: None,
                 on_lost,
+                marks: VecDeque::new(),
             }),
             peer,
             host,
             limits,
+            fd_limits,
+            kind: PhantomData,
         });
         let registered = reactor
             .register(conn.clone(), Trigger::Edge)
@@ -202,7 +379,7 @@ impl Connection {
                 reactor.set_interest(&reg, Interest::READ)
             });
         if let Err(e) = registered {
-            tracing::warn!(%peer, error = %e, "cannot watch a new connection; closing it");
+            tracing::warn!(peer = %conn.peer, error = %e, "cannot watch a new connection; closing it");
             if let Some(reg) = conn.reg.take() {
                 reactor.deregister(&reg);
             }
@@ -219,7 +396,7 @@ impl Connection {
         self.reactor.upgrade().map(|inner| Reactor { inner })
     }
 
-    fn rc(&self) -> Rc<Connection> {
+    fn rc(&self) -> Rc<StreamConnection<K>> {
         self.me
             .upgrade()
             .expect("a connection is alive while its methods run")
@@ -293,7 +470,7 @@ impl Connection {
                 return;
             }
             st.doomed = true;
-            st.buf.clear();
+            st.discard_output();
         }
         self.watch(r, Some(false), Some(false));
         if reset {
@@ -313,7 +490,7 @@ impl Connection {
             st.closed = true;
             st.reading = false;
             st.writing = false;
-            st.buf.clear();
+            st.discard_output();
             st.flow.take()
         };
         let timer = self.st.borrow_mut().flush_timer.take();
@@ -361,13 +538,31 @@ impl Connection {
         }
     }
 
-    /// One `recv` into the thread's read buffer, delivered to the protocol.
+    /// One read into the thread's read buffer, delivered to the protocol: the descriptors
+    /// that came with the bytes first, then the bytes.
     fn read_once(&self, r: &Reactor, t: &Transport) -> Result<Got, Reason> {
-        let got = with_read_buffer(|buf| match sys::recv(self.fd, buf) {
-            Ok(0) => Ok(Got::Eof),
-            Ok(n) => {
+        let got = with_read_buffer(|buf| match K::recv(self, buf) {
+            Ok(Read {
+                len: n,
+                fds,
+                maybe_more,
+            }) => {
+                let mut passed = false;
+                for fd in fds {
+                    passed = true;
+                    if self.st.borrow().gone() {
+                        break; // the rest are closed as the iterator drops
+                    }
+                    self.with_protocol(r, t, |p, cx| p.file_descriptor_received(cx, fd));
+                }
+                if passed && self.st.borrow().gone() {
+                    return Ok(Got::WouldBlock); // closing: the bytes are not delivered
+                }
+                if n == 0 {
+                    return Ok(Got::Eof);
+                }
                 self.with_protocol(r, t, |p, cx| p.data_received(cx, &buf[..n]));
-                Ok(if n == buf.len() {
+                Ok(if n == buf.len() || maybe_more {
                     Got::Full
                 } else {
                     Got::Short
@@ -437,7 +632,7 @@ impl Connection {
             if st.gone() {
                 return Ok(());
             }
-            st.buf.flush(self.fd).map_err(Reason::lost)?
+            st.flush(self.fd).map_err(Reason::lost)?
         };
         if let Flush::WouldBlock = flushed {
             self.maybe_resume_streaming();
@@ -513,7 +708,7 @@ enum Got {
     Eof,
 }
 
-impl FileDescriptor for Connection {
+impl<K: Kind> FileDescriptor for StreamConnection<K> {
     fn fileno(&self) -> RawFd {
         self.fd
     }

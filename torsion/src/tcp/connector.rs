@@ -47,6 +47,8 @@ pub(crate) struct ConnectorInner {
     host: String,
     port: u16,
     timeout: Duration,
+    /// The local address to bind before connecting (Twisted's `bindAddress`).
+    bind: Option<SocketAddr>,
     factory: Rc<dyn ClientFactory>,
     state: RefCell<State>,
     factory_started: Cell<bool>,
@@ -82,12 +84,25 @@ pub(crate) fn new(
     factory: Rc<dyn ClientFactory>,
     timeout: Duration,
 ) -> Connector {
+    new_bound(r, host, port, factory, timeout, None)
+}
+
+/// A new connector (not started) that binds its socket to `bind` before connecting.
+pub(crate) fn new_bound(
+    r: &Reactor,
+    host: &str,
+    port: u16,
+    factory: Rc<dyn ClientFactory>,
+    timeout: Duration,
+    bind: Option<SocketAddr>,
+) -> Connector {
     Connector::new(Rc::new_cyclic(|me| ConnectorInner {
         me: me.clone(),
         reactor: Rc::downgrade(&r.inner),
         host: host.to_string(),
         port,
         timeout,
+        bind,
         factory,
         state: RefCell::new(State::Disconnected),
         factory_started: Cell::new(false),
@@ -156,33 +171,19 @@ impl ConnectorImpl for ConnectorInner {
                 let lookup_id = c.lookups.get().wrapping_add(1);
                 c.lookups.set(lookup_id);
                 let abandoned = Arc::new(AtomicBool::new(false));
-                let skip = abandoned.clone();
-                let done = r
-                    .defer_to_thread(move || {
-                        if skip.load(Ordering::Relaxed) {
-                            return Err(io::Error::other("lookup abandoned"));
-                        }
-                        (host.as_str(), port)
-                            .to_socket_addrs()
-                            .map(|a| a.collect::<Vec<_>>())
-                            .map_err(out_of_descriptors_or)
-                    })
-                    .add_both(move |result| {
-                        let result = result.unwrap_or_else(|failure| {
-                            // The pool refused or dropped the job (shut down, cancelled).
-                            Err(io::Error::other(failure.to_string()))
+                let done = lookup(&r, host, port, abandoned.clone()).add_both(move |result| {
+                    let result = result.unwrap_or_else(|f| Err(io::Error::other(f.to_string())));
+                    // On the next iteration: a refused job fails at once, and the
+                    // factory is never called from inside connect().
+                    if let Some(r) = me.reactor() {
+                        r.call_soon(move |r| {
+                            if me.lookups.get() == lookup_id {
+                                me.attempt(r, result);
+                            }
                         });
-                        // On the next iteration: a refused job fails at once, and the
-                        // factory is never called from inside connect().
-                        if let Some(r) = me.reactor() {
-                            r.call_soon(move |r| {
-                                if me.lookups.get() == lookup_id {
-                                    me.attempt(r, result);
-                                }
-                            });
-                        }
-                        Ok(())
-                    });
+                    }
+                    Ok(())
+                });
                 if let State::Resolving { lookup: slot, .. } = &mut *c.state.borrow_mut() {
                     *slot = Some(Lookup { done, abandoned });
                 }
@@ -271,6 +272,11 @@ impl ConnectorInner {
             Ok(s) => s,
             Err(e) => return self.try_next(r, timer, rest, ConnectError::io(e)),
         };
+        if let Some(local) = self.bind {
+            if let Err(e) = sys::bind(sock.as_raw_fd(), &local) {
+                return self.try_next(r, timer, rest, ConnectError::io(e));
+            }
+        }
         let attempt = Rc::new(Attempt {
             fd: sock.as_raw_fd(),
             sock: RefCell::new(Some(sock)),
@@ -439,6 +445,31 @@ impl FileDescriptor for Attempt {
     fn connection_lost(&self, r: &Reactor, reason: Reason) {
         self.connector.fail(r, attempt_reason(reason));
     }
+}
+
+/// Resolves `host:port` on the reactor's bounded thread pool (the resolver of connectors and
+/// of [`HostnameEndpoint`](crate::endpoints::HostnameEndpoint)). Set `abandoned` when the
+/// answer is no longer wanted: a lookup still queued then skips the resolver. The Deferred
+/// never fails: a refused or dropped job is an `Other` error.
+pub(crate) fn lookup(
+    r: &Reactor,
+    host: String,
+    port: u16,
+    abandoned: Arc<AtomicBool>,
+) -> Deferred<io::Result<Vec<SocketAddr>>> {
+    r.defer_to_thread(move || {
+        if abandoned.load(Ordering::Relaxed) {
+            return Err(io::Error::other("lookup abandoned"));
+        }
+        (host.as_str(), port)
+            .to_socket_addrs()
+            .map(|a| a.collect::<Vec<_>>())
+            .map_err(out_of_descriptors_or)
+    })
+    .add_both(|result| {
+        // The pool refused or dropped the job (shut down, cancelled).
+        Ok(result.unwrap_or_else(|failure| Err(io::Error::other(failure.to_string()))))
+    })
 }
 
 /// A failed lookup's error, or the process's descriptor exhaustion when that is why it failed:

@@ -42,9 +42,9 @@ use std::time::Duration;
 use crate::interfaces::{ClientFactory, Connector, ListeningPort, ProtocolFactory, ReactorTcp};
 use crate::{Error, Reactor};
 
-mod buffer;
+pub(crate) mod buffer;
 mod connection;
-mod connector;
+pub(crate) mod connector;
 mod listener;
 mod transport;
 
@@ -53,6 +53,7 @@ pub use crate::protocol::IntoFactory;
 #[cfg(test)]
 pub(crate) use connection::set_read_buffer_size;
 pub use connection::DEFAULT_CLOSE_FLUSH_TIMEOUT;
+pub(crate) use connection::{FdLimits, Kind, Limits, Read, Setup, StreamConnection};
 pub use listener::ListenOptions;
 
 fn first_addr<A: ToSocketAddrs>(addr: A) -> Result<SocketAddr, Error> {
@@ -132,6 +133,32 @@ impl Reactor {
     {
         let factory: Rc<F> = factory.into_factory();
         let c = connector::new(self, host, port, factory, timeout);
+        c.connect();
+        c
+    }
+}
+
+impl Reactor {
+    /// `listen_tcp_with` for a shared factory of any type (endpoints).
+    pub(crate) fn listen_tcp_dyn(
+        &self,
+        addr: SocketAddr,
+        factory: Rc<dyn ProtocolFactory>,
+        opts: ListenOptions,
+    ) -> Result<ListeningPort, Error> {
+        listener::listen(self, addr, factory, opts)
+    }
+
+    /// `connect_tcp` for a shared factory of any type, bound to `bind` first (endpoints).
+    pub(crate) fn connect_tcp_dyn(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+        bind: Option<SocketAddr>,
+    ) -> Connector {
+        let c = connector::new_bound(self, host, port, factory, timeout, bind);
         c.connect();
         c
     }

@@ -1,20 +1,23 @@
-//! What protocols call on a TCP connection: [`TransportImpl`] and [`TcpOptions`].
+//! What protocols call on a stream connection ([`TransportImpl`]), and a TCP connection's
+//! [`TcpOptions`].
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 
-use super::connection::{Connection, WriteShut};
-use crate::interfaces::{Address, Producer, TcpOptions, TransportImpl};
+use super::connection::{Connection, FdMark, Kind, StreamConnection, WriteShut};
+use crate::interfaces::{
+    Address, Producer, SendFdsError, TcpOptions, TransportImpl, UnixTransport,
+};
 use crate::{flow, sys, Error, Reason};
 
-impl TransportImpl for Connection {
+impl<K: Kind> TransportImpl for StreamConnection<K> {
     fn write_sequence(&self, data: &[&[u8]]) {
-        self.write_parts(data, None);
+        self.write_parts(data, None, None);
     }
 
     fn write_shared(&self, data: Rc<[u8]>) {
-        self.write_parts(&[], Some(data));
+        self.write_parts(&[], Some(data), None);
     }
 
     fn lose_connection(&self) {
@@ -87,11 +90,11 @@ impl TransportImpl for Connection {
     }
 
     fn peer(&self) -> Address {
-        Address::Tcp(self.peer)
+        self.peer.clone()
     }
 
     fn host(&self) -> Address {
-        Address::Tcp(self.host)
+        self.host.clone()
     }
 
     fn buffered(&self) -> usize {
@@ -111,15 +114,52 @@ impl TransportImpl for Connection {
     }
 
     fn tcp(&self) -> Option<&dyn TcpOptions> {
-        Some(self)
+        K::tcp(self)
+    }
+
+    fn unix(&self) -> Option<&dyn UnixTransport> {
+        K::unix(self)
     }
 }
 
-impl Connection {
+impl<K: Kind> StreamConnection<K> {
+    /// Writes `data` with descriptors that go with its first byte (Unix sockets).
+    pub(crate) fn send_fds(&self, fds: Vec<OwnedFd>, data: &[u8]) -> Result<(), SendFdsError> {
+        if fds.is_empty() {
+            return Err(SendFdsError::NoDescriptors);
+        }
+        if data.is_empty() {
+            return Err(SendFdsError::NoData);
+        }
+        let max = self.fd_limits.per_message.min(sys::SCM_MAX_FD);
+        if fds.len() > max {
+            return Err(SendFdsError::TooMany {
+                given: fds.len(),
+                max,
+            });
+        }
+        {
+            let st = self.st.borrow();
+            if st.gone() || st.write_shut != WriteShut::Open || self.reactor().is_none() {
+                return Err(SendFdsError::NotConnected);
+            }
+            let queued = st.queued_fds() + fds.len();
+            if queued > self.fd_limits.queued {
+                return Err(SendFdsError::QueueFull {
+                    queued,
+                    max: self.fd_limits.queued,
+                });
+            }
+        }
+        self.write_parts(&[data], None, Some(fds));
+        Ok(())
+    }
+
     /// Writes `data`, or the `shared` bytes (one or the other): sent at once as far as the
     /// socket takes them when nothing is buffered, the rest buffered (shared bytes by
-    /// reference).
-    fn write_parts(&self, data: &[&[u8]], shared: Option<Rc<[u8]>>) {
+    /// reference). `fds` go with the first byte of `data` (never with `shared`).
+    #[inline]
+    fn write_parts(&self, data: &[&[u8]], shared: Option<Rc<[u8]>>, fds: Option<Vec<OwnedFd>>) {
         let Some(r) = self.reactor() else { return };
         let (need_writer, pause, failed) = {
             let mut st = self.st.borrow_mut();
@@ -129,14 +169,21 @@ impl Connection {
             }
             let mut skip = 0;
             let mut failed = None;
+            let mut fds = fds;
             if st.buf.is_empty() {
-                let sent = match (&shared, data) {
-                    (Some(s), _) => sys::send(self.fd, s),
-                    (None, [one]) => sys::send(self.fd, one),
-                    (None, _) => sys::send_vectored(self.fd, data),
+                let sent = match (&shared, data, &fds) {
+                    (_, _, Some(f)) => sys::send_with_fds(self.fd, data, f),
+                    (Some(s), _, None) => sys::send(self.fd, s),
+                    (None, [one], None) => sys::send(self.fd, one),
+                    (None, _, None) => sys::send_vectored(self.fd, data),
                 };
                 match sent {
-                    Ok(n) => skip = n,
+                    Ok(n) => {
+                        skip = n;
+                        if n > 0 {
+                            fds = None; // sent with the first byte; ours are closed
+                        }
+                    }
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -144,6 +191,10 @@ impl Connection {
                         ) => {}
                     Err(e) => failed = Some(e),
                 }
+            }
+            if let (None, Some(fds)) = (&failed, fds) {
+                let at = st.buf.len();
+                st.marks.push_back(FdMark { at, fds });
             }
             if let (None, Some(s)) = (&failed, shared) {
                 st.buf.push_shared(s, skip);

@@ -5,17 +5,20 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::IoPump;
+use crate::endpoints::EndpointReactor;
 use crate::interfaces::{
-    Address, ClientFactory, Connector, ConnectorImpl, ListeningPort, ListeningPortImpl,
-    ProtocolFactory, ReactorTcp, Transport,
+    Address, ClientFactory, Connector, ConnectorImpl, Context, HalfClose, ListeningPort,
+    ListeningPortImpl, Protocol, ProtocolFactory, ReactorTcp, Transport,
 };
 use crate::poller::{Event, Interest, Poller, Token, Trigger};
 use crate::time::TimeSource;
+use crate::{ConnectError, Deferred, Reason};
 use crate::{Error, Reactor};
 
 /// What a [`MemoryPoller`] was told, shared with the test that drives it.
@@ -170,17 +173,29 @@ pub struct TcpServer {
     pub factory: Rc<dyn ProtocolFactory>,
     /// The port handed back (its `stop_listening` is recorded).
     pub port: ListeningPort,
+    /// The accept queue length asked for (through an endpoint; 1024 otherwise, the reactor's
+    /// default).
+    pub backlog: i32,
 }
 
 impl fmt::Debug for TcpServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpServer")
             .field("addr", &self.addr)
+            .field("backlog", &self.backlog)
             .finish_non_exhaustive()
     }
 }
 
 /// A `connect_tcp` call recorded by a [`MemoryReactor`] (Twisted's `tcpClients` entry).
+///
+/// The attempt stays pending until the test plays it: [`accept`](TcpClient::accept) connects
+/// it to a server protocol through memory (the factory builds its protocol, which gets
+/// `connection_made`; when the connection ends the factory's `client_connection_lost` runs), and
+/// [`fail`](TcpClient::fail) fails it (the factory's `client_connection_failed`). Its
+/// connector's `stop_connecting` fails it with [`ConnectError::Cancelled`], as a real
+/// connector's does. Nothing times out by itself: fail it with
+/// [`ConnectError::TimedOut`] to play a timeout.
 #[derive(Clone)]
 pub struct TcpClient {
     /// The host asked for.
@@ -194,6 +209,10 @@ pub struct TcpClient {
     pub timeout: Duration,
     /// The connector handed back.
     pub connector: Connector,
+    /// The local address to bind asked for (through an endpoint).
+    pub bind: Option<SocketAddr>,
+    imp: Rc<FakeConnector>,
+    reactor: Reactor,
 }
 
 impl fmt::Debug for TcpClient {
@@ -202,17 +221,157 @@ impl fmt::Debug for TcpClient {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("timeout", &self.timeout)
+            .field("bind", &self.bind)
             .finish_non_exhaustive()
     }
+}
+
+impl TcpClient {
+    /// The address the client connects to, as its protocol sees it: `host:port` when the host
+    /// is an IP address, `memory:host` otherwise.
+    pub fn server_address(&self) -> Address {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => Address::Tcp(SocketAddr::new(ip, self.port)),
+            Err(_) => Address::memory(self.host.clone()),
+        }
+    }
+
+    /// True while the attempt waits to be played (and was not cancelled).
+    pub fn pending(&self) -> bool {
+        self.imp.connecting.get()
+    }
+
+    /// Fails the pending attempt with `reason`: the factory's `client_connection_failed` runs.
+    /// Returns false (and does nothing) when it is not pending.
+    pub fn fail(&self, reason: ConnectError) -> bool {
+        if !self.imp.connecting.replace(false) {
+            return false;
+        }
+        self.factory
+            .client_connection_failed(&self.connector, reason);
+        true
+    }
+
+    /// Connects the pending attempt to a protocol built by `server`, through memory: the
+    /// client factory builds its protocol (for [`server_address`](Self::server_address)) and
+    /// both get `connection_made`, server first; pump the returned [`IoPump`] to move bytes.
+    /// When the client's connection ends, the factory's `client_connection_lost` runs.
+    ///
+    /// Returns `None` when the attempt is not pending, or when a factory builds no protocol
+    /// (the client's factory then gets `client_connection_failed(NoProtocol)`, or
+    /// `Refused` when the server's refused).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use torsion::testing::MemoryReactor;
+    /// use torsion::{Context, Factory, Protocol, ReactorTcp};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, cx: &mut Context<'_>) {
+    ///         cx.transport().write(b"hello");
+    ///     }
+    ///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    ///
+    /// let mr = MemoryReactor::new()?;
+    /// let connector = mr.connect_tcp_to("10.0.0.1", 7, Rc::new(Factory::for_protocol(|| Hello)), Duration::from_secs(5));
+    /// assert!(connector.connecting());
+    /// let pump = mr.tcp_clients()[0].accept(&Factory::for_protocol(|| Hello)).unwrap();
+    /// assert!(connector.transport().is_some());
+    /// pump.flush();
+    /// assert_eq!(pump.client_to_server(), 5);
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
+    pub fn accept(&self, server: &dyn ProtocolFactory) -> Option<IoPump> {
+        if !self.imp.connecting.get() {
+            return None;
+        }
+        let server_addr = self.server_address();
+        let client_addr = Address::memory(format!("client-of-{}", self.host));
+        let Some(s) = server.build_protocol(&client_addr) else {
+            self.fail(ConnectError::Refused);
+            return None;
+        };
+        self.imp.connecting.set(false);
+        let Some(c) = self.factory.build_protocol(&server_addr) else {
+            self.factory
+                .client_connection_failed(&self.connector, ConnectError::NoProtocol);
+            return None;
+        };
+        let c = Box::new(Played {
+            inner: c,
+            imp: self.imp.clone(),
+            connector: self.connector.clone(),
+        });
+        Some(IoPump::with_addresses(
+            &self.reactor,
+            s,
+            c,
+            server_addr,
+            client_addr,
+        ))
+    }
+}
+
+/// The client protocol of a played connection: keeps the fake connector's transport and tells
+/// the factory when the connection ends, as the reactor's connector does.
+struct Played {
+    inner: Box<dyn Protocol>,
+    imp: Rc<FakeConnector>,
+    connector: Connector,
+}
+
+impl Protocol for Played {
+    fn connection_made(&mut self, cx: &mut Context<'_>) {
+        *self.imp.transport.borrow_mut() = Some(cx.transport().clone());
+        self.inner.connection_made(cx);
+    }
+
+    fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        self.inner.data_received(cx, data);
+    }
+
+    fn connection_lost(&mut self, cx: &mut Context<'_>, reason: Reason) {
+        self.inner.connection_lost(cx, reason.clone());
+        let old = self.imp.transport.borrow_mut().take();
+        drop(old);
+        self.imp
+            .factory
+            .client_connection_lost(&self.connector, reason);
+    }
+
+    fn read_connection_lost(&mut self, cx: &mut Context<'_>) -> HalfClose {
+        self.inner.read_connection_lost(cx)
+    }
+
+    fn write_connection_lost(&mut self, cx: &mut Context<'_>) {
+        self.inner.write_connection_lost(cx);
+    }
+}
+
+struct Shared {
+    reactor: Reactor,
+    poller: MemoryPollerHandle,
+    servers: RefCell<Vec<TcpServer>>,
+    clients: RefCell<Vec<TcpClient>>,
+    hosts: RefCell<HashMap<String, Vec<IpAddr>>>,
+    next_port: Cell<u16>,
 }
 
 /// A real [`Reactor`] on a [`MemoryPoller`] and a fake clock, that records `listen_tcp_on` and
 /// `connect_tcp_to` calls instead of opening sockets (Twisted's `MemoryReactorClock`).
 ///
-/// Code that starts servers or clients through the [`ReactorTcp`] interface can be handed one;
-/// the test then plays the connections with a [`StringTransport`](super::StringTransport).
-/// [`advance`](MemoryReactor::advance) moves time: delayed
-/// calls never wait for the wall clock.
+/// Code that starts servers or clients through the [`ReactorTcp`] interface (or through
+/// [`endpoints`](crate::endpoints), which take any [`EndpointReactor`]) can be handed one;
+/// the test then plays the connections: [`TcpClient::accept`] connects a recorded attempt
+/// through memory, [`TcpClient::fail`] fails it, or a
+/// [`StringTransport`](super::StringTransport) plays it by hand. Host names resolve through a
+/// table the test fills ([`add_host`](MemoryReactor::add_host)).
+/// [`advance`](MemoryReactor::advance) moves time: delayed calls never wait for the wall
+/// clock. Clones are the same memory reactor.
 ///
 /// # Examples
 /// ```
@@ -242,19 +401,16 @@ impl fmt::Debug for TcpClient {
 /// assert!(fired.get());
 /// # Ok::<(), torsion::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct MemoryReactor {
-    reactor: Reactor,
-    poller: MemoryPollerHandle,
-    servers: RefCell<Vec<TcpServer>>,
-    clients: RefCell<Vec<TcpClient>>,
-    next_port: Cell<u16>,
+    inner: Rc<Shared>,
 }
 
 impl fmt::Debug for MemoryReactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryReactor")
-            .field("servers", &self.servers.borrow().len())
-            .field("clients", &self.clients.borrow().len())
+            .field("servers", &self.inner.servers.borrow().len())
+            .field("clients", &self.inner.clients.borrow().len())
             .finish_non_exhaustive()
     }
 }
@@ -271,22 +427,25 @@ impl MemoryReactor {
         let (poller, handle) = MemoryPoller::new();
         let source = TimeSource::Fake(Cell::new(Instant::now()));
         Ok(MemoryReactor {
-            reactor: Reactor::build(Box::new(poller), None, source)?,
-            poller: handle,
-            servers: RefCell::default(),
-            clients: RefCell::default(),
-            next_port: Cell::new(40_000),
+            inner: Rc::new(Shared {
+                reactor: Reactor::build(Box::new(poller), None, source)?,
+                poller: handle,
+                servers: RefCell::default(),
+                clients: RefCell::default(),
+                hosts: RefCell::default(),
+                next_port: Cell::new(40_000),
+            }),
         })
     }
 
     /// The reactor: hand it to code under test, schedule on it.
     pub fn reactor(&self) -> &Reactor {
-        &self.reactor
+        &self.inner.reactor
     }
 
     /// The poller's handle, to inject readiness events.
     pub fn poller(&self) -> &MemoryPollerHandle {
-        &self.poller
+        &self.inner.poller
     }
 
     /// Moves the clock forward by `amount`, then runs the queued calls and every delayed call
@@ -296,7 +455,7 @@ impl MemoryReactor {
     /// # Panics
     /// When the reactor's loop fails, or a call queues calls forever (10,000 rounds).
     pub fn advance(&self, amount: Duration) {
-        self.reactor.advance_fake_clock(amount);
+        self.inner.reactor.advance_fake_clock(amount);
         self.flush();
     }
 
@@ -306,10 +465,11 @@ impl MemoryReactor {
     /// As [`advance`](MemoryReactor::advance).
     pub fn flush(&self) {
         for _ in 0..ADVANCE_ROUNDS {
-            self.reactor
+            self.inner
+                .reactor
                 .iterate(Some(Duration::ZERO))
                 .expect("the memory reactor's loop failed");
-            if !self.reactor.has_work_now() {
+            if !self.inner.reactor.has_work_now() {
                 return;
             }
         }
@@ -318,12 +478,88 @@ impl MemoryReactor {
 
     /// The `listen_tcp_on` calls so far.
     pub fn tcp_servers(&self) -> Vec<TcpServer> {
-        self.servers.borrow().clone()
+        self.inner.servers.borrow().clone()
     }
 
     /// The `connect_tcp_to` calls so far.
     pub fn tcp_clients(&self) -> Vec<TcpClient> {
-        self.clients.borrow().clone()
+        self.inner.clients.borrow().clone()
+    }
+
+    /// The connection attempts still waiting to be played, oldest first.
+    pub fn pending_clients(&self) -> Vec<TcpClient> {
+        self.tcp_clients()
+            .into_iter()
+            .filter(|c| c.pending())
+            .collect()
+    }
+
+    /// Makes `name` resolve to `addrs` (in that order) for
+    /// [`EndpointReactor::resolve`]; names not in the table are not found. IP literals
+    /// resolve to themselves.
+    pub fn add_host(&self, name: &str, addrs: &[IpAddr]) {
+        self.inner
+            .hosts
+            .borrow_mut()
+            .insert(name.to_string(), addrs.to_vec());
+    }
+
+    fn record_listen(
+        &self,
+        addr: SocketAddr,
+        backlog: i32,
+        factory: Rc<dyn ProtocolFactory>,
+    ) -> ListeningPort {
+        let mut bound = addr;
+        if bound.port() == 0 {
+            let next = &self.inner.next_port;
+            bound.set_port(next.get());
+            next.set(next.get().wrapping_add(1).max(1));
+        }
+        let port = ListeningPort::new(Rc::new(FakePort {
+            addr: bound,
+            listening: Cell::new(true),
+            factory: factory.clone(),
+        }));
+        crate::protocol::factory_port_opened(&factory);
+        self.inner.servers.borrow_mut().push(TcpServer {
+            addr,
+            factory,
+            port: port.clone(),
+            backlog,
+        });
+        port
+    }
+
+    fn record_connect(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+        bind: Option<SocketAddr>,
+    ) -> Connector {
+        let imp = Rc::new(FakeConnector {
+            destination: format!("{host}:{port}"),
+            connecting: Cell::new(true),
+            transport: RefCell::new(None),
+            factory: factory.clone(),
+            me: RefCell::new(None),
+        });
+        let connector = Connector::new(imp.clone());
+        *imp.me.borrow_mut() = Some(Rc::downgrade(&imp));
+        factory.started_connecting(&connector);
+        self.inner.clients.borrow_mut().push(TcpClient {
+            host: host.to_string(),
+            port,
+            factory,
+            timeout,
+            connector: connector.clone(),
+            bind,
+            imp,
+            reactor: self.inner.reactor.clone(),
+        });
+        connector
     }
 }
 
@@ -333,24 +569,7 @@ impl ReactorTcp for MemoryReactor {
         addr: SocketAddr,
         factory: Rc<dyn ProtocolFactory>,
     ) -> Result<ListeningPort, Error> {
-        let mut bound = addr;
-        if bound.port() == 0 {
-            bound.set_port(self.next_port.get());
-            self.next_port
-                .set(self.next_port.get().wrapping_add(1).max(1));
-        }
-        let port = ListeningPort::new(Rc::new(FakePort {
-            addr: bound,
-            listening: Cell::new(true),
-            factory: factory.clone(),
-        }));
-        crate::protocol::factory_port_opened(&factory);
-        self.servers.borrow_mut().push(TcpServer {
-            addr,
-            factory,
-            port: port.clone(),
-        });
-        Ok(port)
+        Ok(self.record_listen(addr, 1024, factory))
     }
 
     fn connect_tcp_to(
@@ -360,20 +579,58 @@ impl ReactorTcp for MemoryReactor {
         factory: Rc<dyn ClientFactory>,
         timeout: Duration,
     ) -> Connector {
-        let connector = Connector::new(Rc::new(FakeConnector {
-            destination: format!("{host}:{port}"),
-            connecting: Cell::new(true),
-            transport: RefCell::new(None),
-        }));
-        factory.started_connecting(&connector);
-        self.clients.borrow_mut().push(TcpClient {
-            host: host.to_string(),
-            port,
-            factory,
-            timeout,
-            connector: connector.clone(),
+        self.record_connect(host, port, factory, timeout, None)
+    }
+}
+
+impl EndpointReactor for MemoryReactor {
+    fn reactor(&self) -> &Reactor {
+        &self.inner.reactor
+    }
+
+    fn shared(&self) -> Rc<dyn EndpointReactor> {
+        Rc::new(self.clone())
+    }
+
+    fn listen_tcp_backlog(
+        &self,
+        addr: SocketAddr,
+        backlog: i32,
+        factory: Rc<dyn ProtocolFactory>,
+    ) -> Result<ListeningPort, Error> {
+        Ok(self.record_listen(addr, backlog, factory))
+    }
+
+    fn connect_tcp_bound(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+        bind: Option<SocketAddr>,
+    ) -> Connector {
+        self.record_connect(host, port, factory, timeout, bind)
+    }
+
+    /// Answers from the table of [`add_host`](MemoryReactor::add_host), on the next round of
+    /// [`flush`](MemoryReactor::flush) (as the real resolver answers on a later iteration).
+    fn resolve(&self, host: &str, port: u16) -> Deferred<Vec<SocketAddr>> {
+        let answer = match host.parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+            Err(_) => match self.inner.hosts.borrow().get(host) {
+                Some(ips) if !ips.is_empty() => {
+                    Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+                }
+                _ => Err(ConnectError::HostNotFound(format!(
+                    "{host}: not in the table"
+                ))),
+            },
+        };
+        let (d, fire) = Deferred::new();
+        self.inner.reactor.call_soon(move |_| {
+            let _ = fire.fire(answer.map_err(Into::into));
         });
-        connector
+        d
     }
 }
 
@@ -396,27 +653,49 @@ impl ListeningPortImpl for FakePort {
     }
 }
 
-/// The connector a [`MemoryReactor`] hands back: it only records what it is asked.
+/// The connector a [`MemoryReactor`] hands back: it records what it is asked, and its attempt
+/// is played by the test through [`TcpClient`].
 struct FakeConnector {
     destination: String,
     connecting: Cell<bool>,
     transport: RefCell<Option<Transport>>,
+    factory: Rc<dyn ClientFactory>,
+    me: RefCell<Option<std::rc::Weak<FakeConnector>>>,
+}
+
+impl FakeConnector {
+    fn handle(&self) -> Option<Connector> {
+        let me = self.me.borrow().as_ref().and_then(|w| w.upgrade())?;
+        Some(Connector::new(me))
+    }
 }
 
 impl ConnectorImpl for FakeConnector {
     fn connect(&self) {
+        if self.connecting.get() || self.transport.borrow().is_some() {
+            return;
+        }
         self.connecting.set(true);
+        if let Some(me) = self.handle() {
+            self.factory.started_connecting(&me);
+        }
     }
 
     fn stop_connecting(&self) {
-        self.connecting.set(false);
+        if !self.connecting.replace(false) {
+            return;
+        }
+        if let Some(me) = self.handle() {
+            self.factory
+                .client_connection_failed(&me, ConnectError::Cancelled);
+        }
     }
 
     fn disconnect(&self) {
-        self.connecting.set(false);
         let t = self.transport.borrow().clone();
-        if let Some(t) = t {
-            t.lose_connection();
+        match t {
+            Some(t) => t.lose_connection(),
+            None => self.stop_connecting(),
         }
     }
 

@@ -24,8 +24,9 @@ pub use memory::{MemoryPoller, MemoryPollerHandle, MemoryReactor, TcpClient, Tcp
 pub use pair::{connected_pair, connected_pair_with, flush_all, IoPump, FLUSH_ROUNDS};
 #[cfg(any(test, feature = "testing"))]
 pub use process::{
-    install_noop_signal_handler, open_fd_count, output_within, restore_default_sigpipe, serial,
-    set_open_files_limit, signal_process, signal_storm, thread_cpu_time,
+    install_noop_signal_handler, open_fd_count, output_within, reap_left_child,
+    restore_default_sigpipe, serial, set_open_files_limit, signal_process, signal_storm,
+    thread_cpu_time,
 };
 pub use string_transport::StringTransport;
 
@@ -45,11 +46,14 @@ pub(crate) fn lock_serial() -> MutexGuard<'static, ()> {
 }
 
 /// Records the descriptor count at the start of a test; [`check`](LeakCheck::check) asserts
-/// that the reactor watches nothing but its waker, has no pending timer or task, and that once
-/// it is dropped the descriptor count is back to the baseline.
+/// that the reactor watches nothing but its waker, has no pending timer, task or signal
+/// handler, and that once it is dropped the descriptor count is back to the baseline and no
+/// child process that torsion spawned since the baseline is left unreaped (running or a
+/// zombie).
 #[derive(Debug)]
 pub struct LeakCheck {
     baseline: usize,
+    children: Vec<u32>,
 }
 
 impl LeakCheck {
@@ -57,9 +61,10 @@ impl LeakCheck {
     pub fn new() -> LeakCheck {
         // The process-wide stop-signal eventfd is made by the first `run` and kept for the
         // life of the process: make it now, so that it is part of the baseline, not a leak.
-        let _ = crate::sys::stop_signal_fd();
+        let _ = crate::sys::signal_fd();
         LeakCheck {
             baseline: fd_count(),
+            children: crate::process::unreaped_children(),
         }
     }
 
@@ -85,7 +90,30 @@ impl LeakCheck {
             "{backend}: timers still pending: {timers:?}"
         );
         assert_eq!(reactor.task_count(), 0, "{backend}: tasks still pending");
+        assert_eq!(
+            reactor.signal_handler_count(),
+            0,
+            "{backend}: signal handlers still installed"
+        );
         drop(reactor);
+        let children: Vec<String> = crate::process::unreaped_children()
+            .into_iter()
+            .filter(|p| !self.children.contains(p))
+            .map(|p| {
+                let state = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let after = s.rsplit_once(')')?.1.trim_start().chars().next()?;
+                        Some(if after == 'Z' { "zombie" } else { "running" })
+                    })
+                    .unwrap_or("?");
+                format!("{p} ({state})")
+            })
+            .collect();
+        assert!(
+            children.is_empty(),
+            "{backend}: child processes not reaped: {children:?}"
+        );
         let now = fd_count();
         assert_eq!(
             now, self.baseline,

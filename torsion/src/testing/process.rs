@@ -74,6 +74,16 @@ pub fn signal_process(pid: u32, sig: i32) -> io::Result<()> {
     sys::kill(pid, sig)
 }
 
+/// Waits for and reaps a child that torsion spawned and left running at its reactor's
+/// shutdown ([`OnShutdown::Leave`](crate::process::OnShutdown::Leave)), so that a test of that
+/// policy leaves no zombie.
+///
+/// # Errors
+/// `NotFound` for a pid torsion did not leave unreaped, or the system error.
+pub fn reap_left_child(pid: u32) -> io::Result<crate::process::ExitStatus> {
+    crate::process::reap_left(pid)
+}
+
 /// Serialises tests that count the process's descriptors, so parallel tests in the same binary
 /// do not disturb each other's counts.
 pub fn serial() -> MutexGuard<'static, ()> {
