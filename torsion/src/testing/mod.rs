@@ -148,7 +148,7 @@ pub fn run_reactor_test(backend: Backend, body: impl FnOnce(&Reactor)) {
     leaks.check(reactor);
 }
 
-/// Defines one test per backend (`select`, `poll`, `epoll`) from one body, each run through
+/// Defines one test per backend (`select`, `poll`, `epoll`, `io_uring`) from one body, each run through
 /// [`run_reactor_test`] so that it ends with the leak check.
 ///
 /// ```
@@ -186,6 +186,19 @@ macro_rules! reactor_test {
                 #[test]
                 fn epoll() {
                     $crate::testing::run_reactor_test($crate::Backend::Epoll, body)
+                }
+
+                #[test]
+                fn io_uring() {
+                    // Where the kernel refuses io_uring the test runs on epoll, as the
+                    // default choice would.
+                    let backend = if $crate::Backend::IoUring.available() {
+                        $crate::Backend::IoUring
+                    } else {
+                        ::std::eprintln!("io_uring is unavailable: running on epoll");
+                        $crate::Backend::Epoll
+                    };
+                    $crate::testing::run_reactor_test(backend, body)
                 }
             }
         )*
