@@ -383,7 +383,7 @@ fn works_on_a_testing_clock() {
         .unwrap()
         .factor(3.0)
         .unwrap();
-    let (f, c) = setup_on(&mr, f);
+    let (_f, c) = setup_on(&mr, f);
     fail(&mr, &c);
     clock.advance(Duration::from_millis(5999));
     assert!(!c.connecting());

@@ -43,10 +43,9 @@
 //! );
 //! let connector = mr.connect_tcp_to("example.com", 79, factory.clone(), Duration::from_secs(30));
 //!
-//! // The attempt fails (played by hand: the memory reactor's connectors do not connect):
-//! // the next one is due e seconds later.
-//! connector.stop_connecting();
-//! factory.client_connection_failed(&connector, ConnectError::Refused);
+//! // The attempt fails (played through the memory reactor's record of it): the next one is
+//! // due e seconds later.
+//! mr.tcp_clients()[0].fail(ConnectError::Refused);
 //! assert!((factory.delay() - std::f64::consts::E).abs() < 1e-12);
 //! mr.advance(Duration::from_millis(2718));
 //! assert!(!connector.connecting());
@@ -54,8 +53,7 @@
 //! assert!(connector.connecting()); // retried
 //!
 //! // It fails too: the next is due e² seconds later, unless we stop trying.
-//! connector.stop_connecting();
-//! factory.client_connection_failed(&connector, ConnectError::Refused);
+//! mr.tcp_clients()[0].fail(ConnectError::Refused);
 //! let retry = factory.pending_retry().unwrap();
 //! factory.stop_trying(); // cancels the pending retry (or the attempt in progress)
 //! assert!(retry.cancelled());
