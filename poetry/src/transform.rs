@@ -218,7 +218,7 @@ impl StringHandler for TransformClient {
 /// `TransformProxy.xform`): a Deferred that fires with the new poem, or fails when the server
 /// cannot be reached within `timeout`, answers nothing, or answers more than `max_answer`
 /// bytes. The connection is made through a TCP client endpoint and
-/// [`connect_protocol`](torsion::endpoints::connect_protocol).
+/// [`connect_protocol`].
 pub fn transform_poem(
     reactor: &Reactor,
     address: &Address,
