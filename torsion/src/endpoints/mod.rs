@@ -672,8 +672,11 @@ fn unix_text(addr: &UnixAddress) -> String {
 /// let path = dir.join("app.sock");
 /// let reactor = Reactor::new()?;
 /// let endpoint = server_from_string(&reactor, &format!("unix:{}:mode=600", path.display()))?;
-/// let port = endpoint.listen(Rc::new(Factory::for_protocol(|| Quiet))).try_result().unwrap()?;
-/// assert!(path.exists() && dir.join("app.sock.lock").exists()); // lockfile=1 by default
+/// let port = endpoint.listen(Rc::new(Factory::for_protocol(|| Quiet))).try_result().unwrap().unwrap();
+/// assert!(path.exists());
+/// // lockfile=1 by default: a symbolic link naming this process.
+/// let lock = std::fs::read_link(dir.join("app.sock.lock")).unwrap();
+/// assert_eq!(lock.to_str(), Some(&*std::process::id().to_string()));
 /// port.stop_listening();
 /// assert!(!path.exists());
 /// # std::fs::remove_dir(&dir).unwrap();
@@ -807,7 +810,8 @@ impl ServerEndpoint for UnixServerEndpoint {
 /// let attempt = &mr.unix_clients()[0];
 /// assert_eq!(attempt.addr, torsion::interfaces::UnixAddress::abstract_name("bus"));
 /// let _pump = attempt.accept(&Factory::for_protocol(|| Quiet)).unwrap();
-/// assert_eq!(d.try_result().unwrap()?.transport().peer().to_string(), "unix:@bus");
+/// let connected = d.try_result().unwrap().unwrap();
+/// assert_eq!(connected.transport().peer().to_string(), "unix:@bus");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
