@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use common::*;
 use torsion::endpoints::{
-    client_from_string, server_from_string, ClientEndpointExt, EndpointError, EndpointRegistry,
+    client_from_string, server_from_string, ClientEndpoint, ClientEndpointExt, EndpointError,
+    EndpointRegistry, ServerEndpoint, UnixClientEndpoint, UnixServerEndpoint,
 };
 use torsion::testing::{run_until, MemoryReactor};
 use torsion::{reactor_test, Deferred, Factory, Failure, Reactor};
-use torsion_tls::{tls, TlsError};
+use torsion_tls::{tls, TlsClientEndpoint, TlsError, TlsServerEndpoint};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -188,6 +189,90 @@ reactor_test! {
         let reason = c.borrow().lost.clone().unwrap();
         assert!(matches!(TlsError::of(&reason), Some(TlsError::UnknownIssuer(_))), "{reason:?}");
     }
+}
+
+reactor_test! {
+    fn tls_endpoints_wrap_unix_endpoints(reactor) {
+        let ca = Ca::new("unix CA");
+        let name = format!("torsion-tls-ep-{}-unix", std::process::id());
+        let server = TlsServerEndpoint::new(
+            Rc::new(UnixServerEndpoint::new(reactor, format!("@{name}").as_str())),
+            server_tls(ca.server(&["localhost"])),
+        );
+        assert_eq!(server.describe(), format!("tls over unix:@{name} (mode 666, backlog 50)"));
+        let server_log = log();
+        let s = server_log.clone();
+        let port = wait(reactor, server.listen(Rc::new(Factory::for_protocol(move || Echo(s.clone()))))).unwrap();
+        let client = TlsClientEndpoint::new(
+            Rc::new(UnixClientEndpoint::new(reactor, format!("@{name}").as_str())),
+            client_tls(&ca),
+            "localhost",
+        )
+        .unwrap();
+        assert_eq!(client.describe(), format!("tls over unix:@{name}"));
+        let client_log = log();
+        let c = client_log.clone();
+        let connected = wait(reactor, client.connect(move |_| Client::new(&c, b"tls over unix", Some(13)))).unwrap();
+        assert!(tls(connected.transport()).is_some());
+        run_until(reactor, LIMIT, || client_log.borrow().lost.is_some() && server_log.borrow().lost.is_some());
+        assert_eq!(client_log.borrow().data, b"tls over unix");
+        assert!(client_log.borrow().lost.as_ref().unwrap().is_clean());
+        port.stop_listening();
+    }
+}
+
+#[test]
+fn a_tls_client_string_on_the_memory_reactor() {
+    let _serial = torsion::testing::serial();
+    let f = Files::new("memory");
+    let mr = MemoryReactor::new().unwrap();
+    let mut r = EndpointRegistry::new();
+    torsion_tls::register_endpoints(&mut r);
+    // The hostname endpoint under tls: resolves through the memory reactor's table.
+    mr.add_host("localhost", &["127.0.0.1".parse().unwrap()]);
+    let client = r
+        .client(
+            &mr,
+            &format!(
+                "tls:localhost:443:trustRoots={}:alpn=h2:timeout=5",
+                f.p("ca.pem")
+            ),
+        )
+        .unwrap();
+    let client_log = log();
+    let c = client_log.clone();
+    let d = client.connect(move |_| Client::new(&c, b"over memory", Some(11)));
+    mr.flush(); // the name resolves
+    let attempt = mr.tcp_clients()[0].clone();
+    assert_eq!((attempt.host.as_str(), attempt.port), ("127.0.0.1", 443));
+    // The server side: the `ssl:` server's factory, built from the same files.
+    let server = r
+        .server(
+            &mr,
+            &format!(
+                "ssl:443:privateKey={}:certKey={}:alpn=h2",
+                f.p("key.pem"),
+                f.p("cert.pem")
+            ),
+        )
+        .unwrap();
+    let server_log = log();
+    let s = server_log.clone();
+    let _port = server
+        .listen(Rc::new(Factory::for_protocol(move || Echo(s.clone()))))
+        .try_result()
+        .unwrap()
+        .unwrap();
+    let tls_factory = mr.tcp_servers()[0].factory.clone();
+    let pump = attempt.accept(&*tls_factory).unwrap();
+    // Fired at once, with the TLS transport, before any byte moved.
+    let connected = d.try_result().unwrap().unwrap();
+    let handle = tls(connected.transport()).unwrap();
+    assert!(!handle.handshake_complete());
+    pump.flush();
+    assert_eq!(client_log.borrow().data, b"over memory");
+    assert_eq!(server_log.borrow().data, b"over memory");
+    assert!(client_log.borrow().lost.is_some());
 }
 
 fn server_err(f: &Files, s: &str) -> EndpointError {

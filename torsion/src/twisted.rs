@@ -45,7 +45,7 @@
 //! | `IUNIXTransport.sendFileDescriptor(fd)` | [`UnixTransport::send_file_descriptors`](crate::interfaces::UnixTransport::send_file_descriptors) via [`Transport::unix`] | the bytes that carry the descriptors are given with them; a typed error past the per-message or queue cap |
 //! | `IFileDescriptorReceiver.fileDescriptorReceived(fd)` | [`Protocol::file_descriptor_received`] | an `OwnedFd`: dropped, it is closed |
 //! | (SO_PEERCRED: the peer's pid, uid, gid) | [`UnixTransport::peer_credentials`](crate::interfaces::UnixTransport::peer_credentials) | Twisted has no such call |
-//! | `getPeerCertificate` on a Unix transport | no | no TLS over Unix sockets here |
+//! | `getPeerCertificate` on a Unix transport | `torsion_tls::tls(transport)` → `peer_certificates()` | TLS over a Unix socket: `torsion_tls::TlsServerEndpoint` / `TlsClientEndpoint` around the Unix endpoints |
 //!
 //! # Processes, standard I/O and signals
 //!

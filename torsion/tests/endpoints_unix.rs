@@ -198,6 +198,10 @@ reactor_test! {
         let nowhere = server_from_string(reactor, &format!("unix:{}", dir.join("no/such/dir.sock").display())).unwrap();
         let f = wait(reactor, nowhere.listen(echo(&lost))).unwrap_err();
         assert!(matches!(f.downcast_ref::<Error>(), Some(Error::Io(_))), "{f}");
+        // A mode out of range, given by hand: the listen fails, naming it.
+        let f = wait(reactor, UnixServerEndpoint::new(reactor, dir.join("m.sock").as_path()).mode(0o17777).listen(echo(&lost))).unwrap_err();
+        assert!(matches!(f.downcast_ref::<Error>(), Some(Error::BadAddress(m)) if m.contains("mode")), "{f}");
+        assert!(!dir.join("m.sock").exists());
         // Cancelling a connect stops it: nothing is left behind (the leak check).
         let d = UnixClientEndpoint::new(reactor, missing.as_path()).connect(|_| Greeter::new(b"x"));
         d.cancel();

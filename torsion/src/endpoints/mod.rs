@@ -726,10 +726,10 @@ impl UnixServerEndpoint {
             .lockfile(lock)
     }
 
-    /// The socket file's permissions (at most `0o777`; larger values are cut to their
-    /// permission bits). Ignored for an abstract name.
+    /// The socket file's permissions (default `0o666`; ignored for an abstract name). A mode
+    /// above `0o7777` fails the listen with [`Error::BadAddress`].
     pub fn mode(mut self, mode: u32) -> UnixServerEndpoint {
-        self.mode = mode & 0o777;
+        self.mode = mode;
         self
     }
 
