@@ -626,8 +626,11 @@ fn read_key(name: &str, path: &str) -> Result<PrivateKeyDer<'static>, EndpointEr
 /// Files a `caCertsDir` may hold, at most (it is configuration, not data).
 const MAX_DIR_FILES: usize = 10_000;
 
-/// Every certificate of the PEM files in `dir` (files that are not PEM certificates are
-/// skipped, as Twisted's `caCertsDir` does).
+/// Files of a `caCertsDir` larger than this are skipped (a CA certificate is a few KiB).
+const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+/// Every certificate of the PEM files in `dir` (files that are not PEM certificates, or over
+/// 1 MiB, are skipped, as Twisted's `caCertsDir` skips what it cannot load).
 fn certificates_in_dir(dir: &str) -> Result<Vec<CertificateDer<'static>>, EndpointError> {
     let bad = |detail: String| EndpointError::BadFile {
         name: "caCertsDir".into(),
@@ -641,7 +644,8 @@ fn certificates_in_dir(dir: &str) -> Result<Vec<CertificateDer<'static>>, Endpoi
             return Err(bad(format!("more than {MAX_DIR_FILES} files")));
         }
         let path = entry.map_err(|e| bad(e.to_string()))?.path();
-        if path.is_file() {
+        let small = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= MAX_PEM_FILE);
+        if small {
             if let Ok(c) = certificates_from_pem_file(&path) {
                 certs.extend(c);
             }
