@@ -2,24 +2,27 @@
 # Runs the whole benchmark in one go and writes bench/RESULTS.md and bench/results.svg.
 #
 #   bench/run.sh [--quick] [--servers "raw-epoll tokio-ct ..."] [--scenarios "pp100 pp1000 stream churn idle"]
-#                [--reps N] [--no-micro] [--no-syscalls]
+#                [--reps N] [--no-micro] [--no-syscalls] [--no-wait]
 #
 # --quick: 0.3 s warm-up + 1 s windows, 2,000 idle connections, short microbenchmarks (a few
 # minutes in all). Full mode: 1 s + 5 s windows, 5 rounds, 10,000 idle connections (about 27 minutes).
 # Each echo server runs pinned to core 0 (taskset -c 0), the load generator to core 1; each
 # scenario runs --reps times (3) against a freshly started server, and the report keeps medians.
-# Only 127.0.0.1 is used. Twisted runs from bench/.venv, which this script creates with pip;
+# Servers named *-2c (per-core runs: tokio-mt-2c, torsion-epoll-2c, torsion-epoll-x2-2c,
+# torsion-io_uring-x2-2c) run on cores 0 and 1, sharing core 1 with the load generator; they
+# are not in the default list. Only 127.0.0.1 is used. Twisted runs from bench/.venv, which this script creates with pip;
 # without python3/pip it is skipped with a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 MODE=full
-SERVERS="raw-epoll tokio-ct tokio-mt torsion-epoll torsion-poll torsion-select twisted"
+SERVERS="raw-epoll tokio-ct tokio-mt torsion-epoll torsion-io_uring torsion-poll torsion-select twisted"
 SCENARIOS="pp100 pp1000 stream churn idle"
 REPS= # rounds per cell: 5 in full mode, 3 in quick mode, unless --reps says
 MICRO=1
 SYSCALLS=1
+QUIET_WAIT=1 # --no-wait: start each run at once, even on a busy machine (still counted)
 # As root, run servers and load generator at nice -10, so that other work on this shared
 # machine takes less of their cores during the windows (--no-nice to turn off).
 NICE=""
@@ -32,8 +35,9 @@ while [ $# -gt 0 ]; do
         --reps) REPS=$2; shift ;;
         --no-micro) MICRO=0 ;;
         --no-syscalls) SYSCALLS=0 ;;
+        --no-wait) QUIET_WAIT=0 ;;
         --no-nice) NICE="" ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -96,7 +100,12 @@ server_cmd() {
         raw-epoll) echo "$BIN/echo-raw-epoll" ;;
         tokio-ct) echo "$BIN/echo-tokio --flavor current_thread" ;;
         tokio-mt) echo "$BIN/echo-tokio --flavor multi_thread" ;;
-        torsion-epoll|torsion-poll|torsion-select) echo "$BIN/echo-torsion --backend ${1#torsion-}" ;;
+        torsion-epoll|torsion-poll|torsion-select|torsion-io_uring) echo "$BIN/echo-torsion --backend ${1#torsion-}" ;;
+        # Per-core servers ("-2c": may use both cores, which they share with the load generator).
+        tokio-mt-2c) echo "$BIN/echo-tokio --flavor multi_thread" ;;
+        torsion-epoll-2c) echo "$BIN/echo-torsion --backend epoll" ;;
+        torsion-epoll-x2-2c) echo "$BIN/echo-torsion --backend epoll --reactors 2" ;;
+        torsion-io_uring-x2-2c) echo "$BIN/echo-torsion --backend io_uring --reactors 2" ;;
         twisted) echo "$VENV/bin/python bench/twisted/echo.py --reactor epoll" ;;
         *) return 1 ;;
     esac
@@ -119,8 +128,11 @@ start_server() {
     SERVER_PORT=$NEXT_PORT
     NEXT_PORT=$((NEXT_PORT + 1))
     if [ "$NEXT_PORT" -gt 21900 ]; then NEXT_PORT=21100; fi
+    # Servers named *-2c may run on both cores (per-core runs); the others on core 0.
+    local cores=0
+    case "$1" in *-2c) cores=0,1 ;; esac
     # shellcheck disable=SC2086
-    taskset -c 0 $NICE $cmd --port "$SERVER_PORT" > /dev/null 2> "$SERVER_ERR" &
+    taskset -c "$cores" $NICE $cmd --port "$SERVER_PORT" > /dev/null 2> "$SERVER_ERR" &
     SERVER_PID=$!
     for _ in $(seq 1 150); do
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -169,7 +181,7 @@ BUSY_RUNS=0
 quiet_wait() {
     local t=0 b
     b=$(busy_percent)
-    while [ "$b" -ge 15 ] && [ "$t" -lt 40 ]; do
+    while [ "$QUIET_WAIT" = 1 ] && [ "$b" -ge 15 ] && [ "$t" -lt 40 ]; do
         sleep 0.2; t=$((t + 1)); b=$(busy_percent)
     done
     if [ "$b" -ge 15 ]; then BUSY_RUNS=$((BUSY_RUNS + 1)); fi
@@ -187,6 +199,7 @@ LOADGEN_TIMEOUT=$(awk "BEGIN { print int($WARMUP + $WINDOW + 60) }")
     echo "rustc:      $(rustc --version)"
     [ "$TWISTED_OK" = 1 ] && echo "twisted:    $("$VENV/bin/python" -c 'import sys, twisted; print(twisted.__version__, "on Python", sys.version.split()[0])')"
     echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (before)"
+    "$BIN/uring-probe" | sed 's/^/uring /'
 } > "$META"
 
 # ------------------------------------------------------------------ echo scenarios

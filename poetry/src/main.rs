@@ -38,6 +38,10 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct TransformArgs {
+    /// Where to listen, as an endpoint string (`tcp:10000:interface=127.0.0.1`,
+    /// `unix:/tmp/poetry.sock`, ...); replaces --port and --iface.
+    #[arg(long, value_name = "ENDPOINT")]
+    listen: Option<String>,
     /// The port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -55,6 +59,10 @@ struct TransformArgs {
 
 #[derive(Debug, Args)]
 struct ProxyArgs {
+    /// Where to listen, as an endpoint string (`tcp:10000:interface=127.0.0.1`,
+    /// `unix:/tmp/poetry.sock`, ...); replaces --port and --iface.
+    #[arg(long, value_name = "ENDPOINT")]
+    listen: Option<String>,
     /// The port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -253,20 +261,39 @@ fn serve(args: ServeArgs) -> io::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Listens on `iface:port` with `factory` and prints `BANNER on port N.`, then runs the reactor.
+/// Listens with `factory` on the endpoint `listen`, or else on `iface:port`, prints
+/// `BANNER on port N.` (or `on ADDRESS.` for an endpoint that is not TCP), and runs the reactor.
 fn serve_factory(
+    listen: Option<&str>,
     iface: &str,
     port: u16,
     factory: impl torsion::ProtocolFactory + 'static,
     banner: &str,
 ) -> io::Result<ExitCode> {
     let reactor = Reactor::new().map_err(io::Error::other)?;
-    let listening = reactor
-        .listen_tcp((iface, port), factory)
-        .map_err(|e| io::Error::other(format!("cannot listen on {iface}:{port}: {e}")))?;
-    let port = listening.address().as_tcp().map_or(0, |a| a.port());
+    let listening = match listen {
+        Some(description) => {
+            let endpoint = torsion::endpoints::server_from_string(&reactor, description)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            reactor
+                .run_until_complete(endpoint.listen(std::rc::Rc::new(factory)))
+                .map_err(|f| {
+                    io::Error::other(format!(
+                        "cannot listen on {description}: {}",
+                        torsion::error::Chain(f.error())
+                    ))
+                })?
+        }
+        None => reactor
+            .listen_tcp((iface, port), factory)
+            .map_err(|e| io::Error::other(format!("cannot listen on {iface}:{port}: {e}")))?,
+    };
+    let place = match listening.address().as_tcp() {
+        Some(a) => format!("port {}", a.port()),
+        None => listening.address().to_string(),
+    };
     let mut stdout = io::stdout();
-    writeln!(stdout, "{banner} on port {port}.")
+    writeln!(stdout, "{banner} on {place}.")
         .and_then(|()| stdout.flush())
         .map_err(|e| io::Error::new(e.kind(), format!("cannot write to stdout: {e}")))?;
     reactor.run().map_err(io::Error::other)?;
@@ -277,7 +304,13 @@ fn transform(args: TransformArgs) -> io::Result<ExitCode> {
     poetry::sys::raise_fd_limit();
     let max = usize::try_from(args.max_request).unwrap_or(usize::MAX);
     let factory = poetry::transform::server_factory(max, args.verbose);
-    serve_factory(&args.iface, args.port, factory, "Serving transforms")
+    serve_factory(
+        args.listen.as_deref(),
+        &args.iface,
+        args.port,
+        factory,
+        "Serving transforms",
+    )
 }
 
 fn proxy(args: ProxyArgs) -> io::Result<ExitCode> {
@@ -295,7 +328,13 @@ fn proxy(args: ProxyArgs) -> io::Result<ExitCode> {
     let fetch: poetry::proxy::Fetch =
         std::rc::Rc::new(move |reactor| poetry::client::fetch_poem(reactor, &upstream, &opts));
     let service = poetry::proxy::ProxyService::new(fetch, args.verbose);
-    serve_factory(&args.iface, args.port, service.factory(), &banner)
+    serve_factory(
+        args.listen.as_deref(),
+        &args.iface,
+        args.port,
+        service.factory(),
+        &banner,
+    )
 }
 
 fn get(args: GetArgs) -> io::Result<ExitCode> {

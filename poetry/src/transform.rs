@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use torsion::defer::{Failure, Resolver};
+use torsion::endpoints::{connect_protocol, TcpClientEndpoint};
 use torsion::protocols::basic::{StringContext, StringHandler, StringReceiver};
 use torsion::{Deferred, Factory, ProtocolFactory, Reactor, Reason};
 
@@ -215,7 +216,9 @@ impl StringHandler for TransformClient {
 
 /// Asks the server at `address` for `transform` of `poem` (the tutorial's
 /// `TransformProxy.xform`): a Deferred that fires with the new poem, or fails when the server
-/// cannot be reached, answers nothing, or answers more than `max_answer` bytes.
+/// cannot be reached within `timeout`, answers nothing, or answers more than `max_answer`
+/// bytes. The connection is made through a TCP client endpoint and
+/// [`connect_protocol`](torsion::endpoints::connect_protocol).
 pub fn transform_poem(
     reactor: &Reactor,
     address: &Address,
@@ -225,18 +228,19 @@ pub fn transform_poem(
     max_answer: usize,
 ) -> Deferred<Vec<u8>> {
     let (d, fire) = Deferred::new();
-    let request = request(transform, poem);
-    let factory = Factory::with_state(fire, move |answer, _| {
-        StringReceiver::netstring(TransformClient {
-            request: request.clone(),
-            answer: (**answer).clone(),
-        })
-        .with_max_length(max_answer)
+    let endpoint = TcpClientEndpoint::new(reactor, &address.host, address.port).timeout(timeout);
+    let client = StringReceiver::netstring(TransformClient {
+        request: request(transform, poem),
+        answer: fire.clone(),
     })
-    .on_client_connection_failed(|answer, _, reason| {
-        let _ = answer.errback(Failure::new(reason));
+    .with_max_length(max_answer);
+    let connecting = connect_protocol(&endpoint, client).add_both(move |connected| {
+        if let Err(why) = connected {
+            let _ = fire.errback(why);
+        }
+        Ok(())
     });
-    reactor.connect_tcp(&address.host, address.port, factory, timeout);
+    drop(connecting);
     d
 }
 

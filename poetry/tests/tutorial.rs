@@ -22,7 +22,10 @@ fn slow_server() -> Server {
 #[test]
 fn the_transform_client_prints_the_cummingsified_poem() {
     let poems = slow_server();
-    let xform = Server::spawn("transform", &["--verbose"]);
+    let xform = Server::spawn(
+        "transform",
+        &["--verbose", "--listen", "tcp:0:interface=127.0.0.1"],
+    );
     assert_eq!(
         xform.banner,
         format!("Serving transforms on port {}.", xform.port)
@@ -88,6 +91,18 @@ fn the_transform_client_falls_back_to_the_original_poem() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn a_bad_listen_endpoint_is_refused_naming_the_bad_part() {
+    let out = run(&["transform", "--listen", "tcp:99999"]);
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("99999"), "{stderr}");
+    let out = run(&["proxy", "--listen", "carrier-pigeon:1", "10000"]);
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("carrier-pigeon"), "{stderr}");
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! An echo server: every byte a client sends comes back.
 //!
 //! ```text
-//! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll] [-v]
+//! cargo run --example echo -- [--port 8000] [--backend select|poll|epoll|io_uring] [-v]
 //! cargo run --example echo -- --listen tcp:8000:interface=0.0.0.0:backlog=100
 //! ```
 //!
 //! Where to listen is an endpoint string (Twisted's `serverFromString`); `--port N` is short
-//! for `--listen tcp:N:interface=127.0.0.1`.
+//! for `--listen tcp:N:interface=127.0.0.1`. When it stops (Ctrl-C, SIGTERM) it prints the
+//! reactor's statistics on stderr.
 
 use std::rc::Rc;
 
@@ -91,7 +92,10 @@ fn serve(listen: &str, backend: Option<Backend>) -> Result<(), torsion::Error> {
                 std::process::exit(1)
             },
         );
-    reactor.run()
+    reactor.set_time_accounting(true);
+    let ran = reactor.run();
+    eprintln!("echo: reactor statistics: {}", reactor.stats());
+    ran
 }
 
 /// torsion's warnings and errors (and everything with `-v`) go to stderr.
@@ -108,6 +112,6 @@ fn log_to_stderr(verbose: bool) {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("echo: {msg}\nusage: echo [--port N | --listen ENDPOINT] [--backend select|poll|epoll] [-v]");
+    eprintln!("echo: {msg}\nusage: echo [--port N | --listen ENDPOINT] [--backend select|poll|epoll|io_uring] [-v]");
     std::process::exit(2)
 }

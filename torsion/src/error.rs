@@ -15,6 +15,15 @@ pub enum Error {
     Io(io::Error),
     /// `TORSION_REACTOR` (or a backend name) named no known backend.
     UnknownBackend(String),
+    /// The backend asked for explicitly cannot be set up here (io_uring refused by the kernel,
+    /// a seccomp policy or a locked-memory limit). The default choice falls back to epoll
+    /// instead.
+    BackendUnavailable {
+        /// The backend asked for.
+        backend: &'static str,
+        /// What the kernel said.
+        cause: io::Error,
+    },
     /// The descriptor cannot be watched by this backend (select(2) handles only fds below
     /// `FD_SETSIZE`).
     FdOutOfRange {
@@ -51,7 +60,12 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::UnknownBackend(name) => write!(
                 f,
-                "unknown reactor backend {name:?}: valid backends are select, poll and epoll"
+                "unknown reactor backend {name:?}: valid backends are select, poll, epoll and io_uring"
+            ),
+            Error::BackendUnavailable { backend, cause } => write!(
+                f,
+                "the {backend} backend cannot be set up here ({cause}); use epoll, or leave \
+                 the backend to the default choice, which falls back to epoll"
             ),
             Error::FdOutOfRange { fd, limit, backend } => write!(
                 f,
@@ -91,8 +105,23 @@ impl From<crate::poller::UnknownBackend> for Error {
 
 impl From<io::Error> for Error {
     /// [`Error::Io`], except for a poller's [`FdOutOfRange`](crate::poller::FdOutOfRange),
-    /// which becomes [`Error::FdOutOfRange`].
+    /// which becomes [`Error::FdOutOfRange`], and a
+    /// [`BackendUnavailable`](crate::poller::BackendUnavailable), which becomes
+    /// [`Error::BackendUnavailable`].
     fn from(e: io::Error) -> Self {
+        if e.get_ref()
+            .is_some_and(|i| i.is::<crate::poller::BackendUnavailable>())
+        {
+            let kind = e.kind();
+            let inner = e.into_inner().expect("checked above");
+            return match inner.downcast::<crate::poller::BackendUnavailable>() {
+                Ok(u) => Error::BackendUnavailable {
+                    backend: u.backend,
+                    cause: u.cause,
+                },
+                Err(other) => Error::Io(io::Error::new(kind, other)),
+            };
+        }
         let out_of_range = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<crate::poller::FdOutOfRange>());

@@ -112,9 +112,8 @@ fn select_client_rejects_bad_ports_and_unknown_backends() {
     )
     .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("valid backends are select, poll and epoll")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("valid backends are select, poll, epoll and io_uring"));
 }
 
 /// Runs an example server that prints its address on its first line; returns the child and
@@ -155,7 +154,11 @@ impl Drop for KillOnDrop {
 #[test]
 fn echo_example_echoes_on_each_backend() {
     use std::io::Read;
-    for backend in ["select", "poll", "epoll"] {
+    let mut backends = vec!["select", "poll", "epoll"];
+    if torsion::Backend::IoUring.available() {
+        backends.push("io_uring");
+    }
+    for backend in backends {
         let (_server, port) = start_server("echo", &["--port", "0", "--backend", backend]);
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

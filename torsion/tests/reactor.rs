@@ -518,7 +518,7 @@ fn unknown_backend_in_environment_is_a_clear_error() {
     let err = "iocp".parse::<Backend>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown reactor backend \"iocp\": valid backends are select, poll and epoll"
+        "unknown reactor backend \"iocp\": valid backends are select, poll, epoll and io_uring"
     );
 }
 

@@ -33,9 +33,18 @@ fn wait_of(mr: &MemoryReactor, f: &ReconnectingClientFactory<Factory>) -> f64 {
 }
 
 /// Plays a failed attempt on the memory reactor's fake connector.
-fn fail(f: &ReconnectingClientFactory<Factory>, c: &Connector) {
-    c.stop_connecting();
-    f.client_connection_failed(c, ConnectError::Refused);
+/// Fails the pending attempt of `c` as refused, through the memory reactor's fake connector
+/// (which tells the factory).
+fn fail(mr: &MemoryReactor, c: &Connector) {
+    let attempt = mr
+        .tcp_clients()
+        .into_iter()
+        .find(|t| &t.connector == c)
+        .expect("the connector's attempt");
+    assert!(
+        attempt.fail(ConnectError::Refused),
+        "the attempt was pending"
+    );
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -62,7 +71,7 @@ fn delay_sequence_without_jitter_is_exact_and_capped() {
     let (f, c) = setup_on(&mr, f);
     let expected = [E, E * E, E.powi(3), E.powi(4), 100.0, 100.0, 100.0];
     for (i, want) in expected.iter().enumerate() {
-        fail(&f, &c);
+        fail(&mr, &c);
         let got = wait_of(&mr, &f);
         assert!(close(got, *want), "retry {i}: waited {got}, want {want}");
         assert!(close(f.delay(), *want));
@@ -88,11 +97,11 @@ fn twisted_defaults() {
     let (f, c) = setup_on(&mr, f);
     // e^n stays under 3600 up to n = 8 (2981 s); the ninth would be 8103 s: capped.
     for n in 1..=8 {
-        fail(&f, &c);
+        fail(&mr, &c);
         assert!(close(wait_of(&mr, &f), E.powi(n)), "retry {n}");
         mr.advance(secs(9000));
     }
-    fail(&f, &c);
+    fail(&mr, &c);
     assert!(close(wait_of(&mr, &f), 3600.0));
     f.stop_trying();
 }
@@ -115,7 +124,7 @@ fn jitter_is_a_normal_variate_from_the_source() {
     let d2 = d1 * E * (1.0 - j);
     let d3 = d2 * E; // cos(π/2) = 0: no deviation
     for want in [d1, d2, d3] {
-        fail(&f, &c);
+        fail(&mr, &c);
         let got = wait_of(&mr, &f);
         assert!(close(got, want), "waited {got}, want {want}");
         mr.advance(secs(100));
@@ -135,7 +144,7 @@ fn seeded_jitter_is_reproducible_and_near_the_mean() {
         let mut waits = Vec::new();
         for _ in 0..6 {
             let before = f.delay();
-            fail(&f, &c);
+            fail(&mr, &c);
             let w = wait_of(&mr, &f);
             // Default jitter 0.1196: more than 6 standard deviations is (practically) never.
             let mean = (before * E).min(3600.0);
@@ -159,9 +168,9 @@ fn a_connection_resets_the_delay() {
         .jitter(0.0)
         .unwrap();
     let (f, c) = setup_on(&mr, f);
-    fail(&f, &c);
+    fail(&mr, &c);
     mr.advance(secs(10));
-    fail(&f, &c);
+    fail(&mr, &c);
     assert_eq!(f.retries(), 2);
     assert!(close(f.delay(), E * E));
     mr.advance(secs(10));
@@ -199,14 +208,14 @@ fn max_retries_gives_up() {
         });
     let (f, c) = setup_on(&mr, f);
     for _ in 0..3 {
-        fail(&f, &c);
+        fail(&mr, &c);
         assert!(f.pending_retry().is_some());
         mr.advance(secs(100));
         assert!(c.connecting());
     }
     assert!(!f.gave_up());
     assert_eq!(gave_up.get(), 0);
-    fail(&f, &c);
+    fail(&mr, &c);
     assert!(f.pending_retry().is_none(), "a fourth retry was scheduled");
     assert!(f.gave_up());
     assert_eq!(gave_up.get(), 1);
@@ -218,7 +227,7 @@ fn max_retries_gives_up() {
     let mr = MemoryReactor::new().unwrap();
     let f = ReconnectingClientFactory::new(mr.reactor(), quiet()).max_retries(Some(0));
     let (f, c) = setup_on(&mr, f);
-    fail(&f, &c);
+    fail(&mr, &c);
     assert!(f.pending_retry().is_none());
 }
 
@@ -227,7 +236,7 @@ fn stop_trying_while_waiting_cancels_the_retry() {
     let mr = MemoryReactor::new().unwrap();
     let f = ReconnectingClientFactory::new(mr.reactor(), quiet());
     let (f, c) = setup_on(&mr, f);
-    fail(&f, &c);
+    fail(&mr, &c);
     let call = f.pending_retry().unwrap();
     f.stop_trying();
     assert!(call.cancelled(), "the DelayedCall was not cancelled");
@@ -245,7 +254,7 @@ fn stop_trying_while_waiting_cancels_the_retry() {
     assert!(c.connecting());
     assert!(f.trying());
     assert_eq!(f.retries(), 0);
-    fail(&f, &c);
+    fail(&mr, &c);
     assert!(f.pending_retry().is_some());
     f.stop_trying();
 }
@@ -264,9 +273,8 @@ fn stop_trying_while_connecting_cancels_the_attempt() {
     assert!(c.connecting());
     f.stop_trying();
     assert!(!c.connecting(), "the attempt was not stopped");
-    // The reactor's connector reports the cancelled attempt: the user's factory hears it, and
-    // no retry follows.
-    f.client_connection_failed(&c, ConnectError::Cancelled);
+    // The connector reported the cancelled attempt (as the reactor's does): the user's factory
+    // heard it once, and no retry follows.
     assert_eq!(failed.get(), 1);
     assert!(f.pending_retry().is_none());
     assert!(mr.reactor().delayed_calls().is_empty());
@@ -282,7 +290,7 @@ fn user_factory_still_hears_everything() {
         .on_client_connection_lost(move |_, _, r| l2.borrow_mut().push(format!("lost: {r}")));
     let f = ReconnectingClientFactory::new(mr.reactor(), user);
     let (f, c) = setup_on(&mr, f);
-    fail(&f, &c);
+    fail(&mr, &c);
     f.client_connection_lost(&c, Reason::ConnectionDone);
     assert_eq!(
         *log.borrow(),
@@ -356,7 +364,7 @@ fn nonsense_from_the_random_source_stays_a_sane_delay() {
         .random_source(move || vals.borrow_mut().next().unwrap_or(0.5));
     let (f, c) = setup_on(&mr, f);
     for _ in 0..4 {
-        fail(&f, &c);
+        fail(&mr, &c);
         let w = wait_of(&mr, &f);
         assert!(w.is_finite() && (0.0..=3600.0 * 8.0).contains(&w), "{w}");
         mr.advance(secs(40_000));
@@ -376,12 +384,12 @@ fn works_on_a_testing_clock() {
         .factor(3.0)
         .unwrap();
     let (f, c) = setup_on(&mr, f);
-    fail(&f, &c);
+    fail(&mr, &c);
     clock.advance(Duration::from_millis(5999));
     assert!(!c.connecting());
     clock.advance(Duration::from_millis(1));
     assert!(c.connecting());
-    fail(&f, &c);
+    fail(&mr, &c);
     clock.advance(Duration::from_millis(17_999));
     assert!(!c.connecting());
     clock.advance(Duration::from_millis(1));

@@ -21,6 +21,11 @@ const SERVERS: &[(&str, &str)] = &[
     ("torsion-epoll", "#d62728"),
     ("torsion-poll", "#ff7f0e"),
     ("torsion-select", "#fdae6b"),
+    ("torsion-io_uring", "#9467bd"),
+    ("tokio-mt-2c", "#9ecae1"),
+    ("torsion-epoll-2c", "#e377c2"),
+    ("torsion-epoll-x2-2c", "#8c564b"),
+    ("torsion-io_uring-x2-2c", "#c5b0d5"),
     ("twisted", "#2ca02c"),
 ];
 const RAW: &str = "raw-epoll";

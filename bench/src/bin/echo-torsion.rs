@@ -1,7 +1,10 @@
-//! `echo-torsion --port N [--backend select|poll|epoll]`: the torsion echo server, a
-//! [`Protocol`] whose `data_received` writes the data back, on the chosen reactor backend.
+//! `echo-torsion --port N [--backend select|poll|epoll|io_uring] [--reactors N]`: the torsion
+//! echo server, a [`Protocol`] whose `data_received` writes the data back, on the chosen
+//! reactor backend. With `--reactors N` (N > 1) it runs N reactors on N threads
+//! (`torsion::reactor::multi`), each listening on its own SO_REUSEPORT socket for the port.
 
 use bench::args::Args;
+use torsion::reactor::multi::{MultiOptions, MultiReactor, MAX_REACTORS};
 use torsion::{Backend, Context, Factory, Protocol, Reactor};
 
 struct Echo;
@@ -21,15 +24,47 @@ fn main() {
         .unwrap_or("epoll")
         .parse()
         .unwrap_or_else(|e| {
-            eprintln!("echo-torsion: {e} (select|poll|epoll)");
+            eprintln!("echo-torsion: {e} (select|poll|epoll|io_uring)");
             std::process::exit(2)
         });
+    let reactors: usize = args.get_str("reactors").map_or(1, |n| {
+        n.parse()
+            .ok()
+            .filter(|n| (1..=MAX_REACTORS).contains(n))
+            .unwrap_or_else(|| {
+                eprintln!("echo-torsion: --reactors {n:?}: a number from 1 to {MAX_REACTORS}");
+                std::process::exit(2)
+            })
+    });
     bench::sys::raise_nofile_limit();
-    let reactor = Reactor::with_backend(backend).expect("reactor");
     let opts = torsion::tcp::ListenOptions {
         backlog: 4096,
+        reuse_port: reactors > 1,
         ..Default::default()
     };
+    if reactors > 1 {
+        let multi = MultiOptions {
+            reactors,
+            backend: Some(backend),
+            ..MultiOptions::default()
+        };
+        let started = MultiReactor::start(multi, move |reactor, _| {
+            reactor.listen_tcp_with(("127.0.0.1", port), Factory::for_protocol(|| Echo), opts)?;
+            Ok(())
+        });
+        match started {
+            Ok(cluster) => cluster.join().expect("reactor run"),
+            Err(e) => {
+                eprintln!("echo-torsion: cannot listen on 127.0.0.1:{port}: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let reactor = Reactor::with_backend(backend).unwrap_or_else(|e| {
+        eprintln!("echo-torsion: {e}");
+        std::process::exit(1)
+    });
     if let Err(e) =
         reactor.listen_tcp_with(("127.0.0.1", port), Factory::for_protocol(|| Echo), opts)
     {

@@ -1,4 +1,5 @@
-//! Readiness backends behind one [`Poller`] contract: select(2), poll(2) and epoll(7).
+//! Readiness backends behind one [`Poller`] contract: select(2), poll(2), epoll(7) and
+//! io_uring(7).
 //!
 //! Registrations are level-triggered by default: a descriptor that stays readable is reported
 //! again on every poll until it is drained or deregistered. A registration may ask for
@@ -10,8 +11,15 @@
 //! [`Interest`], and deregisters it before it is closed.
 //!
 //! A backend is chosen at run time with [`Backend`], the equivalent of Twisted's
-//! `pollreactor.install()`; the environment variable `TORSION_REACTOR=select|poll|epoll`
-//! changes the default for any program.
+//! `pollreactor.install()`; the environment variable
+//! `TORSION_REACTOR=select|poll|epoll|io_uring` changes the default for any program.
+//!
+//! io_uring may be unavailable (a kernel without it, a seccomp policy or
+//! `kernel.io_uring_disabled` that refuses it, a locked-memory limit): asked for explicitly
+//! ([`Backend::poller`], [`Reactor::with_backend`](crate::Reactor::with_backend)) it then fails
+//! with [`BackendUnavailable`] ([`Error::BackendUnavailable`](crate::Error::BackendUnavailable));
+//! as the default ([`Backend::default_poller`], used by [`Reactor::new`](crate::Reactor::new))
+//! it falls back to epoll and says so in one log line.
 
 use std::fmt;
 use std::io;
@@ -22,6 +30,7 @@ use std::time::Duration;
 mod epoll;
 mod poll;
 mod select;
+mod uring;
 
 /// An opaque value the reactor attaches to a registration and gets back with its events.
 pub type Token = u64;
@@ -106,7 +115,7 @@ pub struct Event {
 /// * A backend that cannot do [`Trigger::Edge`] registers such descriptors level-triggered and
 ///   returns `false` from [`edge_triggered`](Poller::edge_triggered).
 pub trait Poller {
-    /// The backend's name (`"select"`, `"poll"` or `"epoll"`).
+    /// The backend's name (`"select"`, `"poll"`, `"epoll"` or `"io_uring"`).
     fn name(&self) -> &'static str;
 
     /// Whether [`Trigger::Edge`] registrations are edge-triggered on this backend.
@@ -194,11 +203,21 @@ pub enum Backend {
     Poll,
     /// epoll(7): cost linear in the number of ready descriptors (the Linux default).
     Epoll,
+    /// io_uring(7) (Linux 5.11 or later): readiness through poll requests on a submission
+    /// ring, one system call per iteration for arming and waiting; see the module docs for
+    /// what happens where the kernel refuses it.
+    IoUring,
 }
 
 impl Backend {
-    /// Every backend, in the order select, poll, epoll.
-    pub const ALL: [Backend; 3] = [Backend::Select, Backend::Poll, Backend::Epoll];
+    /// Every backend, in the order select, poll, epoll, io_uring (io_uring may be unavailable
+    /// at run time: see [`Backend::available`]).
+    pub const ALL: [Backend; 4] = [
+        Backend::Select,
+        Backend::Poll,
+        Backend::Epoll,
+        Backend::IoUring,
+    ];
 
     /// The backend's name.
     pub fn name(self) -> &'static str {
@@ -206,6 +225,18 @@ impl Backend {
             Backend::Select => "select",
             Backend::Poll => "poll",
             Backend::Epoll => "epoll",
+            Backend::IoUring => "io_uring",
+        }
+    }
+
+    /// Whether a poller of this kind can be made here (io_uring is tried once per process).
+    pub fn available(self) -> bool {
+        match self {
+            Backend::IoUring => {
+                static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+                *AVAILABLE.get_or_init(|| uring::UringPoller::new(false).is_ok())
+            }
+            _ => true,
         }
     }
 
@@ -229,7 +260,35 @@ impl Backend {
             Backend::Select => Box::new(select::SelectPoller::new()),
             Backend::Poll => Box::new(poll::PollPoller::new()),
             Backend::Epoll => Box::new(epoll::EpollPoller::new()?),
+            Backend::IoUring => Box::new(uring::UringPoller::new(false).map_err(|cause| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    BackendUnavailable {
+                        backend: "io_uring",
+                        cause,
+                    },
+                )
+            })?),
         })
+    }
+
+    /// Makes a poller of this kind as the default choice: where io_uring cannot be set up
+    /// it falls back to epoll, logs one line (once per process) and returns the backend it
+    /// used.
+    ///
+    /// # Errors
+    /// The system error when the kernel object cannot be created.
+    pub fn default_poller(self) -> io::Result<(Box<dyn Poller>, Backend)> {
+        match self.poller() {
+            Err(e) if self == Backend::IoUring && is_unavailable(&e) => {
+                static LOGGED: std::sync::Once = std::sync::Once::new();
+                LOGGED.call_once(|| {
+                    tracing::warn!(error = %e, "io_uring is unavailable: the reactor falls back to epoll");
+                });
+                Ok((Backend::Epoll.poller()?, Backend::Epoll))
+            }
+            other => other.map(|p| (p, self)),
+        }
     }
 }
 
@@ -247,6 +306,7 @@ impl FromStr for Backend {
             "select" => Ok(Backend::Select),
             "poll" => Ok(Backend::Poll),
             "epoll" => Ok(Backend::Epoll),
+            "io_uring" | "io-uring" | "iouring" | "uring" => Ok(Backend::IoUring),
             _ => Err(UnknownBackend(s.to_string())),
         }
     }
@@ -261,13 +321,84 @@ impl fmt::Display for UnknownBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown reactor backend {:?}: valid backends are select, poll and epoll",
+            "unknown reactor backend {:?}: valid backends are select, poll, epoll and io_uring",
             self.0
         )
     }
 }
 
 impl std::error::Error for UnknownBackend {}
+
+/// A backend the kernel refuses (io_uring on an old kernel, under a seccomp policy that
+/// forbids it, or at the locked-memory limit). A [`Poller`] constructor returns it inside an
+/// [`io::Error`] of kind [`Unsupported`](io::ErrorKind::Unsupported); converted to an
+/// [`Error`](crate::Error) it becomes
+/// [`Error::BackendUnavailable`](crate::Error::BackendUnavailable).
+#[derive(Debug)]
+pub struct BackendUnavailable {
+    /// The backend asked for.
+    pub backend: &'static str,
+    /// What the kernel said (ENOSYS, EPERM, ENOMEM, ...).
+    pub cause: io::Error,
+}
+
+impl fmt::Display for BackendUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the {} backend cannot be set up here ({}); use epoll, or leave the backend to the \
+             default choice, which falls back to epoll",
+            self.backend, self.cause
+        )
+    }
+}
+
+impl std::error::Error for BackendUnavailable {}
+
+fn is_unavailable(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|i| i.downcast_ref::<BackendUnavailable>().is_some())
+}
+
+/// What the kernel's io_uring offers, as [`io_uring_probe`] finds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UringFeatures {
+    /// Set-up features (`IORING_FEAT_*` without the prefix).
+    pub features: Vec<&'static str>,
+    /// Operations the kernel supports (`IORING_OP_*` without the prefix), of those torsion
+    /// knows by name.
+    pub supported: Vec<&'static str>,
+    /// Operations it does not support, of the same list.
+    pub unsupported: Vec<&'static str>,
+}
+
+/// Probes the kernel's io_uring: its features and which operations it supports.
+///
+/// # Errors
+/// The system error when a ring cannot be set up.
+///
+/// # Examples
+/// ```
+/// match torsion::poller::io_uring_probe() {
+///     Ok(f) => println!("io_uring features {:?}, ops {:?}", f.features, f.supported),
+///     Err(e) => println!("no io_uring here: {e}"),
+/// }
+/// ```
+pub fn io_uring_probe() -> io::Result<UringFeatures> {
+    let p = crate::sys::uring_probe()?;
+    Ok(UringFeatures {
+        features: p.features,
+        supported: p.supported,
+        unsupported: p.unsupported,
+    })
+}
+
+/// Makes io_uring set-up on this thread fail with `errno` (`None` restores it), as a kernel or
+/// a seccomp policy that refuses io_uring would: for tests of the fallback and of the error.
+#[cfg(any(test, feature = "testing"))]
+pub fn simulate_io_uring_refusal(errno: Option<i32>) {
+    crate::sys::simulate_uring_refusal(errno);
+}
 
 /// Treats EINTR as "no events".
 fn interrupted_ok(r: io::Result<usize>) -> io::Result<usize> {
@@ -289,7 +420,7 @@ mod tests {
         }
         let err = "kqueue".parse::<Backend>().unwrap_err().to_string();
         assert!(
-            err.contains("kqueue") && err.contains("select, poll and epoll"),
+            err.contains("kqueue") && err.contains("select, poll, epoll and io_uring"),
             "{err}"
         );
     }
@@ -329,7 +460,8 @@ mod tests {
     #[test]
     fn every_backend_reports_a_readable_pipe() {
         let _serial = crate::testing::serial(); // opens fds: keep other tests' fd counts exact
-        for b in Backend::ALL {
+                                                // io_uring only where the kernel offers it (tests/uring.rs covers the refusal).
+        for b in Backend::ALL.into_iter().filter(|b| b.available()) {
             let mut p = b.poller().unwrap();
             let (r, w) = crate::sys::pipe().unwrap();
             use std::os::fd::AsRawFd;
@@ -359,7 +491,8 @@ mod tests {
     fn edge_triggered_registrations_report_each_arrival_once() {
         let _serial = crate::testing::serial();
         use std::os::fd::AsRawFd;
-        for b in Backend::ALL {
+        // io_uring only where the kernel offers it (tests/uring.rs covers the refusal).
+        for b in Backend::ALL.into_iter().filter(|b| b.available()) {
             let mut p = b.poller().unwrap();
             let (r, w) = crate::sys::pipe().unwrap();
             let (r, w) = (r.as_raw_fd(), w.as_raw_fd());

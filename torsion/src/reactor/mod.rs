@@ -95,14 +95,17 @@ mod executor;
 mod fdset;
 mod handle;
 mod lifecycle;
+pub mod multi;
 mod registry;
 mod signals;
+mod stats;
 mod triggers;
 
 pub use executor::Task;
 pub use fdset::{FileDescriptor, Readiness, Registration};
 pub use handle::Handle;
 pub use signals::{raise, InvalidSignal, Signal, SignalHandlerId};
+pub use stats::Stats;
 pub use triggers::{Phase, SystemEvent, TriggerId};
 
 use handle::{Shared, ThreadCall};
@@ -158,6 +161,8 @@ pub(crate) struct Inner {
     again: RefCell<Vec<Token>>,
     /// Iterations run so far (tells a request made in this iteration from an older one).
     iteration: Cell<u64>,
+    /// Statistics counters (see `stats`).
+    stats: stats::Counters,
     /// Signal handlers and the stop signals (see `signals`).
     pub(crate) signals: signals::SignalState,
 }
@@ -222,7 +227,9 @@ impl Drop for Reactor {
 }
 
 impl Reactor {
-    /// A reactor on the default backend: `TORSION_REACTOR` if set, else epoll.
+    /// A reactor on the default backend: `TORSION_REACTOR` if set, else epoll. When that is
+    /// io_uring and the kernel refuses it, the reactor runs on epoll instead (one log line
+    /// says so; [`backend`](Reactor::backend) tells which it got).
     ///
     /// # Errors
     /// [`Error::UnknownBackend`] for a bad `TORSION_REACTOR`, or the system error.
@@ -234,13 +241,15 @@ impl Reactor {
     /// # Ok::<(), torsion::Error>(())
     /// ```
     pub fn new() -> Result<Reactor, Error> {
-        Reactor::with_backend(Backend::from_env()?)
+        let (poller, backend) = Backend::from_env()?.default_poller()?;
+        Reactor::build(poller, Some(backend), TimeSource::Monotonic)
     }
 
     /// A reactor on the given backend.
     ///
     /// # Errors
-    /// The system error when the poller or the waker cannot be created.
+    /// [`Error::BackendUnavailable`] when the kernel refuses the backend (io_uring), or the
+    /// system error when the poller or the waker cannot be created.
     pub fn with_backend(backend: Backend) -> Result<Reactor, Error> {
         Reactor::build(backend.poller()?, Some(backend), TimeSource::Monotonic)
     }
@@ -289,6 +298,7 @@ impl Reactor {
                 thread_calls: Cell::new(Vec::new()),
                 again: RefCell::default(),
                 iteration: Cell::new(0),
+                stats: stats::Counters::new(),
                 signals: signals::SignalState::new(),
             }),
         })
@@ -458,6 +468,7 @@ impl Reactor {
     fn run_iteration(&self, cap: Option<Duration>) -> Result<(), Error> {
         let n = self.inner.iteration.get().wrapping_add(1);
         self.inner.iteration.set(n);
+        let mut clock = self.inner.stats.iteration_started();
         // 1. Queued calls.
         self.run_queued_calls();
         // 2. Shutdown, if requested: nothing runs after it.
@@ -465,6 +476,7 @@ impl Reactor {
             self.shutdown();
         }
         if self.inner.finished.get() {
+            self.inner.stats.iteration_ended(clock);
             return Ok(());
         }
         // 3. Timers.
@@ -474,13 +486,20 @@ impl Reactor {
         // 5. Poll.
         let mut events = self.inner.events.take();
         events.clear();
+        let poll_start = clock.as_ref().map(|_| Instant::now());
         let polled = self.inner.poller.borrow_mut().poll(&mut events, timeout);
+        if let (Some(c), Some(t)) = (clock.as_mut(), poll_start) {
+            c.poll_ended(t);
+        }
         // 6. Dispatch: the poller's events, then the reads asked for again.
         if polled.is_ok() {
+            let again = self.inner.again.borrow().len();
+            self.inner.stats.polled(events.len(), again);
             self.dispatch_all(&events);
         }
         events.clear();
         self.inner.events.set(events);
+        self.inner.stats.iteration_ended(clock);
         polled.map_err(Error::from)
     }
 

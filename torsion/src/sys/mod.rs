@@ -12,6 +12,8 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+mod affinity;
+mod counters;
 mod epoll;
 mod poll;
 mod process;
@@ -22,9 +24,11 @@ mod socket;
 mod test_support;
 mod udp;
 mod unix;
-mod uring;
+pub(crate) mod uring;
 mod waker;
 
+pub(crate) use affinity::{allowed_cpus, pin_current_thread};
+pub(crate) use counters::io_totals;
 pub(crate) use epoll::{
     epoll_create, epoll_ctl, epoll_event_parts, epoll_events, epoll_wait, EpollEvent,
 };
@@ -67,6 +71,9 @@ pub(crate) use unix::{
     peer_credentials, process_exists, recv_with_fds, send_with_fds, sockaddr_un, unix_accept,
     unix_bind, unix_connect, unix_local_addr, unix_socket, SCM_MAX_FD,
 };
+pub(crate) use uring::probe as uring_probe;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use uring::simulate_uring_refusal;
 pub(crate) use waker::{eventfd, eventfd_drain, eventfd_signal};
 
 /// A system call's return type whose `-1` means "failed, see `errno`".

@@ -245,6 +245,7 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
         )
     })?;
     let conn = owned(c);
+    super::counters::add_accepted();
     let peer = from_sockaddr(&storage)?;
     Ok((conn, peer))
 }
@@ -278,7 +279,9 @@ pub(crate) fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
 /// `recv(2)` into `buf`.
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length.
-    cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) }).map(|n| n as usize)
+    cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
+        .map(|n| n as usize)
+        .inspect(|&n| super::counters::add_read(n))
 }
 
 /// `send(2)` with MSG_NOSIGNAL: a vanished peer is EPIPE, never SIGPIPE.
@@ -286,6 +289,7 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of its length.
     cvt(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })
         .map(|n| n as usize)
+        .inspect(|&n| super::counters::add_written(n))
 }
 
 /// `send(2)` of urgent (out-of-band) data, for the tests of edge-triggered reading.
@@ -316,7 +320,9 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
     msg.msg_iovlen = n as _;
     // SAFETY: `msg` points at `n` iovecs describing live, readable buffers; the kernel only
     // reads them.
-    cvt(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }).map(|n| n as usize)
+    cvt(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+        .map(|n| n as usize)
+        .inspect(|&n| super::counters::add_written(n))
 }
 
 /// Which direction `shutdown(2)` closes.

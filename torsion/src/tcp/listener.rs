@@ -46,6 +46,10 @@ pub struct ListenOptions {
     pub backlog: i32,
     /// SO_REUSEADDR (default on, so a restarted server can bind at once).
     pub reuse_addr: bool,
+    /// SO_REUSEPORT (default off): several sockets, each with it set, listen on the same
+    /// address and the kernel spreads the incoming connections among them (one reactor per
+    /// core, [`reactor::multi`](crate::reactor::multi)).
+    pub reuse_port: bool,
     /// For IPv6 addresses: accept IPv6 only. Default false: the system's dual-stack default,
     /// as std, tokio and Twisted (`[::]` then accepts IPv4 clients too).
     pub v6_only: bool,
@@ -65,6 +69,7 @@ impl Default for ListenOptions {
         ListenOptions {
             backlog: 1024,
             reuse_addr: true,
+            reuse_port: false,
             v6_only: false,
             max_write_buffer: None,
             close_flush_timeout: super::connection::DEFAULT_CLOSE_FLUSH_TIMEOUT,
@@ -294,6 +299,9 @@ pub(crate) fn listen(
     let fd = sock.as_raw_fd();
     if opts.reuse_addr {
         sys::set_reuseaddr(fd)?;
+    }
+    if opts.reuse_port {
+        sys::set_reuseport(fd)?;
     }
     if addr.is_ipv6() {
         sys::set_v6only(fd, opts.v6_only)?;
