@@ -12,6 +12,8 @@
 //!   [`ReactorTcp`](torsion::ReactorTcp).
 //! * [`TlsProtocol::pass_through`] and [`TlsHandle::start_tls_server`] /
 //!   [`TlsHandle::start_tls_client`] for STARTTLS.
+//! * [`endpoints`]: `ssl:` and `tls:` endpoint strings ([`register_default_endpoints`]),
+//!   [`TlsServerEndpoint`] and [`TlsClientEndpoint`] (Twisted's `wrapClientTLS`).
 //! * [`ServerTls`] / [`ClientTls`]: configurations from PEM files or rustls configurations;
 //!   SNI, ALPN, client certificates. [`tls`] gives the negotiated ALPN protocol, SNI name and
 //!   peer certificates from a connection's transport.
@@ -25,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod endpoints;
 mod error;
 mod layer;
 mod reactor;
@@ -33,6 +36,9 @@ pub use config::{
     certificates_from_pem, certificates_from_pem_file, default_provider, private_key_from_pem,
     private_key_from_pem_file, webpki_roots, ClientTls, ClientTlsBuilder, ServerTls,
     ServerTlsBuilder, DEFAULT_HANDSHAKE_TIMEOUT,
+};
+pub use endpoints::{
+    register_default_endpoints, register_endpoints, TlsClientEndpoint, TlsServerEndpoint,
 };
 pub use error::{ConfigError, TlsError};
 pub use layer::{tls, StartTlsError, TlsHandle, TlsProtocol};

@@ -45,7 +45,7 @@
 //! | `IUNIXTransport.sendFileDescriptor(fd)` | [`UnixTransport::send_file_descriptors`](crate::interfaces::UnixTransport::send_file_descriptors) via [`Transport::unix`] | the bytes that carry the descriptors are given with them; a typed error past the per-message or queue cap |
 //! | `IFileDescriptorReceiver.fileDescriptorReceived(fd)` | [`Protocol::file_descriptor_received`] | an `OwnedFd`: dropped, it is closed |
 //! | (SO_PEERCRED: the peer's pid, uid, gid) | [`UnixTransport::peer_credentials`](crate::interfaces::UnixTransport::peer_credentials) | Twisted has no such call |
-//! | `getPeerCertificate` on a Unix transport | no | no TLS over Unix sockets here |
+//! | `getPeerCertificate` on a Unix transport | `torsion_tls::tls(transport)` → `peer_certificates()` | TLS over a Unix socket: `torsion_tls::TlsServerEndpoint` / `TlsClientEndpoint` around the Unix endpoints |
 //!
 //! # Processes, standard I/O and signals
 //!
@@ -83,11 +83,17 @@
 //! | `clientFromString(reactor, s)` | [`client_from_string`](crate::endpoints::client_from_string) | errors are typed: [`EndpointError`](crate::endpoints::EndpointError) |
 //! | `TCP4ServerEndpoint` / `TCP6ServerEndpoint` | [`TcpServerEndpoint`](crate::endpoints::TcpServerEndpoint) | IPv6: give an IPv6 `interface` |
 //! | `TCP4ClientEndpoint` | [`TcpClientEndpoint`](crate::endpoints::TcpClientEndpoint) | |
+//! | `serverFromString(reactor, "unix:/path:mode=660:lockfile=1")` / `UNIXServerEndpoint` | [`UnixServerEndpoint`](crate::endpoints::UnixServerEndpoint) | `unix:@name` for a Linux abstract name (no lock file there) |
+//! | `clientFromString(reactor, "unix:/path:checkPID=1")` / `UNIXClientEndpoint` | [`UnixClientEndpoint`](crate::endpoints::UnixClientEndpoint) | `checkPID` fails the connect at once without a live lock holder |
+//! | `serverFromString(reactor, "ssl:443:privateKey=k.pem:certKey=c.pem")` | `torsion_tls::register_default_endpoints()`, then [`server_from_string`](crate::endpoints::server_from_string) | in the `torsion-tls` crate (`torsion_tls::TlsServerEndpoint`); also `caCerts=` (client certificates required), `extraCertChain=`, `alpn=h2,http/1.1`, `handshakeTimeout=` |
+//! | `clientFromString(reactor, "tls:host:443:trustRoots=ca.pem")`, older `ssl:host=H:port=P:caCertsDir=D` | `torsion_tls::TlsClientEndpoint` through [`client_from_string`](crate::endpoints::client_from_string) | `certificate=`/`privateKey=`, `serverName=`, `alpn=`; `ssl:` without `caCertsDir` verifies against the bundled roots (Twisted does not verify at all) |
+//! | `wrapClientTLS(options, endpoint)` | `torsion_tls::TlsClientEndpoint::new` | the connect fires when the connection below is made, before the handshake, as Twisted's |
 //! | `HostnameEndpoint` | [`HostnameEndpoint`](crate::endpoints::HostnameEndpoint) | all failures listed: [`AttemptsFailed`](crate::endpoints::AttemptsFailed) |
 //! | `endpoint.listen(f)` / `endpoint.connect(f)` | [`ServerEndpoint::listen`](crate::endpoints::ServerEndpoint::listen), [`ClientEndpointExt::connect`](crate::endpoints::ClientEndpointExt::connect) | `connect` takes a closure and gives the typed [`Connected`](crate::endpoints::Connected) protocol; any factory: [`connect_factory`](crate::endpoints::ClientEndpoint::connect_factory) |
 //! | `connectProtocol(endpoint, p)` | [`connect_protocol`](crate::endpoints::connect_protocol) | |
 //! | `ClientService(endpoint, factory)` | [`ClientService`](crate::service::ClientService) | `whenConnected` is [`when_connected`](crate::service::ClientService::when_connected); backoff [`Backoff`](crate::service::Backoff) |
 //! | `MemoryReactor.tcpClients` | [`MemoryReactor::tcp_clients`](crate::testing::MemoryReactor::tcp_clients) | play an attempt: [`TcpClient::accept`](crate::testing::TcpClient::accept) / [`fail`](crate::testing::TcpClient::fail) |
+//! | `MemoryReactor.unixServers` / `unixClients` | [`MemoryReactor::unix_servers`](crate::testing::MemoryReactor::unix_servers), [`unix_clients`](crate::testing::MemoryReactor::unix_clients) | played as TCP ones: [`UnixClient::accept`](crate::testing::UnixClient::accept) |
 //!
 //! # Deferreds ([`defer`](crate::defer))
 //!
@@ -114,7 +120,7 @@
 //!
 //! # Not there yet
 //!
-//! * TLS (being built as the `torsion-tls` crate), serial ports.
+//! * Serial ports. (TLS is the `torsion-tls` crate.)
 //! * `FileSender`, and the `twisted.protocols` modules beyond `basic` and `policies` (`amp`,
 //!   `loopback`, ...).
 //! * Shutdown triggers that return a Deferred (Twisted waits for them).

@@ -12,10 +12,13 @@
 //!   [`ProtocolFactory`] and gives the [`Transport`]. [`TcpClientEndpoint`] is Twisted's
 //!   `TCP4ClientEndpoint`; [`HostnameEndpoint`] resolves a name on the reactor's bounded
 //!   resolver pool and races the addresses (Happy Eyeballs, RFC 8305).
+//! * [`UnixServerEndpoint`] and [`UnixClientEndpoint`] are Twisted's `UNIXServerEndpoint` and
+//!   `UNIXClientEndpoint`: a path, or a Linux abstract name.
 //! * [`server_from_string`] and [`client_from_string`] make endpoints from Twisted's endpoint
 //!   strings (`tcp:8080:interface=127.0.0.1`, `tcp:host=example.com:port=80:timeout=5`,
-//!   `unix:/run/app.sock`); more schemes go in an [`EndpointRegistry`], or in this thread's
-//!   default one with [`register_server_scheme`] / [`register_client_scheme`].
+//!   `unix:/run/app.sock:mode=660`, `unix:@abstract-name`); more schemes go in an
+//!   [`EndpointRegistry`], or in this thread's default one with [`register_server_scheme`] /
+//!   [`register_client_scheme`]. The `torsion-tls` crate adds `ssl:` and `tls:` that way.
 //!
 //! Endpoints run on anything that implements [`EndpointReactor`]: the real [`Reactor`], and the
 //! testing kit's [`MemoryReactor`](crate::testing::MemoryReactor), on which a test plays the
@@ -76,8 +79,9 @@ use std::time::Duration;
 
 use crate::interfaces::{
     Address, ClientFactory, Connector, Context, HalfClose, ListeningPort, Protocol,
-    ProtocolFactory, ReactorTcp, Transport,
+    ProtocolFactory, ReactorTcp, ReactorUnix, Transport, UnixAddress,
 };
+use crate::unix::UnixListenOptions;
 use crate::{ConnectError, Deferred, Error, Failure, Reactor, Reason};
 
 mod race;
@@ -85,8 +89,8 @@ mod strings;
 
 pub use race::AttemptsFailed;
 pub use strings::{
-    client_from_string, quote, register_client_scheme, register_server_scheme, server_from_string,
-    ClientParser, EndpointArgs, EndpointError, EndpointRegistry, ServerParser,
+    client_from_string, ip, number, quote, register_client_scheme, register_server_scheme, seconds,
+    server_from_string, ClientParser, EndpointArgs, EndpointError, EndpointRegistry, ServerParser,
     TcpClientDescription, TcpServerDescription, UnixClientDescription, UnixServerDescription,
 };
 
@@ -130,6 +134,33 @@ pub trait EndpointReactor: ReactorTcp {
     /// [`ConnectError::Io`] when the process is out of descriptors or threads). Cancelling the
     /// Deferred abandons the lookup.
     fn resolve(&self, host: &str, port: u16) -> Deferred<Vec<SocketAddr>>;
+
+    /// Listens on the Unix socket `addr` with `opts` (Twisted's `listenUNIX` with `mode`,
+    /// `backlog` and `wantPID`). By default the real reactor's
+    /// [`listen_unix_with`](Reactor::listen_unix_with), so that a wrapper which changes
+    /// another method keeps real Unix sockets; the memory reactor records the call instead.
+    ///
+    /// # Errors
+    /// As [`Reactor::listen_unix_with`].
+    fn listen_unix_endpoint(
+        &self,
+        addr: UnixAddress,
+        opts: UnixListenOptions,
+        factory: Rc<dyn ProtocolFactory>,
+    ) -> Result<ListeningPort, Error> {
+        self.reactor().listen_unix_dyn(addr, factory, opts)
+    }
+
+    /// Connects to the Unix socket `addr` (Twisted's `connectUNIX`); the factory's callbacks
+    /// report the outcome. By default the real reactor's; the memory reactor records it.
+    fn connect_unix_endpoint(
+        &self,
+        addr: UnixAddress,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+    ) -> Connector {
+        self.reactor().connect_unix_to(addr, factory, timeout)
+    }
 }
 
 impl EndpointReactor for Reactor {
@@ -593,6 +624,7 @@ impl ClientEndpoint for TcpClientEndpoint {
             bind: self.bind,
             delay: Duration::ZERO,
             deadline: None,
+            unix: None,
         };
         race::Race::single(self.net.clone(), factory, plan, self.host.clone())
     }
@@ -604,6 +636,281 @@ impl ClientEndpoint for TcpClientEndpoint {
             self.host.clone()
         };
         format!("tcp:{host}:{}", self.port)
+    }
+}
+
+// ------------------------------------------------------------------------------ Unix sockets
+
+/// How a Unix socket address is written in endpoint strings and descriptions: the path, or
+/// `@name` for a Linux abstract name.
+fn unix_text(addr: &UnixAddress) -> String {
+    match addr {
+        UnixAddress::Path(p) => p.display().to_string(),
+        UnixAddress::Abstract(name) => format!("@{}", String::from_utf8_lossy(name)),
+        UnixAddress::Unnamed => "(unnamed)".into(),
+    }
+}
+
+/// Listens on a Unix socket (Twisted's `UNIXServerEndpoint`; the string
+/// `unix:/run/app.sock:mode=660:backlog=50:lockfile=1`, or `unix:@name` for a Linux abstract
+/// name). The socket file's policy (a live server refuses, a dead socket file is replaced, the
+/// file is removed when the port stops) is [`Reactor::listen_unix`]'s.
+///
+/// # Examples
+/// ```
+/// use std::rc::Rc;
+/// use torsion::endpoints::{server_from_string, ServerEndpoint};
+/// use torsion::{Context, Factory, Protocol, Reactor};
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {
+///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+/// }
+///
+/// let dir = std::env::temp_dir().join(format!("torsion-doc-unix-ep-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("app.sock");
+/// let reactor = Reactor::new()?;
+/// let endpoint = server_from_string(&reactor, &format!("unix:{}:mode=600", path.display()))?;
+/// let port = endpoint.listen(Rc::new(Factory::for_protocol(|| Quiet))).try_result().unwrap().unwrap();
+/// assert!(path.exists());
+/// // lockfile=1 by default: a symbolic link naming this process.
+/// let lock = std::fs::read_link(dir.join("app.sock.lock")).unwrap();
+/// assert_eq!(lock.to_str(), Some(&*std::process::id().to_string()));
+/// port.stop_listening();
+/// assert!(!path.exists());
+/// # std::fs::remove_dir(&dir).unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct UnixServerEndpoint {
+    net: Rc<dyn EndpointReactor>,
+    addr: UnixAddress,
+    mode: u32,
+    backlog: i32,
+    lock: bool,
+}
+
+impl fmt::Debug for UnixServerEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl UnixServerEndpoint {
+    /// Listens on `addr` (a path; a `&str` starting with `@` is an abstract name), mode
+    /// `0o666`, backlog 50, no lock file (Twisted's constructor defaults; the `unix:` string's
+    /// `lockfile` defaults to 1).
+    #[doc(alias = "UNIXServerEndpoint")]
+    pub fn new(reactor: &dyn EndpointReactor, addr: impl Into<UnixAddress>) -> UnixServerEndpoint {
+        UnixServerEndpoint {
+            net: reactor.shared(),
+            addr: addr.into(),
+            mode: 0o666,
+            backlog: DEFAULT_BACKLOG,
+            lock: false,
+        }
+    }
+
+    /// From a parsed description (`unix:` strings). The lock file is for paths only: it is
+    /// not taken for an abstract name.
+    pub fn from_description(
+        reactor: &dyn EndpointReactor,
+        d: &UnixServerDescription,
+    ) -> UnixServerEndpoint {
+        let addr = d.address();
+        let lock = d.lockfile && matches!(addr, UnixAddress::Path(_));
+        UnixServerEndpoint::new(reactor, addr)
+            .mode(d.mode)
+            .backlog(d.backlog)
+            .lockfile(lock)
+    }
+
+    /// The socket file's permissions (default `0o666`; ignored for an abstract name). A mode
+    /// above `0o7777` fails the listen with [`Error::BadAddress`].
+    pub fn mode(mut self, mode: u32) -> UnixServerEndpoint {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the accept queue's length, clamped to 1..=65535.
+    pub fn backlog(mut self, backlog: i32) -> UnixServerEndpoint {
+        self.backlog = backlog.clamp(1, 65_535);
+        self
+    }
+
+    /// Holds a lock file `PATH.lock` naming this process while listening (Twisted's
+    /// `wantPID`; [`UnixListenOptions::lock`]). Paths only: listening on an abstract name
+    /// with it fails.
+    #[doc(alias = "wantPID")]
+    pub fn lockfile(mut self, lock: bool) -> UnixServerEndpoint {
+        self.lock = lock;
+        self
+    }
+
+    /// The address listened on.
+    pub fn address(&self) -> &UnixAddress {
+        &self.addr
+    }
+}
+
+impl ServerEndpoint for UnixServerEndpoint {
+    fn listen(&self, factory: Rc<dyn ProtocolFactory>) -> Deferred<ListeningPort> {
+        let opts = UnixListenOptions {
+            backlog: self.backlog,
+            mode: match self.addr {
+                UnixAddress::Path(_) => Some(self.mode),
+                _ => None,
+            },
+            lock: self.lock,
+            ..UnixListenOptions::default()
+        };
+        match self
+            .net
+            .listen_unix_endpoint(self.addr.clone(), opts, factory)
+        {
+            Ok(port) => Deferred::succeed(port),
+            Err(e) => Deferred::fail(e),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "unix:{} (mode {:o}, backlog {}{})",
+            unix_text(&self.addr),
+            self.mode,
+            self.backlog,
+            if self.lock { ", lock file" } else { "" }
+        )
+    }
+}
+
+/// Connects to a Unix socket (Twisted's `UNIXClientEndpoint`; the string
+/// `unix:/run/app.sock:timeout=5:checkPID=1`, or `unix:@name`). The Deferred fires once the
+/// protocol's `connection_made` has run, as for TCP.
+///
+/// With [`check_pid`](Self::check_pid) (a path only), the connect fails at once with
+/// [`ConnectError::Io`] (`NotFound`) unless the server's lock file `PATH.lock` names a live
+/// process (a server listening with `lockfile=1`).
+///
+/// # Examples
+/// Over the memory reactor, where the test plays the connection:
+/// ```
+/// use torsion::endpoints::{client_from_string, ClientEndpointExt};
+/// use torsion::testing::MemoryReactor;
+/// use torsion::{Context, Factory, Protocol};
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {
+///     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+/// }
+///
+/// let mr = MemoryReactor::new()?;
+/// let d = client_from_string(&mr, "unix:@bus:timeout=5")?.connect(|_| Quiet);
+/// let attempt = &mr.unix_clients()[0];
+/// assert_eq!(attempt.addr, torsion::interfaces::UnixAddress::abstract_name("bus"));
+/// let _pump = attempt.accept(&Factory::for_protocol(|| Quiet)).unwrap();
+/// let connected = d.try_result().unwrap().unwrap();
+/// assert_eq!(connected.transport().peer().to_string(), "unix:@bus");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct UnixClientEndpoint {
+    net: Rc<dyn EndpointReactor>,
+    addr: UnixAddress,
+    timeout: Duration,
+    check_pid: bool,
+}
+
+impl fmt::Debug for UnixClientEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl UnixClientEndpoint {
+    /// Connects to `addr` (a path; a `&str` starting with `@` is an abstract name), timeout
+    /// 30 s.
+    #[doc(alias = "UNIXClientEndpoint")]
+    pub fn new(reactor: &dyn EndpointReactor, addr: impl Into<UnixAddress>) -> UnixClientEndpoint {
+        UnixClientEndpoint {
+            net: reactor.shared(),
+            addr: addr.into(),
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            check_pid: false,
+        }
+    }
+
+    /// From a parsed description (`unix:` strings).
+    pub fn from_description(
+        reactor: &dyn EndpointReactor,
+        d: &UnixClientDescription,
+    ) -> UnixClientEndpoint {
+        UnixClientEndpoint::new(reactor, d.address())
+            .timeout(d.timeout)
+            .check_pid(d.check_pid)
+    }
+
+    /// Fails the attempt with [`ConnectError::TimedOut`] after `timeout` (a server whose
+    /// accept queue is full is retried until then).
+    pub fn timeout(mut self, timeout: Duration) -> UnixClientEndpoint {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Refuses to connect unless the server's lock file names a live process (Twisted's
+    /// `checkPID`). Ignored for an abstract name, which has no lock file.
+    pub fn check_pid(mut self, check: bool) -> UnixClientEndpoint {
+        self.check_pid = check;
+        self
+    }
+
+    /// The address connected to.
+    pub fn address(&self) -> &UnixAddress {
+        &self.addr
+    }
+}
+
+/// Twisted's `checkPID`: the lock file next to `path` names a live process.
+fn server_alive(path: &std::path::Path) -> Result<(), ConnectError> {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = std::path::PathBuf::from(lock);
+    let holder = std::fs::read_link(&lock)
+        .ok()
+        .and_then(|t| t.to_str().and_then(|t| t.parse::<u32>().ok()));
+    match holder {
+        Some(pid) if crate::sys::process_exists(pid) => Ok(()),
+        _ => Err(ConnectError::io(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{}: no live server holds the lock file (checkPID)",
+                lock.display()
+            ),
+        ))),
+    }
+}
+
+impl ClientEndpoint for UnixClientEndpoint {
+    fn connect_factory(&self, factory: Rc<dyn ProtocolFactory>) -> Deferred<Transport> {
+        if let (true, UnixAddress::Path(p)) = (self.check_pid, &self.addr) {
+            if let Err(e) = server_alive(p) {
+                return Deferred::fail(e);
+            }
+        }
+        let plan = race::Plan {
+            port: 0,
+            timeout: self.timeout,
+            bind: None,
+            delay: Duration::ZERO,
+            deadline: None,
+            unix: Some(self.addr.clone()),
+        };
+        race::Race::single(self.net.clone(), factory, plan, unix_text(&self.addr))
+    }
+
+    fn describe(&self) -> String {
+        format!("unix:{}", unix_text(&self.addr))
     }
 }
 
@@ -714,6 +1021,7 @@ impl ClientEndpoint for HostnameEndpoint {
             bind: self.bind,
             delay: self.delay,
             deadline: Some(self.timeout),
+            unix: None,
         };
         race::Race::hostname(self.net.clone(), factory, plan, self.host.clone())
     }

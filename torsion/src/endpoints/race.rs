@@ -12,6 +12,7 @@ use super::EndpointReactor;
 use crate::defer::{Resolver, TimedOut};
 use crate::interfaces::{
     Address, ClientFactory, Connector, Context, HalfClose, Protocol, ProtocolFactory, Transport,
+    UnixAddress,
 };
 use crate::protocol::{factory_port_closed, factory_port_opened};
 use crate::{ConnectError, Deferred, DelayedCall, Failure, Reason};
@@ -57,6 +58,8 @@ pub(crate) struct Plan {
     pub(crate) delay: Duration,
     /// The whole connect's time limit (hostname endpoints).
     pub(crate) deadline: Option<Duration>,
+    /// A Unix socket to connect to instead of a TCP host (Unix endpoints).
+    pub(crate) unix: Option<UnixAddress>,
 }
 
 struct AttemptRec {
@@ -215,13 +218,18 @@ impl Race {
             race: self.strong(),
             index,
         });
-        let connector = self.net.connect_tcp_bound(
-            &host,
-            self.plan.port,
-            factory,
-            self.plan.timeout,
-            self.plan.bind,
-        );
+        let connector = match &self.plan.unix {
+            Some(addr) => self
+                .net
+                .connect_unix_endpoint(addr.clone(), factory, self.plan.timeout),
+            None => self.net.connect_tcp_bound(
+                &host,
+                self.plan.port,
+                factory,
+                self.plan.timeout,
+                self.plan.bind,
+            ),
+        };
         let more = {
             let mut st = self.st.borrow_mut();
             let rec = &mut st.attempts[index];

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use super::{
     ClientEndpoint, EndpointReactor, ServerEndpoint, TcpClientEndpoint, TcpServerEndpoint,
-    DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT,
+    UnixClientEndpoint, UnixServerEndpoint, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT,
 };
+use crate::interfaces::UnixAddress;
 
 /// Why an endpoint string was refused. Each variant names the part of the string at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,26 @@ pub enum EndpointError {
         /// The value given.
         value: String,
     },
+    /// A file named by an option cannot be used (missing, unreadable, or not what the option
+    /// needs: a PEM file without a certificate, say).
+    BadFile {
+        /// The option's name.
+        name: String,
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A value that is not valid for its option (a server name that is not a DNS name, an
+    /// empty ALPN protocol, options that do not go together...).
+    BadValue {
+        /// The option's name.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The string is valid, but this build cannot make that kind of endpoint yet.
     Unsupported {
         /// The scheme.
@@ -116,6 +137,14 @@ impl fmt::Display for EndpointError {
             EndpointError::BadAddress { name, value } => {
                 write!(f, "{name}: {value:?} is not an IP address")
             }
+            EndpointError::BadFile { name, path, detail } => {
+                write!(f, "{name}: {}: {detail}", path.display())
+            }
+            EndpointError::BadValue {
+                name,
+                value,
+                detail,
+            } => write!(f, "{name}: {value:?}: {detail}"),
             EndpointError::Unsupported { scheme, detail } => write!(f, "{scheme}: {detail}"),
         }
     }
@@ -268,7 +297,23 @@ impl EndpointArgs {
     }
 }
 
-fn number<T: std::str::FromStr + PartialOrd + fmt::Display>(
+/// Reads a whole number between `min` and `max` (digits only) for the option `name`: what
+/// every number of an endpoint string goes through (schemes registered by other crates
+/// included).
+///
+/// # Errors
+/// [`EndpointError::BadNumber`] for anything but digits, [`EndpointError::OutOfRange`] (with
+/// `range`, for people) outside the bounds.
+///
+/// ```
+/// use torsion::endpoints::{number, EndpointError};
+///
+/// assert_eq!(number::<u16>("port", "443", 1, 65_535, "1 to 65535")?, 443);
+/// assert!(matches!(number::<u16>("port", "0x1", 1, 65_535, "1 to 65535"), Err(EndpointError::BadNumber { .. })));
+/// assert!(matches!(number::<u16>("port", "70000", 1, 65_535, "1 to 65535"), Err(EndpointError::OutOfRange { .. })));
+/// # Ok::<(), EndpointError>(())
+/// ```
+pub fn number<T: std::str::FromStr + PartialOrd + fmt::Display>(
     name: &'static str,
     value: &str,
     min: T,
@@ -305,8 +350,22 @@ fn flag(name: &'static str, value: &str) -> Result<bool, EndpointError> {
     }
 }
 
-/// Seconds, whole or decimal, more than 0 and at most a day.
-fn seconds(name: &'static str, value: &str) -> Result<Duration, EndpointError> {
+/// Reads seconds, whole or decimal (`5`, `0.25`), more than 0 and at most a day, for the
+/// option `name` (timeouts).
+///
+/// # Errors
+/// [`EndpointError::BadNumber`], or [`EndpointError::OutOfRange`].
+///
+/// ```
+/// use std::time::Duration;
+/// use torsion::endpoints::seconds;
+///
+/// assert_eq!(seconds("timeout", "0.5")?, Duration::from_millis(500));
+/// assert!(seconds("timeout", "0").is_err());
+/// assert!(seconds("timeout", "-1").is_err());
+/// # Ok::<(), torsion::endpoints::EndpointError>(())
+/// ```
+pub fn seconds(name: &'static str, value: &str) -> Result<Duration, EndpointError> {
     let v = value.trim();
     let ok = !v.is_empty()
         && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
@@ -330,7 +389,11 @@ fn seconds(name: &'static str, value: &str) -> Result<Duration, EndpointError> {
     Ok(Duration::from_secs_f64(n))
 }
 
-fn ip(name: &'static str, value: &str) -> Result<IpAddr, EndpointError> {
+/// Reads an IP address for the option `name`.
+///
+/// # Errors
+/// [`EndpointError::BadAddress`].
+pub fn ip(name: &'static str, value: &str) -> Result<IpAddr, EndpointError> {
     value.parse().map_err(|_| EndpointError::BadAddress {
         name,
         value: value.to_string(),
@@ -436,6 +499,12 @@ pub struct UnixServerDescription {
 }
 
 impl UnixServerDescription {
+    /// The socket's address: the path, or a Linux abstract name when the path starts with
+    /// `@` (`unix:@name`).
+    pub fn address(&self) -> UnixAddress {
+        unix_address(&self.path)
+    }
+
     /// Reads the arguments of a `unix:` server string (`path=` is taken for `address=`).
     ///
     /// # Errors
@@ -494,6 +563,12 @@ pub struct UnixClientDescription {
 }
 
 impl UnixClientDescription {
+    /// The socket's address: the path, or a Linux abstract name when the path starts with
+    /// `@` (`unix:@name`).
+    pub fn address(&self) -> UnixAddress {
+        unix_address(&self.path)
+    }
+
     /// Reads the arguments of a `unix:` client string.
     ///
     /// # Errors
@@ -514,6 +589,13 @@ impl UnixClientDescription {
             timeout,
             check_pid,
         })
+    }
+}
+
+fn unix_address(path: &std::path::Path) -> UnixAddress {
+    match path.to_str() {
+        Some(s) => UnixAddress::from(s),
+        None => UnixAddress::Path(path.to_path_buf()),
     }
 }
 
@@ -591,9 +673,9 @@ pub type ClientParser = Rc<
 /// [`register_server_scheme`] and [`register_client_scheme`] extend (how the TLS crate adds
 /// `ssl:`).
 ///
-/// `unix:` strings are parsed in full ([`UnixServerDescription`], [`UnixClientDescription`])
-/// but making the endpoint answers [`EndpointError::Unsupported`] until Unix socket endpoints
-/// are wired in (one entry in `EndpointRegistry::new`).
+/// `unix:` strings make [`UnixServerEndpoint`]s and [`UnixClientEndpoint`]s (a path, or
+/// `@name` for a Linux abstract name); the `torsion-tls` crate adds `ssl:` and `tls:`
+/// (`torsion_tls::register_endpoints`).
 ///
 /// # Examples
 /// A scheme of one's own, `echo:PORT`, an alias of `tcp:PORT:interface=127.0.0.1`:
@@ -659,33 +741,18 @@ impl EndpointRegistry {
                 Ok(Box::new(TcpClientEndpoint::from_description(reactor, &d)))
             }),
         );
-        // Unix socket endpoints: the strings are parsed and checked here; making the
-        // endpoint is the one line to change once they exist (replace the `Err` with the
-        // endpoint built from `d`).
         r.register_server(
             "unix",
-            Rc::new(|_reactor, a| {
+            Rc::new(|reactor, a| {
                 let d = UnixServerDescription::from_args(a)?;
-                Err(EndpointError::Unsupported {
-                    scheme: a.scheme.clone(),
-                    detail: format!(
-                        "Unix socket server endpoints are not available yet ({})",
-                        d.path.display()
-                    ),
-                })
+                Ok(Box::new(UnixServerEndpoint::from_description(reactor, &d)))
             }),
         );
         r.register_client(
             "unix",
-            Rc::new(|_reactor, a| {
+            Rc::new(|reactor, a| {
                 let d = UnixClientDescription::from_args(a)?;
-                Err(EndpointError::Unsupported {
-                    scheme: a.scheme.clone(),
-                    detail: format!(
-                        "Unix socket client endpoints are not available yet ({})",
-                        d.path.display()
-                    ),
-                })
+                Ok(Box::new(UnixClientEndpoint::from_description(reactor, &d)))
             }),
         );
         r

@@ -14,10 +14,11 @@ use super::IoPump;
 use crate::endpoints::EndpointReactor;
 use crate::interfaces::{
     Address, ClientFactory, Connector, ConnectorImpl, Context, HalfClose, ListeningPort,
-    ListeningPortImpl, Protocol, ProtocolFactory, ReactorTcp, Transport,
+    ListeningPortImpl, Protocol, ProtocolFactory, ReactorTcp, ReactorUnix, Transport, UnixAddress,
 };
 use crate::poller::{Event, Interest, Poller, Token, Trigger};
 use crate::time::TimeSource;
+use crate::unix::UnixListenOptions;
 use crate::{ConnectError, Deferred, Reason};
 use crate::{Error, Reactor};
 
@@ -286,33 +287,135 @@ impl TcpClient {
     /// # Ok::<(), torsion::Error>(())
     /// ```
     pub fn accept(&self, server: &dyn ProtocolFactory) -> Option<IoPump> {
-        if !self.imp.connecting.get() {
-            return None;
-        }
-        let server_addr = self.server_address();
         let client_addr = Address::memory(format!("client-of-{}", self.host));
-        let Some(s) = server.build_protocol(&client_addr) else {
-            self.fail(ConnectError::Refused);
-            return None;
-        };
-        self.imp.connecting.set(false);
-        let Some(c) = self.factory.build_protocol(&server_addr) else {
-            self.factory
-                .client_connection_failed(&self.connector, ConnectError::NoProtocol);
-            return None;
-        };
-        let c = Box::new(Played {
-            inner: c,
-            imp: self.imp.clone(),
-            connector: self.connector.clone(),
-        });
-        Some(IoPump::with_addresses(
+        play(
+            &self.imp,
+            &self.factory,
+            &self.connector,
             &self.reactor,
-            s,
-            c,
-            server_addr,
+            server,
+            self.server_address(),
             client_addr,
-        ))
+        )
+    }
+}
+
+/// Plays a pending attempt: connects it to a protocol built by `server` through memory.
+fn play(
+    imp: &Rc<FakeConnector>,
+    factory: &Rc<dyn ClientFactory>,
+    connector: &Connector,
+    reactor: &Reactor,
+    server: &dyn ProtocolFactory,
+    server_addr: Address,
+    client_addr: Address,
+) -> Option<IoPump> {
+    if !imp.connecting.get() {
+        return None;
+    }
+    let Some(s) = server.build_protocol(&client_addr) else {
+        if imp.connecting.replace(false) {
+            factory.client_connection_failed(connector, ConnectError::Refused);
+        }
+        return None;
+    };
+    imp.connecting.set(false);
+    let Some(c) = factory.build_protocol(&server_addr) else {
+        factory.client_connection_failed(connector, ConnectError::NoProtocol);
+        return None;
+    };
+    let c = Box::new(Played {
+        inner: c,
+        imp: imp.clone(),
+        connector: connector.clone(),
+    });
+    Some(IoPump::with_addresses(
+        reactor,
+        s,
+        c,
+        server_addr,
+        client_addr,
+    ))
+}
+
+/// A `listen_unix` call recorded by a [`MemoryReactor`] (through [`ReactorUnix`] or a Unix
+/// endpoint).
+#[derive(Clone)]
+pub struct UnixServer {
+    /// The address asked for.
+    pub addr: UnixAddress,
+    /// The factory given.
+    pub factory: Rc<dyn ProtocolFactory>,
+    /// The port handed back (its `stop_listening` is recorded).
+    pub port: ListeningPort,
+    /// The options asked for (mode, backlog, lock file); the defaults through
+    /// [`ReactorUnix::listen_unix_on`].
+    pub options: UnixListenOptions,
+}
+
+impl fmt::Debug for UnixServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixServer")
+            .field("addr", &self.addr)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `connect_unix` call recorded by a [`MemoryReactor`]: played by the test as a
+/// [`TcpClient`] is ([`accept`](UnixClient::accept), [`fail`](UnixClient::fail)).
+#[derive(Clone)]
+pub struct UnixClient {
+    /// The address asked for.
+    pub addr: UnixAddress,
+    /// The factory given.
+    pub factory: Rc<dyn ClientFactory>,
+    /// The timeout given.
+    pub timeout: Duration,
+    /// The connector handed back.
+    pub connector: Connector,
+    imp: Rc<FakeConnector>,
+    reactor: Reactor,
+}
+
+impl fmt::Debug for UnixClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixClient")
+            .field("addr", &self.addr)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UnixClient {
+    /// True while the attempt waits to be played (and was not cancelled).
+    pub fn pending(&self) -> bool {
+        self.imp.connecting.get()
+    }
+
+    /// Fails the pending attempt with `reason`, as [`TcpClient::fail`].
+    pub fn fail(&self, reason: ConnectError) -> bool {
+        if !self.imp.connecting.replace(false) {
+            return false;
+        }
+        self.factory
+            .client_connection_failed(&self.connector, reason);
+        true
+    }
+
+    /// Connects the pending attempt to a protocol built by `server` through memory, as
+    /// [`TcpClient::accept`]: the client's peer is the Unix address it asked for, the
+    /// server's peer an unnamed Unix socket (as a real Unix client's).
+    pub fn accept(&self, server: &dyn ProtocolFactory) -> Option<IoPump> {
+        play(
+            &self.imp,
+            &self.factory,
+            &self.connector,
+            &self.reactor,
+            server,
+            Address::Unix(self.addr.clone()),
+            Address::Unix(UnixAddress::Unnamed),
+        )
     }
 }
 
@@ -357,6 +460,8 @@ struct Shared {
     poller: MemoryPollerHandle,
     servers: RefCell<Vec<TcpServer>>,
     clients: RefCell<Vec<TcpClient>>,
+    unix_servers: RefCell<Vec<UnixServer>>,
+    unix_clients: RefCell<Vec<UnixClient>>,
     hosts: RefCell<HashMap<String, Vec<IpAddr>>>,
     next_port: Cell<u16>,
 }
@@ -432,6 +537,8 @@ impl MemoryReactor {
                 poller: handle,
                 servers: RefCell::default(),
                 clients: RefCell::default(),
+                unix_servers: RefCell::default(),
+                unix_clients: RefCell::default(),
                 hosts: RefCell::default(),
                 next_port: Cell::new(40_000),
             }),
@@ -486,7 +593,17 @@ impl MemoryReactor {
         self.inner.clients.borrow().clone()
     }
 
-    /// The connection attempts still waiting to be played, oldest first.
+    /// The Unix `listen` calls so far ([`ReactorUnix`] and Unix endpoints).
+    pub fn unix_servers(&self) -> Vec<UnixServer> {
+        self.inner.unix_servers.borrow().clone()
+    }
+
+    /// The Unix `connect` calls so far ([`ReactorUnix`] and Unix endpoints).
+    pub fn unix_clients(&self) -> Vec<UnixClient> {
+        self.inner.unix_clients.borrow().clone()
+    }
+
+    /// The TCP connection attempts still waiting to be played, oldest first.
     pub fn pending_clients(&self) -> Vec<TcpClient> {
         self.tcp_clients()
             .into_iter()
@@ -517,7 +634,7 @@ impl MemoryReactor {
             next.set(next.get().wrapping_add(1).max(1));
         }
         let port = ListeningPort::new(Rc::new(FakePort {
-            addr: bound,
+            addr: Address::Tcp(bound),
             listening: Cell::new(true),
             factory: factory.clone(),
         }));
@@ -531,6 +648,47 @@ impl MemoryReactor {
         port
     }
 
+    fn record_unix_listen(
+        &self,
+        addr: UnixAddress,
+        options: UnixListenOptions,
+        factory: Rc<dyn ProtocolFactory>,
+    ) -> ListeningPort {
+        let port = ListeningPort::new(Rc::new(FakePort {
+            addr: Address::Unix(addr.clone()),
+            listening: Cell::new(true),
+            factory: factory.clone(),
+        }));
+        crate::protocol::factory_port_opened(&factory);
+        self.inner.unix_servers.borrow_mut().push(UnixServer {
+            addr,
+            factory,
+            port: port.clone(),
+            options,
+        });
+        port
+    }
+
+    fn record_unix_connect(
+        &self,
+        addr: UnixAddress,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+    ) -> Connector {
+        let imp = FakeConnector::new(Address::Unix(addr.clone()).to_string(), factory.clone());
+        let connector = Connector::new(imp.clone());
+        factory.started_connecting(&connector);
+        self.inner.unix_clients.borrow_mut().push(UnixClient {
+            addr,
+            factory,
+            timeout,
+            connector: connector.clone(),
+            imp,
+            reactor: self.inner.reactor.clone(),
+        });
+        connector
+    }
+
     fn record_connect(
         &self,
         host: &str,
@@ -539,15 +697,8 @@ impl MemoryReactor {
         timeout: Duration,
         bind: Option<SocketAddr>,
     ) -> Connector {
-        let imp = Rc::new(FakeConnector {
-            destination: format!("{host}:{port}"),
-            connecting: Cell::new(true),
-            transport: RefCell::new(None),
-            factory: factory.clone(),
-            me: RefCell::new(None),
-        });
+        let imp = FakeConnector::new(format!("{host}:{port}"), factory.clone());
         let connector = Connector::new(imp.clone());
-        *imp.me.borrow_mut() = Some(Rc::downgrade(&imp));
         factory.started_connecting(&connector);
         self.inner.clients.borrow_mut().push(TcpClient {
             host: host.to_string(),
@@ -583,7 +734,46 @@ impl ReactorTcp for MemoryReactor {
     }
 }
 
+impl ReactorUnix for MemoryReactor {
+    fn listen_unix_on(
+        &self,
+        addr: UnixAddress,
+        factory: Rc<dyn ProtocolFactory>,
+    ) -> Result<ListeningPort, Error> {
+        Ok(self.record_unix_listen(addr, UnixListenOptions::default(), factory))
+    }
+
+    fn connect_unix_to(
+        &self,
+        addr: UnixAddress,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+    ) -> Connector {
+        self.record_unix_connect(addr, factory, timeout)
+    }
+}
+
 impl EndpointReactor for MemoryReactor {
+    /// Records the call ([`unix_servers`](MemoryReactor::unix_servers)).
+    fn listen_unix_endpoint(
+        &self,
+        addr: UnixAddress,
+        opts: UnixListenOptions,
+        factory: Rc<dyn ProtocolFactory>,
+    ) -> Result<ListeningPort, Error> {
+        Ok(self.record_unix_listen(addr, opts, factory))
+    }
+
+    /// Records the call ([`unix_clients`](MemoryReactor::unix_clients)).
+    fn connect_unix_endpoint(
+        &self,
+        addr: UnixAddress,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+    ) -> Connector {
+        self.record_unix_connect(addr, factory, timeout)
+    }
+
     fn reactor(&self) -> &Reactor {
         &self.inner.reactor
     }
@@ -636,14 +826,14 @@ impl EndpointReactor for MemoryReactor {
 
 /// The port a [`MemoryReactor`] hands back.
 struct FakePort {
-    addr: SocketAddr,
+    addr: Address,
     listening: Cell<bool>,
     factory: Rc<dyn ProtocolFactory>,
 }
 
 impl ListeningPortImpl for FakePort {
     fn address(&self) -> Address {
-        Address::Tcp(self.addr)
+        self.addr.clone()
     }
 
     fn stop_listening(&self) {
@@ -664,6 +854,18 @@ struct FakeConnector {
 }
 
 impl FakeConnector {
+    fn new(destination: String, factory: Rc<dyn ClientFactory>) -> Rc<FakeConnector> {
+        let imp = Rc::new(FakeConnector {
+            destination,
+            connecting: Cell::new(true),
+            transport: RefCell::new(None),
+            factory,
+            me: RefCell::new(None),
+        });
+        *imp.me.borrow_mut() = Some(Rc::downgrade(&imp));
+        imp
+    }
+
     fn handle(&self) -> Option<Connector> {
         let me = self.me.borrow().as_ref().and_then(|w| w.upgrade())?;
         Some(Connector::new(me))

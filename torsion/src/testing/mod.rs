@@ -20,7 +20,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use clock::Clock;
-pub use memory::{MemoryPoller, MemoryPollerHandle, MemoryReactor, TcpClient, TcpServer};
+pub use memory::{
+    MemoryPoller, MemoryPollerHandle, MemoryReactor, TcpClient, TcpServer, UnixClient, UnixServer,
+};
 pub use pair::{connected_pair, connected_pair_with, flush_all, IoPump, FLUSH_ROUNDS};
 #[cfg(any(test, feature = "testing"))]
 pub use process::{

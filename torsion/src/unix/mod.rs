@@ -322,6 +322,19 @@ impl Reactor {
     }
 }
 
+impl Reactor {
+    /// [`listen_unix_with`](Reactor::listen_unix_with) for a shared factory of any type (what
+    /// the Unix endpoints use).
+    pub(crate) fn listen_unix_dyn(
+        &self,
+        addr: UnixAddress,
+        factory: Rc<dyn ProtocolFactory>,
+        opts: UnixListenOptions,
+    ) -> Result<ListeningPort, Error> {
+        listener::listen(self, addr, factory, opts)
+    }
+}
+
 impl ReactorUnix for Reactor {
     fn listen_unix_on(
         &self,
