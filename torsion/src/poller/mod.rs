@@ -459,8 +459,9 @@ mod tests {
 
     #[test]
     fn every_backend_reports_a_readable_pipe() {
-        let _serial = crate::testing::serial(); // opens fds: keep other tests' fd counts exact
-                                                // io_uring only where the kernel offers it (tests/uring.rs covers the refusal).
+        // Opens fds: keep other tests' fd counts exact.
+        let _serial = crate::testing::serial();
+        // io_uring only where the kernel offers it (tests/uring.rs covers the refusal).
         for b in Backend::ALL.into_iter().filter(|b| b.available()) {
             let mut p = b.poller().unwrap();
             let (r, w) = crate::sys::pipe().unwrap();

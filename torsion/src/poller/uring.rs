@@ -25,7 +25,6 @@
 //! open file, which must be gone before the owner closes the descriptor and expects the peer to
 //! see it.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -61,7 +60,9 @@ pub(super) struct UringPoller {
     /// Honour [`Trigger::Edge`] with multishot poll requests; otherwise every registration is
     /// level-triggered (one-shot requests re-armed by the next wait).
     edge: bool,
-    regs: HashMap<RawFd, Reg>,
+    /// Registrations by descriptor number (descriptors are small integers: a slot per number,
+    /// no hashing on the way from a completion to its registration).
+    regs: Regs,
     /// Registrations whose poll request is to be armed by the next `poll`.
     to_arm: Vec<RawFd>,
     next_generation: u32,
@@ -74,7 +75,7 @@ impl UringPoller {
         Ok(UringPoller {
             ring: u::Ring::new(SQ_ENTRIES, CQ_ENTRIES)?,
             edge,
-            regs: HashMap::new(),
+            regs: Regs::default(),
             to_arm: Vec::new(),
             next_generation: 0,
             polls: 0,
@@ -142,6 +143,38 @@ impl UringPoller {
         }
         self.to_arm.clear();
         Ok(())
+    }
+}
+
+/// Registrations indexed by descriptor number.
+#[derive(Debug, Default)]
+struct Regs(Vec<Option<Reg>>);
+
+impl Regs {
+    fn get_mut(&mut self, fd: &RawFd) -> Option<&mut Reg> {
+        let i = usize::try_from(*fd).ok()?;
+        self.0.get_mut(i)?.as_mut()
+    }
+
+    fn contains_key(&self, fd: &RawFd) -> bool {
+        usize::try_from(*fd)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .is_some_and(Option::is_some)
+    }
+
+    /// `fd` must be non-negative (`register` checks it).
+    fn insert(&mut self, fd: RawFd, reg: Reg) {
+        let i = usize::try_from(fd).expect("a checked descriptor");
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, || None);
+        }
+        self.0[i] = Some(reg);
+    }
+
+    fn remove(&mut self, fd: &RawFd) -> Option<Reg> {
+        let i = usize::try_from(*fd).ok()?;
+        self.0.get_mut(i)?.take()
     }
 }
 
