@@ -400,6 +400,27 @@ pub fn simulate_io_uring_refusal(errno: Option<i32>) {
     crate::sys::simulate_uring_refusal(errno);
 }
 
+/// Makes io_uring reactors created later on this thread use a provided-buffer ring of
+/// `count` buffers of `size` bytes each (`None` restores the defaults), so that a test can
+/// run the ring dry (ENOBUFS) with little traffic.
+///
+/// # Panics
+/// When `count` is not a power of two from 1 to 32768, or `size` is not from 1 to 1 MiB.
+#[cfg(any(test, feature = "testing"))]
+pub fn set_io_uring_buffer_ring(config: Option<(u16, u32)>) {
+    if let Some((count, size)) = config {
+        assert!(
+            count.is_power_of_two() && count <= 32768,
+            "the buffer count must be a power of two from 1 to 32768, not {count}"
+        );
+        assert!(
+            (1..=1 << 20).contains(&size),
+            "the buffer size must be from 1 byte to 1 MiB, not {size}"
+        );
+    }
+    crate::sys::set_buffer_ring(config);
+}
+
 /// Treats EINTR as "no events".
 fn interrupted_ok(r: io::Result<usize>) -> io::Result<usize> {
     match r {

@@ -59,6 +59,14 @@ pub struct Stats {
     pub bytes_written: u64,
     /// Connections accepted by torsion's listeners on the reactor's thread.
     pub connections_accepted: u64,
+    /// Socket operations completed through the io_uring completion queue (receives, sends,
+    /// accepts, cancellations) and dispatched to torsion's transports; 0 on the readiness
+    /// backends.
+    pub completions: u64,
+    /// Times a connection's multishot receive stopped because the io_uring provided-buffer
+    /// ring was empty (ENOBUFS) and was armed again; no byte is lost or reordered when it
+    /// happens, but a rising count says the ring is too small for the load.
+    pub buffer_ring_exhausted: u64,
 }
 
 impl fmt::Display for Stats {
@@ -66,7 +74,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "backend={} iterations={} events={} reads_again={} timers={} registrations={} \
-             accepted={} bytes_read={} bytes_written={}",
+             accepted={} bytes_read={} bytes_written={} completions={} buffer_ring_exhausted={}",
             self.backend,
             self.iterations,
             self.events,
@@ -75,7 +83,9 @@ impl fmt::Display for Stats {
             self.registrations,
             self.connections_accepted,
             self.bytes_read,
-            self.bytes_written
+            self.bytes_written,
+            self.completions,
+            self.buffer_ring_exhausted
         )?;
         if self.time_accounting {
             write!(
@@ -104,6 +114,10 @@ pub(super) struct Counters {
     accepted: Cell<u64>,
     /// The thread's totals when they were last attributed.
     seen: Cell<(u64, u64, u64)>,
+    /// io_uring operations completed and dispatched.
+    completions: Cell<u64>,
+    /// Multishot receives re-armed after the buffer ring ran out.
+    exhausted: Cell<u64>,
 }
 
 /// The clock readings of one iteration, taken only while time accounting is on.
@@ -126,6 +140,18 @@ impl Counters {
             start: Instant::now(),
             poll: None,
         })
+    }
+
+    /// Counts `n` io_uring completions dispatched.
+    #[allow(dead_code)] // used by the completion transport
+    pub(crate) fn completed(&self, n: usize) {
+        self.completions.set(self.completions.get() + n as u64);
+    }
+
+    /// Counts a multishot receive re-armed after ENOBUFS.
+    #[allow(dead_code)] // used by the completion transport
+    pub(crate) fn buffer_ring_exhausted(&self) {
+        self.exhausted.set(self.exhausted.get() + 1);
     }
 
     pub(super) fn polled(&self, events: usize, again: usize) {
@@ -184,6 +210,8 @@ impl Reactor {
             bytes_read: c.read.get().wrapping_add(r.wrapping_sub(r0)),
             bytes_written: c.written.get().wrapping_add(w.wrapping_sub(w0)),
             connections_accepted: c.accepted.get().wrapping_add(a.wrapping_sub(a0)),
+            completions: c.completions.get(),
+            buffer_ring_exhausted: c.exhausted.get(),
         }
     }
 

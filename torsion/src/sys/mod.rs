@@ -73,6 +73,8 @@ pub(crate) use unix::{
 };
 pub(crate) use uring::probe as uring_probe;
 #[cfg(any(test, feature = "testing"))]
+pub(crate) use uring::set_buffer_ring;
+#[cfg(any(test, feature = "testing"))]
 pub(crate) use uring::simulate_uring_refusal;
 pub(crate) use waker::{eventfd, eventfd_drain, eventfd_signal};
 

@@ -27,6 +27,26 @@ thread_local! {
     static REFUSE: Cell<Option<i32>> = const { Cell::new(None) };
 }
 
+thread_local! {
+    /// The provided-buffer ring of rings made later on this thread: (buffers, bytes each);
+    /// `None`: the defaults. torsion's tests use tiny rings to force ENOBUFS.
+    static BUFFERS: Cell<Option<(u16, u32)>> = const { Cell::new(None) };
+}
+
+/// Sets the provided-buffer ring of io_uring reactors made later on this thread (`None`:
+/// the defaults). `count` is a power of two from 1 to 32768, `size` from 1 to 1 MiB (checked
+/// by the caller).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn set_buffer_ring(config: Option<(u16, u32)>) {
+    BUFFERS.with(|b| b.set(config));
+}
+
+/// The provided-buffer ring configured for this thread, if any.
+#[allow(dead_code)] // used by the completion transport
+pub(crate) fn buffer_ring_config() -> Option<(u16, u32)> {
+    BUFFERS.with(Cell::get)
+}
+
 /// Makes [`Ring::new`] fail with `errno` on this thread (`None` restores the real call).
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn simulate_uring_refusal(errno: Option<i32>) {
