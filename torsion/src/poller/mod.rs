@@ -30,7 +30,7 @@ use std::time::Duration;
 mod epoll;
 mod poll;
 mod select;
-mod uring;
+pub(crate) mod uring;
 
 /// An opaque value the reactor attaches to a registration and gets back with its events.
 pub type Token = u64;
@@ -270,6 +270,53 @@ impl Backend {
                 )
             })?),
         })
+    }
+
+    /// A poller of this kind for a reactor, with the io_uring completion port (multishot
+    /// receives into a provided-buffer ring, batched sends) where the kernel offers it. A
+    /// poller made by [`poller`](Backend::poller) has no port: given to
+    /// [`Reactor::with_poller`](crate::Reactor::with_poller), an io_uring poller then drives
+    /// every descriptor by readiness.
+    pub(crate) fn reactor_poller(self) -> io::Result<(Box<dyn Poller>, Option<uring::Port>)> {
+        if self != Backend::IoUring {
+            return Ok((self.poller()?, None));
+        }
+        let p = uring::UringPoller::new(false).map_err(|cause| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                BackendUnavailable {
+                    backend: "io_uring",
+                    cause,
+                },
+            )
+        })?;
+        let (count, size) = crate::sys::uring::buffer_ring_config()
+            .unwrap_or((uring::DEFAULT_BUFFERS, uring::DEFAULT_BUFFER_SIZE));
+        let port = match p.port(count, size) {
+            Ok(port) => Some(port),
+            Err(e) => {
+                static LOGGED: std::sync::Once = std::sync::Once::new();
+                LOGGED.call_once(|| {
+                    tracing::warn!(error = %e, "io_uring buffer rings are unavailable: TCP connections use readiness on the io_uring backend");
+                });
+                None
+            }
+        };
+        Ok((Box::new(p), port))
+    }
+
+    /// [`reactor_poller`](Backend::reactor_poller) as the default choice (see
+    /// [`default_poller`](Backend::default_poller)).
+    pub(crate) fn reactor_default_poller(
+        self,
+    ) -> io::Result<(Box<dyn Poller>, Backend, Option<uring::Port>)> {
+        match self.reactor_poller() {
+            Err(e) if self == Backend::IoUring && is_unavailable(&e) => {
+                let (p, b) = self.default_poller()?;
+                Ok((p, b, None))
+            }
+            other => other.map(|(p, port)| (p, self, port)),
+        }
     }
 
     /// Makes a poller of this kind as the default choice: where io_uring cannot be set up

@@ -25,12 +25,15 @@
 //! open file, which must be gone before the owner closes the descriptor and expects the peer to
 //! see it.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::{Event, Interest, Poller, Token, Trigger};
 use crate::sys::{self, uring as u};
+use crate::Reactor;
 
 /// Submission slots; a full queue is submitted early, so this bounds nothing but batching.
 const SQ_ENTRIES: u32 = 256;
@@ -38,6 +41,11 @@ const SQ_ENTRIES: u32 = 256;
 const CQ_ENTRIES: u32 = 4096;
 /// The `user_data` of removal requests, whose completions say nothing we need.
 const REMOVAL: u64 = u64::MAX;
+/// Provided buffers per reactor, by default.
+pub(crate) const DEFAULT_BUFFERS: u16 = 1024;
+/// Bytes per provided buffer, by default (with `DEFAULT_BUFFERS`, 16 MiB of address space per
+/// reactor, touched as it is used).
+pub(crate) const DEFAULT_BUFFER_SIZE: u32 = 16 * 1024;
 
 #[derive(Debug)]
 struct Reg {
@@ -56,7 +64,8 @@ struct Reg {
 }
 
 pub(super) struct UringPoller {
-    ring: u::Ring,
+    /// The ring and the socket operations in flight, shared with the reactor's [`Port`].
+    shared: Rc<RefCell<Shared>>,
     /// Honour [`Trigger::Edge`] with multishot poll requests; otherwise every registration is
     /// level-triggered (one-shot requests re-armed by the next wait).
     edge: bool,
@@ -73,7 +82,12 @@ impl UringPoller {
     /// A poller; `edge` makes [`Trigger::Edge`] registrations multishot poll requests.
     pub(super) fn new(edge: bool) -> io::Result<UringPoller> {
         Ok(UringPoller {
-            ring: u::Ring::new(SQ_ENTRIES, CQ_ENTRIES)?,
+            shared: Rc::new(RefCell::new(Shared {
+                ring: u::Ring::new(SQ_ENTRIES, CQ_ENTRIES)?,
+                ops: Vec::new(),
+                free: Vec::new(),
+                done: Vec::new(),
+            })),
             edge,
             regs: Regs::default(),
             to_arm: Vec::new(),
@@ -97,6 +111,18 @@ impl UringPoller {
         }
     }
 
+    /// The completion port of this poller's ring, with a provided-buffer ring set up
+    /// (`count` buffers of `size` bytes).
+    ///
+    /// # Errors
+    /// The system error when the buffer ring cannot be set up (a kernel before 5.19).
+    pub(super) fn port(&self, count: u16, size: u32) -> io::Result<Port> {
+        self.shared.borrow_mut().ring.setup_buffers(count, size)?;
+        Ok(Port {
+            shared: self.shared.clone(),
+        })
+    }
+
     /// Cancels `fd`'s poll request in flight, if any, and starts a new generation.
     fn cancel(&mut self, fd: RawFd) -> io::Result<()> {
         let generation = self.generation();
@@ -107,12 +133,15 @@ impl UringPoller {
         let was_armed = std::mem::replace(&mut r.armed, false);
         r.generation = generation;
         if was_armed {
-            self.ring.push_poll_remove(old, REMOVAL)?;
+            self.shared
+                .borrow_mut()
+                .ring
+                .push_poll_remove(old, REMOVAL)?;
         }
         Ok(())
     }
 
-    fn arm_queued(&mut self) -> io::Result<()> {
+    fn arm_queued(&mut self, ring: &mut u::Ring) -> io::Result<()> {
         let mut i = 0;
         while i < self.to_arm.len() {
             let fd = self.to_arm[i];
@@ -127,7 +156,7 @@ impl UringPoller {
             r.armed = true;
             let (mask, multi) = (mask(r.interest, r.trigger), r.trigger == Trigger::Edge);
             let ud = user_data(fd, r.generation);
-            if let Err(e) = self.ring.push_poll_add(fd, mask, multi, ud) {
+            if let Err(e) = ring.push_poll_add(fd, mask, multi, ud) {
                 // Not queued: keep it (and the rest) for the next call.
                 if let Some(r) = self.regs.get_mut(&fd) {
                     r.armed = false;
@@ -143,6 +172,186 @@ impl UringPoller {
         }
         self.to_arm.clear();
         Ok(())
+    }
+}
+
+/// The ring, and the socket operations in flight on it (completion mode).
+struct Shared {
+    ring: u::Ring,
+    /// Operations by slot (the low 32 bits of their `user_data`).
+    ops: Vec<OpSlot>,
+    /// Free slots of `ops`.
+    free: Vec<u32>,
+    /// Completions taken from the ring, waiting to be dispatched by the reactor.
+    done: Vec<Done>,
+}
+
+struct OpSlot {
+    /// Bumped when the slot is freed (the 30 bits above the slot in `user_data`).
+    generation: u32,
+    /// Whom its completions go to; `None` when the slot is free.
+    target: Option<Weak<dyn OpTarget>>,
+}
+
+/// The `user_data` of a socket operation: the tags, a generation and a slot.
+fn op_user_data(slot: u32, generation: u32, send: bool) -> u64 {
+    let tag = if send {
+        u::OP_TAG | u::SEND_TAG
+    } else {
+        u::OP_TAG
+    };
+    tag | (u64::from(generation & 0x3fff_ffff) << 32) | u64::from(slot)
+}
+
+/// Files one socket operation's completion for dispatch; frees its slot with the last one.
+fn op_completed(ops: &mut [OpSlot], free: &mut Vec<u32>, done: &mut Vec<Done>, c: u::Completion) {
+    let slot = (c.user_data & 0xffff_ffff) as u32;
+    let Some(s) = ops.get_mut(slot as usize) else {
+        return;
+    };
+    if u64::from(s.generation & 0x3fff_ffff) != (c.user_data >> 32) & 0x3fff_ffff {
+        return; // not this slot's operation any more (cannot happen: slots outlive their ops)
+    }
+    let Some(target) = s.target.clone() else {
+        return;
+    };
+    if !c.more {
+        s.target = None;
+        s.generation = s.generation.wrapping_add(1);
+        free.push(slot);
+    }
+    done.push(Done {
+        target,
+        op: c.user_data,
+        result: c.result,
+        more: c.more,
+        buffer: c.buffer,
+        send: c.send,
+    });
+}
+
+/// One completion of a socket operation, for its target.
+pub(crate) struct Done {
+    target: Weak<dyn OpTarget>,
+    /// The operation ([`Port::recv`] and the others return it).
+    pub(crate) op: u64,
+    /// Bytes received or sent, a new descriptor, or `-errno`.
+    pub(crate) result: i32,
+    /// More completions follow for this (multishot) operation.
+    pub(crate) more: bool,
+    /// The provided buffer a receive filled (back to the ring when dropped).
+    pub(crate) buffer: Option<u::Taken>,
+    /// A SEND's bytes, back with its completion.
+    pub(crate) send: Option<u::SendOp>,
+}
+
+/// Whatever owns socket operations on the ring: told of each completion by the reactor.
+pub(crate) trait OpTarget {
+    /// One completion of an operation it started.
+    fn complete(&self, r: &Reactor, done: Done);
+
+    /// Called by the reactor before it waits, when the target asked with
+    /// [`Port::before_poll`]: queue the SENDs of what was written this iteration.
+    fn before_poll(&self, r: &Reactor);
+}
+
+/// The reactor's side of the io_uring ring: socket operations whose completions (not
+/// readiness) drive torsion's TCP transport.
+#[derive(Clone)]
+pub(crate) struct Port {
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl Port {
+    fn start(
+        &self,
+        target: Weak<dyn OpTarget>,
+        send: bool,
+        push: impl FnOnce(&mut u::Ring, u64) -> io::Result<()>,
+    ) -> io::Result<u64> {
+        let mut sh = self.shared.borrow_mut();
+        let slot = match sh.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = u32::try_from(sh.ops.len())
+                    .map_err(|_| io::Error::other("too many operations"))?;
+                sh.ops.push(OpSlot {
+                    generation: 0,
+                    target: None,
+                });
+                s
+            }
+        };
+        let ud = op_user_data(slot, sh.ops[slot as usize].generation, send);
+        match push(&mut sh.ring, ud) {
+            Ok(()) => {
+                sh.ops[slot as usize].target = Some(target);
+                Ok(ud)
+            }
+            Err(e) => {
+                sh.free.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a multishot receive on `fd` into the provided-buffer ring.
+    pub(crate) fn recv(&self, fd: RawFd, target: Weak<dyn OpTarget>) -> io::Result<u64> {
+        self.start(target, false, |ring, ud| ring.push_recv_multi(fd, ud))
+    }
+
+    /// Starts a multishot accept on the listening socket `fd`.
+    pub(crate) fn accept(&self, fd: RawFd, target: Weak<dyn OpTarget>) -> io::Result<u64> {
+        self.start(target, false, |ring, ud| ring.push_accept_multi(fd, ud))
+    }
+
+    /// Starts a SEND of `op` on `fd`.
+    ///
+    /// # Errors
+    /// The system error; the bytes are handed back with it.
+    pub(crate) fn send(
+        &self,
+        fd: RawFd,
+        op: u::SendOp,
+        target: Weak<dyn OpTarget>,
+    ) -> Result<u64, (io::Error, Option<u::SendOp>)> {
+        let mut op = Some(op);
+        self.start(target, true, |ring, ud| {
+            ring.push_send(fd, op.take().expect("pushed once"), ud)
+        })
+        .map_err(|e| (e, op))
+    }
+
+    /// Cancels the operation `op` (its last completion is ECANCELED unless it finished).
+    pub(crate) fn cancel(&self, op: u64) {
+        let mut sh = self.shared.borrow_mut();
+        if let Err(e) = sh.ring.push_cancel(op, REMOVAL) {
+            tracing::warn!(error = %e, "cannot queue an io_uring cancellation");
+        }
+    }
+
+    /// Hands the queued requests to the kernel now.
+    pub(crate) fn submit(&self) {
+        if let Err(e) = self.shared.borrow_mut().ring.submit_now() {
+            tracing::warn!(error = %e, "cannot submit io_uring requests");
+        }
+    }
+
+    /// Takes the completions waiting for dispatch.
+    pub(crate) fn take_done(&self, into: &mut Vec<Done>) {
+        std::mem::swap(&mut self.shared.borrow_mut().done, into);
+    }
+
+    /// Whether completions are waiting for dispatch.
+    pub(crate) fn has_done(&self) -> bool {
+        !self.shared.borrow().done.is_empty()
+    }
+}
+
+impl Done {
+    /// Whom it goes to, if still alive.
+    pub(crate) fn target(&self) -> Option<Rc<dyn OpTarget>> {
+        self.target.upgrade()
     }
 }
 
@@ -264,24 +473,37 @@ impl Poller for UringPoller {
             return Err(sys::errno(sys::ENOENT));
         };
         if r.armed {
-            self.ring
+            let mut sh = self.shared.borrow_mut();
+            sh.ring
                 .push_poll_remove(user_data(fd, r.generation), REMOVAL)?;
             // The request holds the open file: let it go before the owner closes the fd.
-            self.ring.submit_now()?;
+            sh.ring.submit_now()?;
         }
         Ok(())
     }
 
     fn poll(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         self.polls += 1;
-        self.arm_queued()?;
-        self.ring.submit_and_wait(timeout)?;
+        let shared = self.shared.clone();
+        let mut guard = shared.borrow_mut();
+        let sh = &mut *guard;
+        self.arm_queued(&mut sh.ring)?;
+        let timeout = if sh.done.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        sh.ring.submit_and_wait(timeout)?;
         let polls = self.polls;
         let regs = &mut self.regs;
         let to_arm = &mut self.to_arm;
-        self.ring.drain(|c| {
+        let (ops, free, done) = (&mut sh.ops, &mut sh.free, &mut sh.done);
+        sh.ring.drain(|c| {
             if c.user_data == REMOVAL {
                 return;
+            }
+            if c.user_data & u::OP_TAG != 0 {
+                return op_completed(ops, free, done, c);
             }
             let fd = (c.user_data >> 32) as u32 as RawFd;
             let Some(r) = regs.get_mut(&fd) else {

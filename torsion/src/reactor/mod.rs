@@ -86,10 +86,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::panic_message;
+use crate::poller::uring::{Done, OpTarget, Port};
 use crate::poller::{Backend, Event, Interest, Poller, Token, Trigger};
 use crate::time::{DelayedCall, ReactorTime, TimeSource, TimerQueue};
 use crate::{Error, Reason};
 
+mod completions;
 mod dispatch;
 mod executor;
 mod fdset;
@@ -165,6 +167,12 @@ pub(crate) struct Inner {
     stats: stats::Counters,
     /// Signal handlers and the stop signals (see `signals`).
     pub(crate) signals: signals::SignalState,
+    /// The io_uring completion port, on the io_uring backend (see `completions`).
+    port: RefCell<Option<Port>>,
+    /// Transports that asked to queue their sends before the next wait.
+    sends: RefCell<Vec<Rc<dyn OpTarget>>>,
+    /// Reused buffer of completions (taken out while in use).
+    done: Cell<Vec<Done>>,
 }
 
 impl Drop for Inner {
@@ -241,8 +249,10 @@ impl Reactor {
     /// # Ok::<(), torsion::Error>(())
     /// ```
     pub fn new() -> Result<Reactor, Error> {
-        let (poller, backend) = Backend::from_env()?.default_poller()?;
-        Reactor::build(poller, Some(backend), TimeSource::Monotonic)
+        let (poller, backend, port) = Backend::from_env()?.reactor_default_poller()?;
+        let r = Reactor::build(poller, Some(backend), TimeSource::Monotonic)?;
+        r.set_port(port);
+        Ok(r)
     }
 
     /// A reactor on the given backend.
@@ -251,11 +261,16 @@ impl Reactor {
     /// [`Error::BackendUnavailable`] when the kernel refuses the backend (io_uring), or the
     /// system error when the poller or the waker cannot be created.
     pub fn with_backend(backend: Backend) -> Result<Reactor, Error> {
-        Reactor::build(backend.poller()?, Some(backend), TimeSource::Monotonic)
+        let (poller, port) = backend.reactor_poller()?;
+        let r = Reactor::build(poller, Some(backend), TimeSource::Monotonic)?;
+        r.set_port(port);
+        Ok(r)
     }
 
     /// A reactor on any [`Poller`]: a test's fake poller, or a deterministic simulation's.
-    /// [`backend`](Reactor::backend) is then `None`.
+    /// [`backend`](Reactor::backend) is then `None`. Every descriptor is then driven by
+    /// readiness, even on an io_uring poller from [`Backend::poller`] (a reactor made with
+    /// [`with_backend`](Reactor::with_backend) runs TCP connections on io_uring completions).
     ///
     /// # Errors
     /// The system error when the waker cannot be created, or the poller's error when it
@@ -300,6 +315,9 @@ impl Reactor {
                 iteration: Cell::new(0),
                 stats: stats::Counters::new(),
                 signals: signals::SignalState::new(),
+                port: RefCell::new(None),
+                sends: RefCell::default(),
+                done: Cell::new(Vec::new()),
             }),
         })
     }
@@ -481,7 +499,8 @@ impl Reactor {
         }
         // 3. Timers.
         self.run_timers();
-        // 4. Timeout.
+        // 4. Timeout (after the sends written so far are queued on the ring, if any).
+        self.queue_sends();
         let timeout = self.poll_timeout(cap);
         // 5. Poll.
         let mut events = self.inner.events.take();
@@ -496,6 +515,7 @@ impl Reactor {
             let again = self.inner.again.borrow().len();
             self.inner.stats.polled(events.len(), again);
             self.dispatch_all(&events);
+            self.dispatch_completions();
         }
         events.clear();
         self.inner.events.set(events);
@@ -533,6 +553,7 @@ impl Reactor {
     fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
         if !self.inner.soon.borrow().is_empty()
             || !self.inner.again.borrow().is_empty()
+            || !self.inner.sends.borrow().is_empty()
             || self.inner.shared.has_pending()
             || self.inner.stopping.get()
         {

@@ -14,7 +14,7 @@ const COALESCE: usize = 16 * 1024;
 
 /// One piece of the buffer: bytes of its own, or bytes shared with other writers (a payload
 /// written to many connections is held once, whatever their number).
-enum Chunk {
+pub(crate) enum Chunk {
     Owned(Vec<u8>),
     /// Shared bytes from an offset on (what a first send left).
     Shared(Rc<[u8]>, usize),
@@ -32,12 +32,15 @@ impl Deref for Chunk {
 }
 
 /// Invariant: `len` is the number of unsent bytes: the sum of the chunks' lengths minus
-/// `offset`, which indexes into the front chunk (and is below its length); no chunk is empty.
+/// `offset`, which indexes into the front chunk (and is below its length), plus `in_flight`;
+/// no chunk is empty.
 #[derive(Default)]
 pub(crate) struct WriteBuffer {
     chunks: VecDeque<Chunk>,
     offset: usize,
     len: usize,
+    /// Bytes moved into an io_uring SEND still in flight (they come before `chunks`).
+    in_flight: usize,
 }
 
 /// What a flush achieved.
@@ -83,14 +86,65 @@ impl WriteBuffer {
         self.chunks.push_back(Chunk::Shared(data, start));
     }
 
-    /// Discards everything.
+    /// Discards everything (a SEND in flight is forgotten: its completion is ignored).
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
         self.offset = 0;
         self.len = 0;
+        self.in_flight = 0;
+    }
+
+    /// Whether an io_uring SEND of this buffer's bytes is in flight.
+    pub(crate) fn sending(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// Moves the front of the buffer (up to [`sys::MAX_IOV`] chunks) into an io_uring SEND,
+    /// unless one is in flight or nothing is buffered. Its bytes still count in
+    /// [`len`](Self::len) until [`complete_send`](Self::complete_send).
+    pub(crate) fn take_send(&mut self) -> Option<sys::uring::SendOp> {
+        if self.in_flight > 0 || self.chunks.is_empty() {
+            return None;
+        }
+        let n = self.chunks.len().min(sys::MAX_IOV);
+        let chunks: Vec<Chunk> = self.chunks.drain(..n).collect();
+        let offset = std::mem::take(&mut self.offset);
+        let op = sys::uring::SendOp::new(chunks, offset);
+        self.in_flight = op.len();
+        Some(op)
+    }
+
+    /// The SEND `op` completed having sent `sent` bytes: those are gone, the rest goes back to
+    /// the front, before anything written since. Ignored when the buffer was cleared meanwhile.
+    pub(crate) fn complete_send(&mut self, op: sys::uring::SendOp, sent: usize) {
+        let total = std::mem::take(&mut self.in_flight);
+        if total == 0 {
+            return;
+        }
+        let sent = sent.min(total);
+        self.len -= sent;
+        let (chunks, offset) = op.into_parts();
+        let mut skip = sent + offset;
+        let mut rest: Vec<(Chunk, usize)> = Vec::new();
+        for c in chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            rest.push((c, skip));
+            skip = 0;
+        }
+        for (c, off) in rest.into_iter().rev() {
+            self.chunks.push_front(c);
+            self.offset = off;
+        }
     }
 
     fn consume(&mut self, mut n: usize) {
+        debug_assert_eq!(
+            self.in_flight, 0,
+            "a readiness flush while a SEND is in flight"
+        );
         self.len -= n;
         while n > 0 {
             let front_left = self.chunks[0].len() - self.offset;

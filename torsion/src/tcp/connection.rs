@@ -17,6 +17,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::buffer::{Flush, WriteBuffer};
+use super::completion::Uring;
 use crate::error::{panic_message, Panicked, TimedOut};
 use crate::flow::ProducerSlot;
 use crate::interfaces::{
@@ -142,6 +143,10 @@ pub(crate) trait Kind: Sized + 'static {
         let _ = c;
         None
     }
+
+    /// Whether connections of this kind run on io_uring completions when the reactor has a
+    /// completion port (a plain byte stream: no descriptors ride with the bytes).
+    const COMPLETIONS: bool = false;
 }
 
 /// TCP connections.
@@ -149,6 +154,8 @@ pub(crate) struct Tcp;
 
 impl Kind for Tcp {
     type Fds = std::iter::Empty<OwnedFd>;
+
+    const COMPLETIONS: bool = true;
 
     #[inline]
     fn recv(c: &StreamConnection<Self>, buf: &mut [u8]) -> io::Result<Read<Self::Fds>> {
@@ -211,7 +218,7 @@ pub(super) struct State {
     /// The limit on flushing after the peer's FIN (see `Limits::close_flush_timeout`).
     flush_timer: Option<DelayedCall>,
     /// Run after the protocol's `connection_lost` (the connector's bookkeeping).
-    on_lost: Option<OnLost>,
+    pub(super) on_lost: Option<OnLost>,
     /// Descriptors waiting to be sent with bytes of `buf`, in stream order (Unix sockets;
     /// always empty for TCP).
     pub(super) marks: VecDeque<FdMark>,
@@ -289,13 +296,15 @@ pub(crate) struct Setup {
 pub(crate) type Connection = StreamConnection<Tcp>;
 
 pub(crate) struct StreamConnection<K: Kind> {
-    me: Weak<StreamConnection<K>>,
+    pub(super) me: Weak<StreamConnection<K>>,
     pub(crate) fd: RawFd,
     pub(super) sock: RefCell<Option<OwnedFd>>,
     reactor: Weak<Inner>,
     /// From `establish` until the close.
     reg: Cell<Option<Registration>>,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
+    /// Its I/O on io_uring completions instead of readiness (see `completion.rs`).
+    pub(super) uring: Option<Uring>,
     pub(super) st: RefCell<State>,
     pub(crate) peer: Address,
     pub(super) host: Address,
@@ -342,6 +351,7 @@ impl<K: Kind> StreamConnection<K> {
         } = setup;
         let fd = sock.as_raw_fd();
         let host = host.unwrap_or_else(|| K::local_addr(fd).unwrap_or_else(|| peer.clone()));
+        let port = if K::COMPLETIONS { reactor.port() } else { None };
         let conn = Rc::new_cyclic(|me: &Weak<Self>| StreamConnection {
             me: me.clone(),
             fd,
@@ -349,6 +359,7 @@ impl<K: Kind> StreamConnection<K> {
             reactor: Rc::downgrade(&reactor.inner),
             reg: Cell::new(None),
             protocol: RefCell::new(Some(protocol)),
+            uring: port.map(Uring::new),
             st: RefCell::new(State {
                 buf: WriteBuffer::default(),
                 reading: true,
@@ -376,6 +387,11 @@ impl<K: Kind> StreamConnection<K> {
             .register(conn.clone(), Trigger::Edge)
             .and_then(|reg| {
                 conn.reg.set(Some(reg));
+                if conn.uring.is_some() {
+                    // Registered without interest (the reactor's shutdown still finds it);
+                    // reads are a multishot receive on the ring.
+                    return conn.arm_recv().map_err(crate::Error::from);
+                }
                 reactor.set_interest(&reg, Interest::READ)
             });
         if let Err(e) = registered {
@@ -396,7 +412,7 @@ impl<K: Kind> StreamConnection<K> {
         self.reactor.upgrade().map(|inner| Reactor { inner })
     }
 
-    fn rc(&self) -> Rc<StreamConnection<K>> {
+    pub(super) fn rc(&self) -> Rc<StreamConnection<K>> {
         self.me
             .upgrade()
             .expect("a connection is alive while its methods run")
@@ -410,7 +426,7 @@ impl<K: Kind> StreamConnection<K> {
     /// Calls into the protocol. Protocol callbacks are never nested for one connection (every
     /// closing path is deferred, and the loop cannot be re-entered from a callback), so the
     /// borrow cannot conflict.
-    fn with_protocol<R: Default>(
+    pub(super) fn with_protocol<R: Default>(
         &self,
         r: &Reactor,
         t: &Transport,
@@ -443,7 +459,7 @@ impl<K: Kind> StreamConnection<K> {
 
     /// Sets what the registration waits for (`None`: unchanged).
     pub(super) fn watch(&self, r: &Reactor, read: Option<bool>, write: Option<bool>) {
-        let interest = {
+        let (interest, before) = {
             let mut st = self.st.borrow_mut();
             let before = (st.reading, st.writing);
             st.reading = read.unwrap_or(st.reading);
@@ -451,11 +467,15 @@ impl<K: Kind> StreamConnection<K> {
             if (st.reading, st.writing) == before {
                 return;
             }
-            Interest {
+            let interest = Interest {
                 read: st.reading,
                 write: st.writing,
-            }
+            };
+            (interest, before)
         };
+        if self.uring.is_some() {
+            return self.watch_completions(r, before, (interest.read, interest.write));
+        }
         let Some(reg) = self.reg.get() else { return };
         if let Err(e) = r.set_interest(&reg, interest) {
             tracing::warn!(peer = %self.peer, error = %e, "cannot change what a connection waits for");
@@ -481,7 +501,10 @@ impl<K: Kind> StreamConnection<K> {
     }
 
     /// Deregisters, closes the socket and delivers `connection_lost` once.
-    fn close_now(&self, r: &Reactor, reason: Reason) {
+    pub(super) fn close_now(&self, r: &Reactor, reason: Reason) {
+        if self.uring.is_some() {
+            self.closing_completions(&reason);
+        }
         let producer = {
             let mut st = self.st.borrow_mut();
             if st.closed {
@@ -507,6 +530,10 @@ impl<K: Kind> StreamConnection<K> {
             let _ = sys::set_linger_zero(self.fd);
         }
         drop(self.sock.borrow_mut().take());
+        if let Some(u) = &self.uring {
+            // The cancellations of its operations (which hold the socket open) go now.
+            u.submit();
+        }
         // Each piece of user code on its own: a panic in one must not skip the others (the
         // connector's bookkeeping in `on_lost` above all).
         let guard = |what: &str, f: &mut dyn FnMut()| {
@@ -578,7 +605,7 @@ impl<K: Kind> StreamConnection<K> {
         Ok(got)
     }
 
-    fn read_eof(&self, r: &Reactor, t: &Transport) -> Result<(), Reason> {
+    pub(super) fn read_eof(&self, r: &Reactor, t: &Transport) -> Result<(), Reason> {
         let choice = self.with_protocol(r, t, |p, cx| p.read_connection_lost(cx));
         if self.st.borrow().gone() {
             // It panicked (or aborted): the close already queued says why.
@@ -638,6 +665,12 @@ impl<K: Kind> StreamConnection<K> {
             self.maybe_resume_streaming();
             return Ok(());
         }
+        self.flushed(r)
+    }
+
+    /// Everything written was sent: ask producers for more, then finish a pending close or
+    /// half-close.
+    pub(super) fn flushed(&self, r: &Reactor) -> Result<(), Reason> {
         // Empty: stop watching for writability first (a write re-registers), then ask a pull
         // producer for more, resume a streaming one.
         self.watch(r, None, Some(false));

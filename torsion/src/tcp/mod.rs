@@ -43,6 +43,7 @@ use crate::interfaces::{ClientFactory, Connector, ListeningPort, ProtocolFactory
 use crate::{Error, Reactor};
 
 pub(crate) mod buffer;
+mod completion;
 mod connection;
 pub(crate) mod connector;
 mod listener;

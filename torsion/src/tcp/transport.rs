@@ -170,7 +170,8 @@ impl<K: Kind> StreamConnection<K> {
             let mut skip = 0;
             let mut failed = None;
             let mut fds = fds;
-            if st.buf.is_empty() {
+            // On io_uring completions, every write is queued and sent with the next wait.
+            if st.buf.is_empty() && self.uring.is_none() {
                 let sent = match (&shared, data, &fds) {
                     (_, _, Some(f)) => sys::send_with_fds(self.fd, data, f),
                     (Some(s), _, None) => sys::send(self.fd, s),
