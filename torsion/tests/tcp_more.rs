@@ -220,9 +220,13 @@ reactor_test! {
         run_until(reactor, secs(10), || seen.transport.borrow().is_some());
         let t = transport(&seen);
         // Fill the socket and our buffer: the peer never reads. (Loopback may take several MiB
-        // before the kernel pushes back: write until our own buffer holds something.)
+        // before the kernel pushes back: write until our own buffer still holds something after
+        // the reactor had a chance to send it; on io_uring every write is buffered until the
+        // next wait.)
         for _ in 0..1024 {
             t.write(&[1u8; 64 * 1024]);
+            reactor.iterate(Some(Duration::ZERO)).unwrap();
+            reactor.iterate(Some(Duration::ZERO)).unwrap();
             if t.buffered() > 0 {
                 break;
             }

@@ -193,14 +193,12 @@ struct OpSlot {
     target: Option<Weak<dyn OpTarget>>,
 }
 
+/// Generation bits in an operation's `user_data` (bits 32 to 60; 61 to 63 are tags).
+const GENERATION_MASK: u64 = 0x1fff_ffff;
+
 /// The `user_data` of a socket operation: the tags, a generation and a slot.
-fn op_user_data(slot: u32, generation: u32, send: bool) -> u64 {
-    let tag = if send {
-        u::OP_TAG | u::SEND_TAG
-    } else {
-        u::OP_TAG
-    };
-    tag | (u64::from(generation & 0x3fff_ffff) << 32) | u64::from(slot)
+fn op_user_data(slot: u32, generation: u32, tag: u64) -> u64 {
+    u::OP_TAG | tag | ((u64::from(generation) & GENERATION_MASK) << 32) | u64::from(slot)
 }
 
 /// Files one socket operation's completion for dispatch; frees its slot with the last one.
@@ -209,7 +207,7 @@ fn op_completed(ops: &mut [OpSlot], free: &mut Vec<u32>, done: &mut Vec<Done>, c
     let Some(s) = ops.get_mut(slot as usize) else {
         return;
     };
-    if u64::from(s.generation & 0x3fff_ffff) != (c.user_data >> 32) & 0x3fff_ffff {
+    if u64::from(s.generation) & GENERATION_MASK != (c.user_data >> 32) & GENERATION_MASK {
         return; // not this slot's operation any more (cannot happen: slots outlive their ops)
     }
     let Some(target) = s.target.clone() else {
@@ -227,6 +225,7 @@ fn op_completed(ops: &mut [OpSlot], free: &mut Vec<u32>, done: &mut Vec<Done>, c
         more: c.more,
         buffer: c.buffer,
         send: c.send,
+        accepted: c.accepted,
     });
 }
 
@@ -243,6 +242,8 @@ pub(crate) struct Done {
     pub(crate) buffer: Option<u::Taken>,
     /// A SEND's bytes, back with its completion.
     pub(crate) send: Option<u::SendOp>,
+    /// The connection an ACCEPT created (closed when dropped untaken).
+    pub(crate) accepted: Option<std::os::fd::OwnedFd>,
 }
 
 /// Whatever owns socket operations on the ring: told of each completion by the reactor.
@@ -266,7 +267,7 @@ impl Port {
     fn start(
         &self,
         target: Weak<dyn OpTarget>,
-        send: bool,
+        tag: u64,
         push: impl FnOnce(&mut u::Ring, u64) -> io::Result<()>,
     ) -> io::Result<u64> {
         let mut sh = self.shared.borrow_mut();
@@ -282,7 +283,7 @@ impl Port {
                 s
             }
         };
-        let ud = op_user_data(slot, sh.ops[slot as usize].generation, send);
+        let ud = op_user_data(slot, sh.ops[slot as usize].generation, tag);
         match push(&mut sh.ring, ud) {
             Ok(()) => {
                 sh.ops[slot as usize].target = Some(target);
@@ -297,12 +298,14 @@ impl Port {
 
     /// Starts a multishot receive on `fd` into the provided-buffer ring.
     pub(crate) fn recv(&self, fd: RawFd, target: Weak<dyn OpTarget>) -> io::Result<u64> {
-        self.start(target, false, |ring, ud| ring.push_recv_multi(fd, ud))
+        self.start(target, 0, |ring, ud| ring.push_recv_multi(fd, ud))
     }
 
     /// Starts a multishot accept on the listening socket `fd`.
     pub(crate) fn accept(&self, fd: RawFd, target: Weak<dyn OpTarget>) -> io::Result<u64> {
-        self.start(target, false, |ring, ud| ring.push_accept_multi(fd, ud))
+        self.start(target, u::ACCEPT_TAG, |ring, ud| {
+            ring.push_accept_multi(fd, ud)
+        })
     }
 
     /// Starts a SEND of `op` on `fd`.
@@ -316,7 +319,7 @@ impl Port {
         target: Weak<dyn OpTarget>,
     ) -> Result<u64, (io::Error, Option<u::SendOp>)> {
         let mut op = Some(op);
-        self.start(target, true, |ring, ud| {
+        self.start(target, u::SEND_TAG, |ring, ud| {
             ring.push_send(fd, op.take().expect("pushed once"), ud)
         })
         .map_err(|e| (e, op))
@@ -340,11 +343,6 @@ impl Port {
     /// Takes the completions waiting for dispatch.
     pub(crate) fn take_done(&self, into: &mut Vec<Done>) {
         std::mem::swap(&mut self.shared.borrow_mut().done, into);
-    }
-
-    /// Whether completions are waiting for dispatch.
-    pub(crate) fn has_done(&self) -> bool {
-        !self.shared.borrow().done.is_empty()
     }
 }
 

@@ -72,6 +72,8 @@ pub(crate) struct Completion {
     pub(crate) buffer: Option<Taken>,
     /// The bytes of a SEND, back from the kernel with its final completion.
     pub(crate) send: Option<SendOp>,
+    /// The connection an ACCEPT completion created (closed if nobody takes it).
+    pub(crate) accepted: Option<std::os::fd::OwnedFd>,
 }
 
 /// The bytes of one SEND: whole chunks of a write buffer, the first from `offset` on. Their
@@ -233,6 +235,7 @@ impl Ring {
     /// Queues a multishot accept on the listening socket `fd` (new sockets non-blocking and
     /// close-on-exec).
     pub(crate) fn push_accept_multi(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
+        debug_assert!(user_data & ACCEPT_TAG != 0);
         let entry = opcode::AcceptMulti::new(types::Fd(fd))
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             .build()
@@ -390,15 +393,34 @@ impl Ring {
                 }
                 op
             };
+            let accepted = if user_data & ACCEPT_TAG != 0 && user_data != u64::MAX {
+                adopt_accepted(result)
+            } else {
+                None
+            };
             f(Completion {
                 user_data,
                 result,
                 more,
                 buffer,
                 send,
+                accepted,
             });
         }
     }
+}
+
+/// Takes ownership of the descriptor a multishot ACCEPT completion created (counted as an
+/// accepted connection).
+fn adopt_accepted(fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 0 {
+        return None;
+    }
+    super::counters::add_accepted();
+    // SAFETY: the kernel created this descriptor for the completion being handled and handed
+    // it to nobody else; this is its only owner.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// The buffer group of the provided-buffer ring.
@@ -410,6 +432,10 @@ pub(crate) const OP_TAG: u64 = 1 << 63;
 /// Marks the `user_data` of SENDs (bit 62, with [`OP_TAG`]), so that `drain` gives a SEND's
 /// bytes back to its own completion only.
 pub(crate) const SEND_TAG: u64 = 1 << 62;
+
+/// Marks the `user_data` of ACCEPTs (bit 61, with [`OP_TAG`]): `drain` takes ownership of the
+/// descriptors they create, so that none leaks whoever handles (or drops) the completion.
+pub(crate) const ACCEPT_TAG: u64 = 1 << 61;
 
 fn self_is_send(user_data: u64) -> bool {
     user_data & (OP_TAG | SEND_TAG) == OP_TAG | SEND_TAG && user_data != u64::MAX
@@ -457,16 +483,6 @@ impl BufPool {
             size,
             tail: Cell::new(0),
         })
-    }
-
-    /// Buffers in the pool.
-    pub(crate) fn count(&self) -> u16 {
-        self.count
-    }
-
-    /// Bytes per buffer.
-    pub(crate) fn size(&self) -> u32 {
-        self.size
     }
 
     /// The buffer `bid`, whose first `len` bytes a completion filled: ours until dropped.

@@ -22,9 +22,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Weak;
 
 use super::connection::{Kind, StreamConnection};
+use crate::error::{panic_message, Panicked};
 use crate::poller::uring::{Done, OpTarget, Port};
 use crate::{Reactor, Reason};
 
@@ -309,8 +311,19 @@ impl<K: Kind> StreamConnection<K> {
     }
 }
 
-impl<K: Kind> OpTarget for StreamConnection<K> {
-    fn complete(&self, r: &Reactor, d: Done) {
+impl<K: Kind> StreamConnection<K> {
+    /// Runs a completion-side handler as the reactor runs a readiness callback: a panic in the
+    /// user code it reaches (a producer's `resume_producing`) closes this connection, and only
+    /// it.
+    fn guarded(&self, r: &Reactor, f: impl FnOnce()) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+            let msg = panic_message(&*payload);
+            tracing::error!(peer = %self.peer, message = %msg, "a callback panicked; closing its connection");
+            self.close_now(r, Reason::Panicked(Panicked(msg)));
+        }
+    }
+
+    fn complete_unguarded(&self, r: &Reactor, d: Done) {
         let u = self.u();
         let is_recv = matches!(u.recv.get(), Recv::Armed(op) | Recv::Cancelling(op) if op == d.op);
         if d.send.is_some() {
@@ -322,7 +335,7 @@ impl<K: Kind> OpTarget for StreamConnection<K> {
         // dropping it gives its buffer back.
     }
 
-    fn before_poll(&self, r: &Reactor) {
+    fn before_poll_unguarded(&self, r: &Reactor) {
         let u = self.u();
         u.queued.set(false);
         let op = {
@@ -348,5 +361,15 @@ impl<K: Kind> OpTarget for StreamConnection<K> {
                 self.doom(r, Reason::lost(e), false);
             }
         }
+    }
+}
+
+impl<K: Kind> OpTarget for StreamConnection<K> {
+    fn complete(&self, r: &Reactor, d: Done) {
+        self.guarded(r, || self.complete_unguarded(r, d));
+    }
+
+    fn before_poll(&self, r: &Reactor) {
+        self.guarded(r, || self.before_poll_unguarded(r));
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::connection::{Connection, Limits, Setup};
 use crate::interfaces::{Address, ListeningPort, ListeningPortImpl, ProtocolFactory};
+use crate::poller::uring::{Done, OpTarget, Port};
 use crate::poller::{Interest, Trigger};
 use crate::protocol::{factory_port_closed, factory_port_opened};
 use crate::reactor::{Inner, Registration};
@@ -106,6 +107,10 @@ pub(crate) struct Listener {
     /// Clients shed since the last warning, and when it was logged.
     unreported: Cell<u64>,
     last_warning: Cell<Option<std::time::Instant>>,
+    /// On io_uring: accepts are one multishot ACCEPT on the ring (see `OpTarget`).
+    port: Option<Port>,
+    /// The multishot ACCEPT in flight.
+    accept_op: Cell<Option<u64>>,
 }
 
 impl ListeningPortImpl for Listener {
@@ -124,6 +129,12 @@ impl ListeningPortImpl for Listener {
             if let Some(p) = self.paused.borrow_mut().take() {
                 let _ = p.cancel();
             }
+        }
+        if let (Some(port), Some(op)) = (&self.port, self.accept_op.take()) {
+            // The request holds the socket: cancel it now, so that the address is free when
+            // this returns.
+            port.cancel(op);
+            port.submit();
         }
         drop(self.sock.borrow_mut().take());
         self.reserve.borrow_mut().take();
@@ -221,6 +232,23 @@ impl Listener {
     /// Starts or stops accepting.
     fn watch(&self, r: &Reactor, on: bool) {
         let Some(reg) = self.reg.get() else { return };
+        if let Some(port) = &self.port {
+            if !on {
+                if let Some(op) = self.accept_op.take() {
+                    port.cancel(op);
+                }
+            } else if self.accept_op.get().is_none() {
+                let me: Weak<dyn OpTarget> = self.me.clone();
+                match port.accept(self.fd, me) {
+                    Ok(op) => self.accept_op.set(Some(op)),
+                    Err(e) => {
+                        tracing::error!(addr = %self.addr, error = %e, "cannot queue an accept; pausing accepts");
+                        self.pause(r);
+                    }
+                }
+            }
+            return;
+        }
         let interest = if on {
             Interest::READ
         } else {
@@ -289,6 +317,58 @@ impl FileDescriptor for Listener {
     }
 }
 
+/// On io_uring: the completions of the multishot ACCEPT, one per new connection.
+impl OpTarget for Listener {
+    fn complete(&self, r: &Reactor, d: Done) {
+        let ours = self.accept_op.get() == Some(d.op);
+        if ours && !d.more {
+            self.accept_op.set(None);
+        }
+        let listening = self.sock.borrow().is_some();
+        match d.result {
+            fd if fd >= 0 => {
+                // A connection accepted even by a request being cancelled is served while the
+                // port listens (and closed otherwise).
+                let Some(sock) = d.accepted else {
+                    return;
+                };
+                if !listening {
+                    let _ = sys::set_linger_zero(sock.as_raw_fd());
+                    return;
+                }
+                match sys::peer_addr(sock.as_raw_fd()) {
+                    Ok(peer) => self.accept_one(r, sock, peer),
+                    // Gone already (reset while queued): nothing to serve.
+                    Err(_) => drop(sock),
+                }
+            }
+            e if e == -libc::ECANCELED => return,
+            e => {
+                let err = io::Error::from_raw_os_error(-e);
+                if !ours || !listening {
+                    return;
+                }
+                if sys::is_fd_exhaustion(&err) {
+                    self.exhausted(r);
+                } else if !sys::is_transient_accept_error(&err) {
+                    tracing::error!(addr = %self.addr, error = %err, "accept failed; pausing accepts");
+                    self.pause(r);
+                }
+            }
+        }
+        // The request ended (an error, or the kernel's choice): accept on, unless paused.
+        if listening
+            && self.accept_op.get().is_none()
+            && self.paused.borrow().is_none()
+            && self.sock.borrow().is_some()
+        {
+            self.watch(r, true);
+        }
+    }
+
+    fn before_poll(&self, _: &Reactor) {}
+}
+
 pub(crate) fn listen(
     r: &Reactor,
     addr: SocketAddr,
@@ -324,10 +404,22 @@ pub(crate) fn listen(
         shed: Cell::new(0),
         unreported: Cell::new(0),
         last_warning: Cell::new(None),
+        port: r.port(),
+        accept_op: Cell::new(None),
     });
     let reg = r.register(listener.clone(), Trigger::Level)?;
     listener.reg.set(Some(reg));
-    if let Err(e) = r.set_interest(&reg, Interest::READ) {
+    if listener.port.is_some() {
+        // Registered without interest (the reactor's shutdown still finds it); accepts are a
+        // multishot ACCEPT on the ring.
+        listener.watch(r, true);
+        if listener.accept_op.get().is_none() {
+            r.deregister(&reg);
+            return Err(Error::Io(io::Error::other(
+                "cannot queue an accept on the io_uring ring",
+            )));
+        }
+    } else if let Err(e) = r.set_interest(&reg, Interest::READ) {
         r.deregister(&reg);
         return Err(e);
     }

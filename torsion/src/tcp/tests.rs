@@ -88,7 +88,11 @@ fn stream_through_the_budget(reactor: &crate::Reactor, len: usize, fin: bool) {
     assert!(lost.is_clean(), "{lost:?}");
     assert_eq!(seen.bytes.borrow().len(), len);
     assert!(*seen.bytes.borrow() == data, "the bytes arrived corrupted");
-    assert!(seen.reads.get() >= len / 1024, "{} reads", seen.reads.get());
+    // The read budget is the readiness path's; on io_uring completions the provided buffers
+    // set the size of a read.
+    if reactor.port().is_none() {
+        assert!(seen.reads.get() >= len / 1024, "{} reads", seen.reads.get());
+    }
 }
 
 crate::reactor_test! {
