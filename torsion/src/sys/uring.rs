@@ -181,10 +181,24 @@ impl Ring {
         if let Some(code) = REFUSE.with(Cell::get) {
             return Err(io::Error::from_raw_os_error(code));
         }
+        // Task work (the kernel's side of completions) runs only when this thread enters the
+        // ring to wait (DEFER_TASKRUN, Linux 6.1), instead of interrupting it whenever a
+        // socket changes; SINGLE_ISSUER says only this thread submits (a reactor is one
+        // thread). Older kernels refuse the flags: a plain ring then.
         let ring = IoUring::builder()
             .setup_cqsize(cq_entries)
             .setup_clamp()
-            .build(entries)?;
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(entries)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(cq_entries)
+                    .setup_clamp()
+                    .build(entries)
+            })?;
         let p = ring.params();
         if !p.is_feature_ext_arg() || !p.is_feature_nodrop() {
             return Err(io::Error::new(
@@ -327,10 +341,11 @@ impl Ring {
         }
     }
 
-    /// Submits the queued entries without waiting. EINTR and EBUSY (completions backed up)
-    /// are not errors: the entries not taken stay queued for the next call.
+    /// Submits the queued entries without waiting, and runs the kernel's deferred task work
+    /// (a cancelled request lets its file go only then). EINTR and EBUSY (completions backed
+    /// up) are not errors: the entries not taken stay queued for the next call.
     pub(crate) fn submit_now(&mut self) -> io::Result<()> {
-        match self.ring.submit() {
+        match self.enter_no_wait() {
             Ok(_) => Ok(()),
             Err(e) if transient(&e) => Ok(()),
             Err(e) => Err(e),
@@ -342,7 +357,7 @@ impl Ring {
     /// the wait without error.
     pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
-            Some(t) if t.is_zero() => self.ring.submit(),
+            Some(t) if t.is_zero() => self.enter_no_wait(),
             None => self.ring.submit_and_wait(1),
             Some(t) => {
                 let ts = types::Timespec::from(t.min(Duration::from_secs(u32::MAX as u64)));
@@ -354,6 +369,22 @@ impl Ring {
             Ok(_) => Ok(()),
             Err(e) if transient(&e) || e.raw_os_error() == Some(libc::ETIME) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Submits what is queued and takes completions without waiting: GETEVENTS even so, since
+    /// deferred task work runs only then.
+    fn enter_no_wait(&mut self) -> io::Result<usize> {
+        let len = self.ring.submission().len();
+        // SAFETY: no argument is passed; the entries being submitted are those the `push`
+        // contract keeps valid.
+        unsafe {
+            self.ring.submitter().enter::<libc::sigset_t>(
+                len as u32,
+                0,
+                io_uring::EnterFlags::GETEVENTS.bits(),
+                None,
+            )
         }
     }
 

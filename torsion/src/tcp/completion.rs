@@ -55,6 +55,8 @@ pub(crate) struct Uring {
     eof: Cell<bool>,
     /// A delivery of the stash is queued.
     delivering: Cell<bool>,
+    /// The close cancelled operations: submit the cancellations at once.
+    cancelled: Cell<bool>,
 }
 
 impl Uring {
@@ -67,12 +69,16 @@ impl Uring {
             stash: RefCell::default(),
             eof: Cell::new(false),
             delivering: Cell::new(false),
+            cancelled: Cell::new(false),
         }
     }
 
-    /// Hands queued requests (cancellations) to the kernel.
-    pub(super) fn submit(&self) {
-        self.port.submit();
+    /// Hands the cancellations made by the close to the kernel now (each operation holds the
+    /// socket open: the peer sees the close only once they are gone), if there were any.
+    pub(super) fn submit_cancellations(&self) {
+        if self.cancelled.replace(false) {
+            self.port.submit();
+        }
     }
 }
 
@@ -302,9 +308,11 @@ impl<K: Kind> StreamConnection<K> {
         }
         if let Recv::Armed(op) | Recv::Cancelling(op) = u.recv.replace(Recv::Idle) {
             u.port.cancel(op);
+            u.cancelled.set(true);
         }
         if let Some(op) = u.send.take() {
             u.port.cancel(op);
+            u.cancelled.set(true);
         }
         u.stash.borrow_mut().clear();
         u.eof.set(false);

@@ -531,8 +531,7 @@ impl<K: Kind> StreamConnection<K> {
         }
         drop(self.sock.borrow_mut().take());
         if let Some(u) = &self.uring {
-            // The cancellations of its operations (which hold the socket open) go now.
-            u.submit();
+            u.submit_cancellations();
         }
         // Each piece of user code on its own: a panic in one must not skip the others (the
         // connector's bookkeeping in `on_lost` above all).
