@@ -203,9 +203,12 @@ pub enum Backend {
     Poll,
     /// epoll(7): cost linear in the number of ready descriptors (the Linux default).
     Epoll,
-    /// io_uring(7) (Linux 5.11 or later): readiness through poll requests on a submission
-    /// ring, one system call per iteration for arming and waiting; see the module docs for
-    /// what happens where the kernel refuses it.
+    /// io_uring(7) (Linux 5.11 or later). A reactor made with this backend runs TCP
+    /// connections and listeners on completions (multishot accept, multishot receive into a
+    /// provided-buffer ring, sends batched into the wait's own system call, Linux 5.19 or
+    /// later), and every other descriptor on readiness through poll requests on the ring; the
+    /// poller alone ([`Backend::poller`]) is readiness only. See the module docs for what
+    /// happens where the kernel refuses it.
     IoUring,
 }
 

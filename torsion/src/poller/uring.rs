@@ -1,4 +1,13 @@
-//! The io_uring backend: readiness through `IORING_OP_POLL_ADD`, one submission per wait.
+//! The io_uring backend: readiness through `IORING_OP_POLL_ADD`, one submission per wait, and
+//! the [`Port`] through which torsion's TCP transport runs socket operations on the same ring
+//! (their completions are filed by [`Poller::poll`] and dispatched by the reactor after the
+//! readiness events; see `tcp/completion.rs`).
+//!
+//! Operations carry their own `user_data` layout: bit 63 set (readiness requests never have
+//! it), bits 62 and 61 for SENDs and ACCEPTs (the ring gives their bytes and descriptors back
+//! with the completion), a generation and a slot of [`Shared::ops`], which names the target
+//! (held weakly: a completion for a transport already gone is dropped, its buffer given back
+//! and its descriptor closed).
 //!
 //! * A level-triggered registration is a one-shot poll request. When it completes its event is
 //!   reported and the request is armed again at the start of the next [`poll`](Poller::poll),

@@ -256,6 +256,44 @@ mod tests {
         assert!(b.is_empty() && b.chunks.is_empty());
     }
 
+    /// An io_uring SEND takes the front chunks; a short send puts the rest back in front of
+    /// what was written meanwhile, at the right offset, and the length counts in-flight bytes.
+    #[test]
+    fn a_short_send_puts_the_rest_back_in_order() {
+        let mut b = WriteBuffer::default();
+        b.push(&vec![1u8; COALESCE]);
+        b.push(b"abcdef");
+        b.consume(10);
+        let op = b.take_send().expect("something to send");
+        assert!(b.sending());
+        assert_eq!(op.len(), COALESCE - 10 + 6);
+        assert_eq!(b.len(), COALESCE - 10 + 6, "in-flight bytes still count");
+        assert!(b.take_send().is_none(), "one SEND in flight at a time");
+        b.push(b"later");
+        assert_eq!(b.len(), COALESCE - 10 + 6 + 5);
+        // The kernel took the first chunk and two bytes of the second.
+        b.complete_send(op, COALESCE - 10 + 2);
+        assert!(!b.sending());
+        assert_eq!(b.len(), 4 + 5);
+        let op = b.take_send().unwrap();
+        let (chunks, offset) = op.into_parts();
+        let mut rest = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            rest.extend_from_slice(if i == 0 { &c[offset..] } else { c });
+        }
+        assert_eq!(rest, b"cdeflater");
+    }
+
+    #[test]
+    fn a_send_completing_after_a_clear_is_dropped() {
+        let mut b = WriteBuffer::default();
+        b.push(b"doomed");
+        let op = b.take_send().unwrap();
+        b.clear();
+        b.complete_send(op, 0);
+        assert!(b.is_empty() && !b.sending() && b.chunks.is_empty());
+    }
+
     #[test]
     fn shared_chunks_are_held_not_copied() {
         let poem: Rc<[u8]> = vec![7u8; 100_000].into();
