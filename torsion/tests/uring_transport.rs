@@ -384,8 +384,15 @@ fn wait(reactor: &Reactor, logs: &[&Logs], mut done: impl FnMut() -> bool) {
 
 /// Waits for every connection to be gone (only the listener left), then stops listening.
 fn finish(reactor: &Reactor, port: ListeningPort) {
-    run_until(reactor, LIMIT, || reactor.descriptor_count() == 1);
-    port.stop_listening();
+    finish_all(reactor, &[port]);
+}
+
+/// [`finish`] for several listeners.
+fn finish_all(reactor: &Reactor, ports: &[ListeningPort]) {
+    run_until(reactor, LIMIT, || reactor.descriptor_count() == ports.len());
+    for port in ports {
+        port.stop_listening();
+    }
 }
 
 // ------------------------------------------------------------------------------ the protocol
@@ -400,6 +407,7 @@ struct Proto {
     data: Option<DataHook>,
     /// Set: the protocol keeps writing after the peer's FIN and runs this.
     read_closed: Option<MadeHook>,
+    lost: Option<MadeHook>,
 }
 
 fn proto(log: &Rc<Log>) -> Proto {
@@ -408,6 +416,7 @@ fn proto(log: &Rc<Log>) -> Proto {
         made: None,
         data: None,
         read_closed: None,
+        lost: None,
     }
 }
 
@@ -419,6 +428,11 @@ impl Proto {
 
     fn on_data(mut self, h: impl FnMut(&mut Context<'_>, &Log, &[u8]) + 'static) -> Proto {
         self.data = Some(Box::new(h));
+        self
+    }
+
+    fn on_lost(mut self, h: impl FnMut(&mut Context<'_>, &Log) + 'static) -> Proto {
+        self.lost = Some(Box::new(h));
         self
     }
 
@@ -465,6 +479,9 @@ impl Protocol for Proto {
         }
         self.log.events.borrow_mut().push("lost");
         self.log.lost.borrow_mut().push(reason);
+        if let Some(h) = &mut self.lost {
+            h(cx, &self.log);
+        }
     }
 }
 
@@ -718,13 +735,12 @@ fn write_chunked(c: &mut TcpStream, out: &[u8]) {
         c.write_all(&out[at..at + 1]).unwrap();
         at += 1;
     }
-    for (k, &size) in CHUNKS.iter().cycle().enumerate() {
+    for &size in CHUNKS.iter().cycle() {
         if at == out.len() {
             break;
         }
         let n = size.min(out.len() - at);
         c.write_all(&out[at..at + n]).unwrap();
-        let _ = k;
         at += n;
     }
 }
@@ -926,6 +942,191 @@ uring_test! { run_case:
     }
 }
 
+/// Pauses `t` until a later turn of the reactor (call_soon or call_later(0), by `turn`),
+/// marking `log` paused meanwhile.
+fn pause_a_turn(cx: &Context<'_>, log: &Rc<Log>, turn: usize) {
+    let t = cx.transport().clone();
+    t.pause_producing();
+    log.paused.set(true);
+    let log = log.clone();
+    let resume = move |_: &Reactor| {
+        log.paused.set(false);
+        t.resume_producing();
+    };
+    if turn.is_multiple_of(2) {
+        cx.reactor().call_soon(resume);
+    } else {
+        cx.reactor().call_later(Duration::ZERO, resume);
+    }
+}
+
+uring_test! { run_case:
+    fn a_connection_held_paused_does_not_starve_the_others(reactor: &Reactor, cfg) {
+        // One server connection takes a first delivery, then stays paused with its peer still
+        // sending; meanwhile four echo pairs must run to completion (a paused connection may
+        // not keep the shared buffer ring to itself). Resumed, it gets the rest, exact.
+        let held_len = cfg.volume(1 << 20);
+        let (held_port, held) = serve(reactor, move |i| {
+            let log = Log::new(format!("held server {i}"), Some(stream(40, held_len)));
+            let me = log.clone();
+            let p = proto(&log).on_data(move |cx, _, _| {
+                if me.calls.get() == 1 {
+                    cx.transport().pause_producing();
+                    me.paused.set(true);
+                }
+            });
+            (log, p)
+        });
+        let writer = Log::new("held writer", Some(stream(0, 0)));
+        let p = proto(&writer).on_made(move |cx, _| {
+            Source::start(cx.reactor(), cx.transport(), stream(40, held_len), Then::LoseConnection);
+        });
+        connect(reactor, &held_port, &writer, p);
+        let writers: Logs = Rc::new(RefCell::new(vec![writer.clone()]));
+        wait(reactor, &[&held, &writers], || held.borrow().first().is_some_and(|h| h.paused.get()));
+        let (port, servers) = echo_server(reactor);
+        let clients: Logs = Rc::default();
+        for i in 0..4 {
+            let (log, p) = echo_client(format!("client {i}"), stream(41 + i, cfg.volume(512 << 10)), 64 << 10);
+            connect(reactor, &port, &log, p);
+            clients.borrow_mut().push(log);
+        }
+        let logs = [&held, &writers, &servers, &clients];
+        wait(reactor, &logs, || clients.borrow().iter().all(|c| c.is_lost()));
+        for c in clients.borrow().iter() {
+            c.assert_complete_and_clean();
+        }
+        let h = held.borrow()[0].clone();
+        assert_eq!(h.calls.get(), 1, "data delivered while paused");
+        assert!(!h.complete(), "the held connection got everything in its first delivery");
+        h.paused.set(false);
+        h.transport().resume_producing();
+        wait(reactor, &logs, || h.is_lost() && writer.is_lost());
+        h.assert_complete_and_clean();
+        writer.assert_complete_and_clean();
+        finish_all(reactor, &[port, held_port]);
+    }
+}
+
+/// Forwards the flow control of a transport used as a producer, and marks its log paused.
+struct Splice {
+    t: Transport,
+    log: Rc<Log>,
+    pauses: Rc<Cell<usize>>,
+}
+
+impl Producer for Splice {
+    fn pause_producing(&self) {
+        self.pauses.set(self.pauses.get() + 1);
+        self.log.paused.set(true);
+        self.t.pause_producing();
+    }
+
+    fn resume_producing(&self) {
+        self.log.paused.set(false);
+        self.t.resume_producing();
+    }
+
+    fn stop_producing(&self) {
+        self.t.stop_producing();
+    }
+}
+
+uring_test! { run_case:
+    fn a_proxy_with_end_to_end_backpressure_carries_four_mib_exactly(reactor: &Reactor, cfg) {
+        // client -> proxy -> backend. The proxy's inbound connection is the streaming producer
+        // of its outbound one; the backend reads one delivery per turn over a small window.
+        // Every byte arrives exact, the inbound side is paused while the outbound buffer is
+        // over its high-water mark (no data_received then), and that buffer stays bounded.
+        let len = cfg.volume(4 << 20);
+        let (backend, backends) = serve(reactor, move |i| {
+            let log = Log::new(format!("backend {i}"), Some(stream(50, len)));
+            let me = log.clone();
+            let mut turn = 0;
+            let p = proto(&log)
+                .on_made(|cx, _| cx.transport().tcp().unwrap().set_receive_buffer_size(16 << 10).unwrap())
+                .on_data(move |cx, _, _| {
+                    turn += 1;
+                    pause_a_turn(cx, &me, turn);
+                });
+            (log, p)
+        });
+        let backend_port = backend.port();
+        let pauses = Rc::new(Cell::new(0));
+        let max_buffered = Rc::new(Cell::new(0));
+        let outbound_logs: Logs = Rc::default();
+        let (pz, mb, ol) = (pauses.clone(), max_buffered.clone(), outbound_logs.clone());
+        let (proxy, inbound) = serve(reactor, move |i| {
+            let log = Log::new(format!("proxy inbound {i}"), None);
+            let out_log = Log::new(format!("proxy outbound {i}"), Some(stream(0, 0)));
+            ol.borrow_mut().push(out_log.clone());
+            let me = log.clone();
+            let (pz, mb) = (pz.clone(), mb.clone());
+            let out = out_log.clone();
+            let p = proto(&log)
+                .on_made(move |cx, _| {
+                    // Nothing is read until the backend is connected.
+                    let inbound = cx.transport().clone();
+                    inbound.pause_producing();
+                    let (me, pz) = (me.clone(), pz.clone());
+                    let outbound = proto(&out).on_made(move |cx, _| {
+                        let t = cx.transport();
+                        t.tcp().unwrap().set_send_buffer_size(16 << 10).unwrap();
+                        let splice = Splice { t: inbound.clone(), log: me.clone(), pauses: pz.clone() };
+                        t.register_producer(Rc::new(splice), true).unwrap();
+                        inbound.resume_producing();
+                    });
+                    let once = Rc::new(Once { p: RefCell::new(Some(Box::new(outbound))), log: out.clone() });
+                    cx.reactor().connect_tcp("127.0.0.1", backend_port, once, secs(30));
+                })
+                .on_data({
+                    let out = out_log.clone();
+                    move |_, _, data| {
+                        let t = out.transport();
+                        t.write(data);
+                        mb.set(mb.get().max(t.buffered()));
+                    }
+                })
+                .on_lost(move |_, _| {
+                    let t = out_log.transport();
+                    t.unregister_producer();
+                    t.lose_connection();
+                });
+            (log, p)
+        });
+        let client = Log::new("client", Some(stream(0, 0)));
+        let p = proto(&client).on_made(move |cx, _| {
+            Source::start(cx.reactor(), cx.transport(), stream(50, len), Then::LoseConnection);
+        });
+        connect(reactor, &proxy, &client, p);
+        let clients: Logs = Rc::new(RefCell::new(vec![client.clone()]));
+        let logs = [&backends, &inbound, &outbound_logs, &clients];
+        wait(reactor, &logs, || {
+            client.is_lost()
+                && [&backends, &inbound, &outbound_logs]
+                    .iter()
+                    .all(|l| l.borrow().first().is_some_and(|l| l.is_lost()))
+        });
+        client.assert_complete_and_clean();
+        backends.borrow()[0].assert_complete_and_clean();
+        inbound.borrow()[0].assert_complete_and_clean_end(len);
+        outbound_logs.borrow()[0].assert_complete_and_clean();
+        eprintln!(
+            "{}: inbound paused {} times; the proxy buffered {} bytes at most",
+            reactor.poller_name(),
+            pauses.get(),
+            max_buffered.get()
+        );
+        // The high-water mark (64 KiB) plus one delivery, which a read of at most 256 KiB or a
+        // provided buffer (at most 1 MiB) bounds.
+        assert!(max_buffered.get() <= (64 << 10) + (1 << 20), "the proxy buffered {} bytes", max_buffered.get());
+        if cfg.ring.is_none() {
+            assert!(pauses.get() > 0, "the inbound side was never paused: no backpressure");
+        }
+        finish_all(reactor, &[proxy, backend]);
+    }
+}
+
 // ------------------------------------------------------------------------------ 3. closing
 
 /// A server that writes `out` at once (small writes, then the bulk shared) over a small send
@@ -1059,6 +1260,47 @@ uring_test! { run_case:
             }
             finish(reactor, port);
         }
+    }
+}
+
+uring_test! { run_case:
+    fn an_abort_from_data_received_mid_echo_stops_delivery_at_once(reactor: &Reactor, cfg) {
+        // The server aborts inside data_received, just after queueing a large echo: nothing
+        // more may be delivered to it (received data still in flight included), its
+        // connection_lost says aborted, and its peer is reset after an exact prefix.
+        let len = cfg.volume(4 << 20);
+        let after = cfg.volume(256 << 10);
+        let (port, servers) = serve(reactor, move |i| {
+            let log = Log::new(format!("aborting server {i}"), None);
+            let p = proto(&log).on_data(move |cx, log, data| {
+                let t = cx.transport();
+                t.write(data);
+                if log.got.get() >= after {
+                    t.write(&[0u8; 1 << 20]); // dropped with the buffer
+                    t.abort_connection();
+                    if t.connected() {
+                        log.error("connected after abort_connection".into());
+                    }
+                    log.paused.set(true); // any later delivery is an error
+                }
+            });
+            (log, p)
+        });
+        let (client, p) = echo_client("client".into(), stream(60, len), 1 << 20);
+        connect(reactor, &port, &client, p);
+        let clients: Logs = Rc::new(RefCell::new(vec![client.clone()]));
+        wait(reactor, &[&servers, &clients], || {
+            client.is_lost() && servers.borrow().first().is_some_and(|s| s.is_lost())
+        });
+        let server = servers.borrow()[0].clone();
+        server.assert_ok();
+        let reason = server.reason();
+        assert!(matches!(reason, Reason::ConnectionAborted), "{reason:?}");
+        client.assert_ok(); // an exact prefix of the echo, never the 1 MiB of zeros
+        assert!(client.got.get() <= server.got.get() && client.got.get() < len);
+        let reason = client.reason();
+        assert!(matches!(reason, Reason::ConnectionLost(_)), "{reason:?}");
+        finish(reactor, port);
     }
 }
 
