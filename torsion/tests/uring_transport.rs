@@ -1106,6 +1106,57 @@ fn a_connection_held_paused_does_not_starve_the_others(reactor: &Reactor, cfg: C
 
 on_every_backend!(run_case: a_connection_held_paused_does_not_starve_the_others);
 
+fn a_paused_connection_whose_peer_resets_is_not_read_while_paused(reactor: &Reactor, cfg: Cfg) {
+    // The server pauses before any byte; the client sends 64 KiB, then resets the
+    // connection. Nothing may be delivered while paused (the connection may be reported lost
+    // meanwhile, with an error); resumed, what is delivered is an exact prefix, and the end is
+    // an error, never a clean close.
+    let len = cfg.volume(64 << 10);
+    let (port, servers) = serve(reactor, move |i| {
+        let log = Log::new(format!("paused server {i}"), Some(stream(70, len)));
+        let p = proto(&log).on_made(|cx, log| {
+            cx.transport().pause_producing();
+            log.paused.set(true);
+        });
+        (log, p)
+    });
+    let client = Log::new("resetting client", Some(stream(0, 0)));
+    let p = proto(&client).on_made(move |cx, _| cx.transport().write(&stream(70, len)));
+    connect(reactor, &port, &client, p);
+    let clients: Logs = Rc::new(RefCell::new(vec![client.clone()]));
+    let logs = [&servers, &clients];
+    wait(reactor, &logs, || {
+        client
+            .transport
+            .borrow()
+            .as_ref()
+            .is_some_and(|t| t.buffered() == 0)
+            && servers
+                .borrow()
+                .first()
+                .is_some_and(|s| s.transport.borrow().is_some())
+    });
+    client.transport().abort_connection();
+    wait(reactor, &logs, || client.is_lost());
+    for _ in 0..10 {
+        reactor.iterate(Some(Duration::from_millis(10))).unwrap();
+    }
+    let server = servers.borrow()[0].clone();
+    server.assert_ok();
+    assert_eq!(server.calls.get(), 0, "data delivered while paused");
+    if !server.is_lost() {
+        server.paused.set(false);
+        server.transport().resume_producing();
+    }
+    wait(reactor, &logs, || server.is_lost());
+    server.assert_ok();
+    let reason = server.reason();
+    assert!(matches!(reason, Reason::ConnectionLost(_)), "{reason:?}");
+    finish(reactor, port);
+}
+
+on_every_backend!(run_case: a_paused_connection_whose_peer_resets_is_not_read_while_paused);
+
 /// Forwards the flow control of a transport used as a producer, and marks its log paused.
 struct Splice {
     t: Transport,
