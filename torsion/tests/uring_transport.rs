@@ -193,10 +193,16 @@ const CHUNKS: &[usize] = &[
     1 << 20,
 ];
 
-/// Writes `piece` through one of the three write calls, chosen by `turn`.
+/// Writes `piece` through one of the three write calls, chosen by `turn` (with empty writes
+/// and empty parts now and then, which must change nothing).
 fn write_varied(t: &Transport, piece: &[u8], turn: usize) {
     match turn % 3 {
-        0 => t.write(piece),
+        0 => {
+            if turn.is_multiple_of(4) {
+                t.write(&[]);
+            }
+            t.write(piece);
+        }
         1 => {
             let (a, b) = piece.split_at(piece.len() / 2);
             let (b, c) = b.split_at(b.len() / 2);
@@ -1860,6 +1866,45 @@ fn the_readiness_backends_count_no_completions() {
                 "{stats}"
             );
             finish(reactor, port);
+        });
+    }
+}
+
+// ------------------------------------------------------------------------------ found here
+
+/// Fails today (see the ignore reason); a reproduction for the lead, not a test of the new
+/// transport. The module docs of `reactor` promise that dropping the last handle ends every
+/// registration "so that no transport, and no descriptor, outlives the reactor"; but a handle
+/// kept by a protocol (or by a queued call: `let r2 = r.clone(); r.call_later(.., move |_| ..)`)
+/// is a handle too, so `Reactor::drop` of the user's handle sees a strong count above 1 and does
+/// nothing, and the cycle reactor -> registration -> protocol -> reactor keeps the listener, the
+/// connections, the poller (an io_uring ring and its buffers) and the waker open for ever.
+#[test]
+#[ignore = "fails today: a Reactor clone kept by a protocol leaks the reactor and every descriptor"]
+fn dropping_the_reactor_while_a_protocol_keeps_a_clone_closes_everything() {
+    for backend in [Backend::Epoll, Backend::IoUring] {
+        run_owned(backend, None, |reactor, _| {
+            let (port, servers) = serve(&reactor, |i| {
+                let log = Log::new(format!("server {i}"), None);
+                let keep: RefCell<Option<Reactor>> = RefCell::default();
+                let p = proto(&log).on_made(move |cx, _| {
+                    *keep.borrow_mut() = Some(cx.reactor().clone());
+                });
+                (log, p)
+            });
+            let client = Log::new("client", None);
+            connect(&reactor, &port, &client, proto(&client));
+            let clients: Logs = Rc::new(RefCell::new(vec![client.clone()]));
+            wait(&reactor, &[&servers, &clients], || {
+                servers.borrow().len() == 1 && client.transport.borrow().is_some()
+            });
+            drop(reactor);
+            let server = servers.borrow()[0].clone();
+            assert!(
+                server.is_lost() && client.is_lost(),
+                "no connection_lost after the reactor was dropped"
+            );
+            // The leak check that follows fails too: the descriptors are still open.
         });
     }
 }
