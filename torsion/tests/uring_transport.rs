@@ -879,6 +879,99 @@ impl Log {
     }
 }
 
+/// Starts echo clients one after another (each one's end starts the next), every other one
+/// aborting a quarter of the way through, so that descriptor numbers are reused while the
+/// previous owner's operations may still be completing.
+struct Churn {
+    port: u16,
+    len: usize,
+    total: usize,
+    started: Cell<usize>,
+    clients: Logs,
+}
+
+impl Churn {
+    fn start_one(self: &Rc<Self>, r: &Reactor) {
+        let i = self.started.get();
+        if i == self.total {
+            return;
+        }
+        self.started.set(i + 1);
+        let id = 50 + i as u32; // unique per connection
+        let (log, mut p) = echo_client(
+            format!("churned client {i}"),
+            stream(id, self.len),
+            16 << 10,
+        );
+        if i % 2 == 1 {
+            let mut inner = p.data.take().expect("the echo client has a data hook");
+            let quarter = self.len / 4;
+            p.data = Some(Box::new(move |cx, log, data| {
+                inner(cx, log, data);
+                if log.got.get() >= quarter && !log.paused.get() {
+                    cx.transport().abort_connection();
+                    log.paused.set(true); // nothing may be delivered after the abort
+                }
+            }));
+        }
+        let me = self.clone();
+        p.lost = Some(Box::new(move |cx, _| me.start_one(cx.reactor())));
+        self.clients.borrow_mut().push(log.clone());
+        let once = Rc::new(Once {
+            p: RefCell::new(Some(Box::new(p))),
+            log,
+        });
+        r.connect_tcp("127.0.0.1", self.port, once, secs(30));
+    }
+}
+
+fn churned_connections_never_see_each_others_bytes(reactor: &Reactor, cfg: Cfg) {
+    const TOTAL: usize = 200;
+    const LIVE: usize = 10;
+    let (port, servers) = echo_server(reactor);
+    let churn = Rc::new(Churn {
+        port: port.port(),
+        len: cfg.volume(64 << 10),
+        total: TOTAL,
+        started: Cell::new(0),
+        clients: Rc::default(),
+    });
+    for _ in 0..LIVE {
+        churn.start_one(reactor);
+    }
+    let clients = churn.clients.clone();
+    wait(reactor, &[&servers, &clients], || {
+        churn.started.get() == TOTAL
+            && clients.borrow().iter().all(|c| c.is_lost())
+            && servers.borrow().len() == TOTAL
+            && servers.borrow().iter().all(|s| s.is_lost())
+    });
+    for (i, c) in clients.borrow().iter().enumerate() {
+        c.assert_ok();
+        if i % 2 == 0 {
+            c.assert_complete_and_clean();
+        } else {
+            let reason = c.reason();
+            assert!(
+                matches!(reason, Reason::ConnectionAborted),
+                "{}: {reason:?}",
+                c.name
+            );
+        }
+    }
+    for s in servers.borrow().iter() {
+        let reason = s.reason();
+        assert!(
+            matches!(reason, Reason::ConnectionDone | Reason::ConnectionLost(_)),
+            "{}: {reason:?}",
+            s.name
+        );
+    }
+    finish(reactor, port);
+}
+
+on_every_backend!(run_case: churned_connections_never_see_each_others_bytes);
+
 // ------------------------------------------------------------------------------ 2. pause
 
 fn reading_paused_after_every_delivery_and_resumed_later_loses_nothing(
