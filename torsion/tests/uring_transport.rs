@@ -1,5 +1,6 @@
 //! The hard cases of a completion-based stream transport, forced through the public API: exact
-//! bytes under a provided-buffer ring that runs dry (ENOBUFS), over one connection and fifty;
+//! bytes under a provided-buffer ring that runs dry (ENOBUFS), over one connection and fifty,
+//! and over two hundred short connections whose descriptor numbers are reused mid-flight;
 //! reading paused and resumed (after every delivery, for a long stretch under a flood, one
 //! connection held paused while others share the ring, a proxy's end-to-end backpressure);
 //! closes and aborts while a send is in flight (from outside and from inside `data_received`)
