@@ -100,7 +100,7 @@ server_cmd() {
         raw-epoll) echo "$BIN/echo-raw-epoll" ;;
         tokio-ct) echo "$BIN/echo-tokio --flavor current_thread" ;;
         tokio-mt) echo "$BIN/echo-tokio --flavor multi_thread" ;;
-        torsion-epoll|torsion-poll|torsion-select|torsion-io_uring) echo "$BIN/echo-torsion --backend ${1#torsion-}" ;;
+        torsion-epoll|torsion-poll|torsion-select|torsion-io_uring|torsion-io_uring-readiness) echo "$BIN/echo-torsion --backend ${1#torsion-}" ;;
         # Per-core servers ("-2c": may use both cores, which they share with the load generator).
         tokio-mt-2c) echo "$BIN/echo-tokio --flavor multi_thread" ;;
         torsion-epoll-2c) echo "$BIN/echo-torsion --backend epoll" ;;

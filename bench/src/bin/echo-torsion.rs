@@ -1,7 +1,10 @@
-//! `echo-torsion --port N [--backend select|poll|epoll|io_uring] [--reactors N]`: the torsion
-//! echo server, a [`Protocol`] whose `data_received` writes the data back, on the chosen
-//! reactor backend. With `--reactors N` (N > 1) it runs N reactors on N threads
-//! (`torsion::reactor::multi`), each listening on its own SO_REUSEPORT socket for the port.
+//! `echo-torsion --port N [--backend select|poll|epoll|io_uring|io_uring-readiness]
+//! [--reactors N]`: the torsion echo server, a [`Protocol`] whose `data_received` writes the
+//! data back, on the chosen reactor backend. `io_uring` runs TCP on io_uring completions;
+//! `io_uring-readiness` is the io_uring poller alone (`Reactor::with_poller`), every socket
+//! driven by poll requests, for comparison. With `--reactors N` (N > 1) it runs N reactors on
+//! N threads (`torsion::reactor::multi`), each listening on its own SO_REUSEPORT socket for the
+//! port.
 
 use bench::args::Args;
 use torsion::reactor::multi::{MultiOptions, MultiReactor, MAX_REACTORS};
@@ -19,9 +22,10 @@ impl Protocol for Echo {
 fn main() {
     let args = Args::from_env();
     let port: u16 = args.require("port");
-    let backend: Backend = args
-        .get_str("backend")
-        .unwrap_or("epoll")
+    let name = args.get_str("backend").unwrap_or("epoll");
+    let readiness_only = name == "io_uring-readiness";
+    let backend: Backend = name
+        .trim_end_matches("-readiness")
         .parse()
         .unwrap_or_else(|e| {
             eprintln!("echo-torsion: {e} (select|poll|epoll|io_uring)");
@@ -61,7 +65,15 @@ fn main() {
         }
         return;
     }
-    let reactor = Reactor::with_backend(backend).unwrap_or_else(|e| {
+    let reactor = if readiness_only {
+        backend
+            .poller()
+            .map_err(torsion::Error::from)
+            .and_then(Reactor::with_poller)
+    } else {
+        Reactor::with_backend(backend)
+    };
+    let reactor = reactor.unwrap_or_else(|e| {
         eprintln!("echo-torsion: {e}");
         std::process::exit(1)
     });

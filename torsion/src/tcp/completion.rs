@@ -30,6 +30,10 @@ use crate::error::{panic_message, Panicked};
 use crate::poller::uring::{Done, OpTarget, Port};
 use crate::{Reactor, Reason};
 
+/// The most bytes of the stash one `data_received` gets (a read's worth, as Twisted's 64 KiB):
+/// a protocol that pauses again part-way through is not handed the rest.
+const STASH_PIECE: usize = 64 * 1024;
+
 /// Where the multishot receive is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Recv {
@@ -137,18 +141,25 @@ impl<K: Kind> StreamConnection<K> {
         }
     }
 
-    /// Delivers what was received while paused, then the end of the stream if it came, then
-    /// reads on.
+    /// Delivers what was received while paused, in pieces of at most [`STASH_PIECE`] bytes
+    /// for as long as the protocol reads, then the end of the stream if it came, then reads on.
     fn deliver_stash(&self, r: &Reactor) {
         let u = self.u();
         u.delivering.set(false);
         if self.st.borrow().gone() || !self.st.borrow().reading {
             return; // paused again: resuming queues this again
         }
-        let data = std::mem::take(&mut *u.stash.borrow_mut());
+        let mut data = std::mem::take(&mut *u.stash.borrow_mut());
         let t = self.transport();
-        if !data.is_empty() {
-            self.with_protocol(r, &t, |p, cx| p.data_received(cx, &data));
+        let mut at = 0;
+        while at < data.len() {
+            let end = data.len().min(at + STASH_PIECE);
+            self.with_protocol(r, &t, |p, cx| p.data_received(cx, &data[at..end]));
+            at = end;
+            let st = self.st.borrow();
+            if st.gone() || !st.reading {
+                break;
+            }
         }
         let (gone, reading) = {
             let st = self.st.borrow();
@@ -156,6 +167,13 @@ impl<K: Kind> StreamConnection<K> {
         };
         if gone {
             return;
+        }
+        if at < data.len() {
+            // Paused again part-way: the rest stays first in line.
+            data.drain(..at);
+            let mut stash = u.stash.borrow_mut();
+            data.extend_from_slice(&stash);
+            *stash = data;
         }
         if !u.stash.borrow().is_empty() {
             // More came behind (the receive was being cancelled): in order, next time.
