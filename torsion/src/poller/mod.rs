@@ -471,6 +471,14 @@ pub fn set_io_uring_buffer_ring(config: Option<(u16, u32)>) {
     crate::sys::set_buffer_ring(config);
 }
 
+/// Makes the provided-buffer ring of io_uring reactors created later on this thread fail to
+/// set up with `errno` (`None` restores it), as a kernel before 5.19 does: such a reactor runs
+/// on io_uring with every socket, TCP included, driven by readiness.
+#[cfg(any(test, feature = "testing"))]
+pub fn simulate_io_uring_buffer_ring_refusal(errno: Option<i32>) {
+    crate::sys::simulate_buffer_ring_refusal(errno);
+}
+
 /// Treats EINTR as "no events".
 fn interrupted_ok(r: io::Result<usize>) -> io::Result<usize> {
     match r {

@@ -73,9 +73,9 @@ pub(crate) use unix::{
 };
 pub(crate) use uring::probe as uring_probe;
 #[cfg(any(test, feature = "testing"))]
-pub(crate) use uring::set_buffer_ring;
-#[cfg(any(test, feature = "testing"))]
 pub(crate) use uring::simulate_uring_refusal;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use uring::{set_buffer_ring, simulate_buffer_ring_refusal};
 pub(crate) use waker::{eventfd, eventfd_drain, eventfd_signal};
 
 /// A system call's return type whose `-1` means "failed, see `errno`".

@@ -51,6 +51,18 @@ pub(crate) fn set_buffer_ring(config: Option<(u16, u32)>) {
     BUFFERS.with(|b| b.set(config));
 }
 
+thread_local! {
+    /// An error number [`Ring::setup_buffers`] returns instead of registering a buffer ring,
+    /// on this thread (a kernel before 5.19 refuses them with EINVAL).
+    static REFUSE_BUFFERS: Cell<Option<i32>> = const { Cell::new(None) };
+}
+
+/// Makes [`Ring::setup_buffers`] fail with `errno` on this thread (`None` restores it).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn simulate_buffer_ring_refusal(errno: Option<i32>) {
+    REFUSE_BUFFERS.with(|r| r.set(errno));
+}
+
 /// The provided-buffer ring configured for this thread, if any.
 pub(crate) fn buffer_ring_config() -> Option<(u16, u32)> {
     BUFFERS.with(Cell::get)
@@ -78,50 +90,54 @@ pub(crate) struct Completion {
 
 /// The bytes of one SEND: whole chunks of a write buffer, the first from `offset` on. Their
 /// memory does not move while the request is in flight (the chunks' bytes live on the heap,
-/// and the vectors describing them are boxed).
+/// and the vectors describing several chunks are boxed). One chunk, the common case, costs no
+/// allocation here.
 pub(crate) struct SendOp {
-    chunks: Vec<Chunk>,
+    first: Chunk,
+    rest: Vec<Chunk>,
     offset: usize,
-    iov: Box<[libc::iovec]>,
-    msg: Box<libc::msghdr>,
+    len: usize,
+    /// For several chunks: the vectors and the message (SENDMSG) describing them.
+    vectored: Option<(Box<[libc::iovec]>, Box<libc::msghdr>)>,
 }
 
 impl SendOp {
-    /// The bytes to send: `chunks` (non-empty, at most [`super::MAX_IOV`]), the first from
-    /// `offset` on.
-    pub(crate) fn new(chunks: Vec<Chunk>, offset: usize) -> SendOp {
-        let iov: Box<[libc::iovec]> = chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let s: &[u8] = if i == 0 { &c[offset..] } else { c };
-                libc::iovec {
+    /// The bytes to send: `first` from `offset` on, then `rest` (at most
+    /// [`super::MAX_IOV`] chunks in all).
+    pub(crate) fn new(first: Chunk, rest: Vec<Chunk>, offset: usize) -> SendOp {
+        let len = first.len() - offset + rest.iter().map(|c| c.len()).sum::<usize>();
+        let vectored = (!rest.is_empty()).then(|| {
+            let iov: Box<[libc::iovec]> = std::iter::once(&first[offset..])
+                .chain(rest.iter().map(|c| &c[..]))
+                .map(|s| libc::iovec {
                     iov_base: s.as_ptr() as *mut libc::c_void,
                     iov_len: s.len(),
-                }
-            })
-            .collect();
-        // SAFETY: msghdr is a plain C struct for which all-zero is a valid value (no name, no
-        // control data); the iovec fields are set below.
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len() as _;
+                })
+                .collect();
+            // SAFETY: msghdr is a plain C struct for which all-zero is a valid value (no name,
+            // no control data); the iovec fields are set below.
+            let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len() as _;
+            (iov, msg)
+        });
         SendOp {
-            chunks,
+            first,
+            rest,
             offset,
-            iov,
-            msg,
+            len,
+            vectored,
         }
     }
 
     /// Bytes it carries.
     pub(crate) fn len(&self) -> usize {
-        self.iov.iter().map(|v| v.iov_len).sum()
+        self.len
     }
 
     /// The chunks and the offset into the first, back.
-    pub(crate) fn into_parts(self) -> (Vec<Chunk>, usize) {
-        (self.chunks, self.offset)
+    pub(crate) fn into_parts(self) -> (Chunk, Vec<Chunk>, usize) {
+        (self.first, self.rest, self.offset)
     }
 }
 
@@ -220,6 +236,9 @@ impl Ring {
     /// # Errors
     /// The system error (memory, or a kernel without buffer rings).
     pub(crate) fn setup_buffers(&mut self, count: u16, size: u32) -> io::Result<Rc<BufPool>> {
+        if let Some(code) = REFUSE_BUFFERS.with(Cell::get) {
+            return Err(io::Error::from_raw_os_error(code));
+        }
         let pool = Rc::new(BufPool::new(count, size)?);
         // SAFETY: the ring memory is page-aligned, mapped for `count` entries and lives in the
         // pool, which the ring holds until it has drained every request (`Drop`).
@@ -272,16 +291,17 @@ impl Ring {
                 "a SEND with this slot is already in flight",
             ));
         }
-        let entry = if op.iov.len() == 1 {
-            let v = &op.iov[0];
-            let len = u32::try_from(v.iov_len).unwrap_or(u32::MAX);
-            opcode::Send::new(types::Fd(fd), v.iov_base as *const u8, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        } else {
-            opcode::SendMsg::new(types::Fd(fd), &*op.msg as *const libc::msghdr)
+        let entry = match &op.vectored {
+            None => {
+                let bytes = &op.first[op.offset..];
+                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            Some((_, msg)) => opcode::SendMsg::new(types::Fd(fd), &**msg as *const libc::msghdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
+                .build(),
         }
         .user_data(user_data);
         // Held before the push: the entry points at these bytes from now on.

@@ -41,7 +41,13 @@ pub(crate) struct WriteBuffer {
     len: usize,
     /// Bytes moved into an io_uring SEND still in flight (they come before `chunks`).
     in_flight: usize,
+    /// A small chunk's vector a SEND gave back, reused by the next write (a ping-pong then
+    /// allocates nothing per message).
+    spare: Option<Vec<u8>>,
 }
+
+/// The largest vector kept as [`WriteBuffer::spare`] (an idle connection keeps at most this).
+const SPARE_MAX: usize = 1024;
 
 /// What a flush achieved.
 pub(crate) enum Flush {
@@ -71,7 +77,15 @@ impl WriteBuffer {
                 return;
             }
         }
-        self.chunks.push_back(Chunk::Owned(data.to_vec()));
+        let v = match self.spare.take() {
+            Some(mut v) if v.capacity() >= data.len() => {
+                v.clear();
+                v.extend_from_slice(data);
+                v
+            }
+            _ => data.to_vec(),
+        };
+        self.chunks.push_back(Chunk::Owned(v));
     }
 
     /// Appends shared bytes from `start` on, without copying them (a small rest is copied).
@@ -106,10 +120,15 @@ impl WriteBuffer {
         if self.in_flight > 0 || self.chunks.is_empty() {
             return None;
         }
-        let n = self.chunks.len().min(sys::MAX_IOV);
-        let chunks: Vec<Chunk> = self.chunks.drain(..n).collect();
+        let first = self.chunks.pop_front()?;
+        let n = self.chunks.len().min(sys::MAX_IOV - 1);
+        let rest: Vec<Chunk> = if n == 0 {
+            Vec::new()
+        } else {
+            self.chunks.drain(..n).collect()
+        };
         let offset = std::mem::take(&mut self.offset);
-        let op = sys::uring::SendOp::new(chunks, offset);
+        let op = sys::uring::SendOp::new(first, rest, offset);
         self.in_flight = op.len();
         Some(op)
     }
@@ -123,10 +142,19 @@ impl WriteBuffer {
         }
         let sent = sent.min(total);
         self.len -= sent;
-        let (chunks, offset) = op.into_parts();
+        let (first, others, offset) = op.into_parts();
+        if sent == total && others.is_empty() {
+            // All sent, the common case: keep a small vector for the next write.
+            if let Chunk::Owned(v) = first {
+                if v.capacity() <= SPARE_MAX {
+                    self.spare = Some(v);
+                }
+            }
+            return;
+        }
         let mut skip = sent + offset;
         let mut rest: Vec<(Chunk, usize)> = Vec::new();
-        for c in chunks {
+        for c in std::iter::once(first).chain(others) {
             if skip >= c.len() {
                 skip -= c.len();
                 continue;
@@ -276,10 +304,10 @@ mod tests {
         assert!(!b.sending());
         assert_eq!(b.len(), 4 + 5);
         let op = b.take_send().unwrap();
-        let (chunks, offset) = op.into_parts();
-        let mut rest = Vec::new();
-        for (i, c) in chunks.iter().enumerate() {
-            rest.extend_from_slice(if i == 0 { &c[offset..] } else { c });
+        let (first, others, offset) = op.into_parts();
+        let mut rest = first[offset..].to_vec();
+        for c in &others {
+            rest.extend_from_slice(c);
         }
         assert_eq!(rest, b"cdeflater");
     }
