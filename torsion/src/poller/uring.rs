@@ -257,8 +257,9 @@ pub(crate) struct Done {
 
 /// Whatever owns socket operations on the ring: told of each completion by the reactor.
 pub(crate) trait OpTarget {
-    /// One completion of an operation it started.
-    fn complete(&self, r: &Reactor, done: Done);
+    /// One completion of an operation it started (taken by reference, so that the records
+    /// are not copied around: take what it carries out of it).
+    fn complete(&self, r: &Reactor, done: &mut Done);
 
     /// Called by the reactor before it waits, when the target asked with
     /// [`Port::before_poll`]: queue the SENDs of what was written this iteration.

@@ -53,7 +53,7 @@ impl Reactor {
         let mut done = self.inner.done.take();
         port.take_done(&mut done);
         self.inner.stats.completed(done.len());
-        for d in done.drain(..) {
+        for d in done.iter_mut() {
             let Some(target) = d.target() else {
                 continue; // its owner is gone: the buffer goes back to the ring as `d` drops
             };
@@ -61,6 +61,8 @@ impl Reactor {
                 tracing::error!(message = %panic_message(&*payload), "an io_uring completion handler panicked; the reactor carries on");
             }
         }
+        // What the handlers left (a buffer, a SEND's bytes, a descriptor) is released here.
+        done.clear();
         self.inner.done.set(done);
     }
 }

@@ -205,7 +205,7 @@ impl<K: Kind> StreamConnection<K> {
     }
 
     /// One receive completion.
-    fn received(&self, r: &Reactor, d: Done) {
+    fn received(&self, r: &Reactor, d: &mut Done) {
         let u = self.u();
         if !d.more {
             u.recv.set(Recv::Idle);
@@ -215,7 +215,7 @@ impl<K: Kind> StreamConnection<K> {
         }
         match d.result {
             n if n > 0 => {
-                let Some(buf) = d.buffer else {
+                let Some(buf) = d.buffer.take() else {
                     tracing::error!(peer = %self.peer, "an io_uring receive completed without its buffer; closing");
                     return self.doom(
                         r,
@@ -278,10 +278,10 @@ impl<K: Kind> StreamConnection<K> {
     }
 
     /// One SEND completion.
-    fn sent(&self, r: &Reactor, d: Done) {
+    fn sent(&self, r: &Reactor, d: &mut Done) {
         let u = self.u();
         u.send.set(None);
-        let Some(op) = d.send else {
+        let Some(op) = d.send.take() else {
             tracing::error!(peer = %self.peer, "an io_uring SEND completed without its bytes");
             return;
         };
@@ -349,7 +349,7 @@ impl<K: Kind> StreamConnection<K> {
         }
     }
 
-    fn complete_unguarded(&self, r: &Reactor, d: Done) {
+    fn complete_unguarded(&self, r: &Reactor, d: &mut Done) {
         let u = self.u();
         let is_recv = matches!(u.recv.get(), Recv::Armed(op) | Recv::Cancelling(op) if op == d.op);
         if d.send.is_some() {
@@ -391,7 +391,7 @@ impl<K: Kind> StreamConnection<K> {
 }
 
 impl<K: Kind> OpTarget for StreamConnection<K> {
-    fn complete(&self, r: &Reactor, d: Done) {
+    fn complete(&self, r: &Reactor, d: &mut Done) {
         self.guarded(r, || self.complete_unguarded(r, d));
     }
 

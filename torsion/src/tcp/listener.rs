@@ -319,7 +319,7 @@ impl FileDescriptor for Listener {
 
 /// On io_uring: the completions of the multishot ACCEPT, one per new connection.
 impl OpTarget for Listener {
-    fn complete(&self, r: &Reactor, d: Done) {
+    fn complete(&self, r: &Reactor, d: &mut Done) {
         let ours = self.accept_op.get() == Some(d.op);
         if ours && !d.more {
             self.accept_op.set(None);
@@ -329,7 +329,7 @@ impl OpTarget for Listener {
             fd if fd >= 0 => {
                 // A connection accepted even by a request being cancelled is served while the
                 // port listens (and closed otherwise).
-                let Some(sock) = d.accepted else {
+                let Some(sock) = d.accepted.take() else {
                     return;
                 };
                 if !listening {
