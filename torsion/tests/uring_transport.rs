@@ -570,6 +570,25 @@ fn connect(reactor: &Reactor, port: &ListeningPort, log: &Rc<Log>, p: Proto) {
     reactor.connect_tcp("127.0.0.1", port.port(), once, secs(30));
 }
 
+/// A client named `name` expecting `want` back, which writes `data` through a [`Source`] and
+/// then does what `then` says; with its log list for `wait`.
+fn writer(
+    reactor: &Reactor,
+    port: &ListeningPort,
+    name: &str,
+    want: Rc<[u8]>,
+    data: Rc<[u8]>,
+    then: Then,
+) -> (Rc<Log>, Logs) {
+    let client = Log::new(name, Some(want));
+    let p = proto(&client).on_made(move |cx, _| {
+        Source::start(cx.reactor(), cx.transport(), data.clone(), then);
+    });
+    connect(reactor, port, &client, p);
+    let logs: Logs = Rc::new(RefCell::new(vec![client.clone()]));
+    (client, logs)
+}
+
 /// A server that echoes everything, alternating `write` and `write_shared`.
 fn echo_server(reactor: &Reactor) -> (ListeningPort, Logs) {
     serve(reactor, |i| {
@@ -1013,17 +1032,14 @@ fn reading_paused_after_every_delivery_and_resumed_later_loses_nothing(
         });
         (log, p)
     });
-    let client = Log::new("writer", Some(stream(0, 0)));
-    let p = proto(&client).on_made(move |cx, _| {
-        Source::start(
-            cx.reactor(),
-            cx.transport(),
-            stream(3, len),
-            Then::LoseConnection,
-        );
-    });
-    connect(reactor, &port, &client, p);
-    let clients: Logs = Rc::new(RefCell::new(vec![client.clone()]));
+    let (client, clients) = writer(
+        reactor,
+        &port,
+        "writer",
+        stream(0, 0),
+        stream(3, len),
+        Then::LoseConnection,
+    );
     wait(reactor, &[&servers, &clients], || {
         client.is_lost() && servers.borrow().first().is_some_and(|s| s.is_lost())
     });
@@ -1158,17 +1174,14 @@ fn a_connection_held_paused_does_not_starve_the_others(reactor: &Reactor, cfg: C
         });
         (log, p)
     });
-    let writer = Log::new("held writer", Some(stream(0, 0)));
-    let p = proto(&writer).on_made(move |cx, _| {
-        Source::start(
-            cx.reactor(),
-            cx.transport(),
-            stream(40, held_len),
-            Then::LoseConnection,
-        );
-    });
-    connect(reactor, &held_port, &writer, p);
-    let writers: Logs = Rc::new(RefCell::new(vec![writer.clone()]));
+    let (writer, writers) = writer(
+        reactor,
+        &held_port,
+        "held writer",
+        stream(0, 0),
+        stream(40, held_len),
+        Then::LoseConnection,
+    );
     wait(reactor, &[&held, &writers], || {
         held.borrow().first().is_some_and(|h| h.paused.get())
     });
@@ -1361,17 +1374,14 @@ fn a_proxy_with_end_to_end_backpressure_carries_four_mib_exactly(reactor: &React
             });
         (log, p)
     });
-    let client = Log::new("client", Some(stream(0, 0)));
-    let p = proto(&client).on_made(move |cx, _| {
-        Source::start(
-            cx.reactor(),
-            cx.transport(),
-            stream(50, len),
-            Then::LoseConnection,
-        );
-    });
-    connect(reactor, &proxy, &client, p);
-    let clients: Logs = Rc::new(RefCell::new(vec![client.clone()]));
+    let (client, clients) = writer(
+        reactor,
+        &proxy,
+        "client",
+        stream(0, 0),
+        stream(50, len),
+        Then::LoseConnection,
+    );
     let logs = [&backends, &inbound, &outbound_logs, &clients];
     wait(reactor, &logs, || {
         client.is_lost()
@@ -1790,18 +1800,14 @@ fn a_reply_written_after_the_peers_fin_arrives_whole(reactor: &Reactor, cfg: Cfg
     let (port, servers) = replier(reactor, request.clone(), reply.clone());
     // A torsion client: the request through a streaming producer, then
     // lose_write_connection at once, with the request's last writes still to be sent.
-    let client = Log::new("half-closing client", Some(reply.clone()));
-    let req = request.clone();
-    let p = proto(&client).on_made(move |cx, _| {
-        Source::start(
-            cx.reactor(),
-            cx.transport(),
-            req.clone(),
-            Then::LoseWriteConnection,
-        );
-    });
-    connect(reactor, &port, &client, p);
-    let clients: Logs = Rc::new(RefCell::new(vec![client.clone()]));
+    let (client, clients) = writer(
+        reactor,
+        &port,
+        "half-closing client",
+        reply.clone(),
+        request.clone(),
+        Then::LoseWriteConnection,
+    );
     wait(reactor, &[&servers, &clients], || {
         client.is_lost() && servers.borrow().first().is_some_and(|s| s.is_lost())
     });
