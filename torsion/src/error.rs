@@ -52,6 +52,8 @@ pub enum Error {
     /// `iterate` or `run` was called from inside a callback of the same reactor (the loop is
     /// not re-entrant, as libuv's `uv_run`).
     Reentrant,
+    /// A setting is out of its range (the message names it, the range and the value given).
+    InvalidSetting(String),
 }
 
 impl fmt::Display for Error {
@@ -83,6 +85,7 @@ impl fmt::Display for Error {
             Error::Reentrant => {
                 f.write_str("the reactor cannot be iterated from inside one of its callbacks")
             }
+            Error::InvalidSetting(msg) => write!(f, "invalid setting: {msg}"),
         }
     }
 }

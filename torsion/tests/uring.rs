@@ -197,6 +197,35 @@ reactor_test! {
     }
 }
 
+/// An echo server on `reactor`, and a client thread that sends 200,000 patterned bytes and
+/// checks the echo; the reactor's statistics after it.
+fn echo_once(reactor: &Reactor) -> torsion::reactor::Stats {
+    use torsion::{Context, Factory, Protocol};
+    struct Echo;
+    impl Protocol for Echo {
+        fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+            cx.transport().write(data);
+        }
+    }
+    let port = reactor
+        .listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Echo))
+        .unwrap();
+    let addr = port.address();
+    let client = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        c.write_all(&data).unwrap();
+        let mut got = vec![0u8; data.len()];
+        c.read_exact(&mut got).unwrap();
+        assert!(got == data, "the echo came back corrupted");
+    });
+    torsion::testing::run_until(reactor, Duration::from_secs(30), || client.is_finished());
+    client.join().unwrap();
+    port.stop_listening();
+    reactor.stats()
+}
+
 /// A kernel that offers io_uring but not provided-buffer rings (before 5.19): the reactor still
 /// runs on io_uring, its TCP connections on readiness, and nothing is lost.
 #[test]
@@ -205,33 +234,9 @@ fn without_buffer_rings_tcp_runs_on_readiness_over_io_uring() {
         eprintln!("SKIPPED: io_uring is unavailable here");
         return;
     }
-    use torsion::{Context, Factory, Protocol};
-    struct Echo;
-    impl Protocol for Echo {
-        fn data_received(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-            cx.transport().write(data);
-        }
-    }
-    let echo_once = |reactor: &Reactor| {
-        let port = reactor
-            .listen_tcp("127.0.0.1:0", Factory::for_protocol(|| Echo))
-            .unwrap();
-        let addr = port.address();
-        let client = std::thread::spawn(move || {
-            let mut c = std::net::TcpStream::connect(addr).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-            c.write_all(&data).unwrap();
-            let mut got = vec![0u8; data.len()];
-            c.read_exact(&mut got).unwrap();
-            assert!(got == data, "the echo came back corrupted");
-        });
-        torsion::testing::run_until(reactor, Duration::from_secs(30), || client.is_finished());
-        client.join().unwrap();
-        port.stop_listening();
-        reactor.stats()
-    };
-    poller::simulate_io_uring_buffer_ring_refusal(Some(libc_einval()));
+    let _serial = torsion::testing::serial();
+    let check = torsion::testing::LeakCheck::new();
+    poller::simulate_io_uring_buffer_ring_refusal(Some(EINVAL));
     let refused = Reactor::with_backend(Backend::IoUring);
     poller::simulate_io_uring_buffer_ring_refusal(None);
     let reactor = refused.expect("io_uring without buffer rings still makes a reactor");
@@ -239,13 +244,46 @@ fn without_buffer_rings_tcp_runs_on_readiness_over_io_uring() {
     let stats = echo_once(&reactor);
     assert_eq!(stats.completions, 0, "{stats}");
     assert!(stats.bytes_read >= 200_000, "{stats}");
+    check.check(reactor);
     // With buffer rings, the same exchange runs on completions.
+    let check = torsion::testing::LeakCheck::new();
     let reactor = Reactor::with_backend(Backend::IoUring).unwrap();
     let stats = echo_once(&reactor);
     assert!(stats.completions > 0, "{stats}");
+    check.check(reactor);
+}
+
+/// `Reactor::with_io_uring` takes the buffer ring it is given: two 64-byte buffers run dry
+/// under 200 KB of echo, and nothing is lost.
+#[test]
+fn with_io_uring_uses_the_buffer_ring_it_is_given() {
+    if !Backend::IoUring.available() {
+        eprintln!("SKIPPED: io_uring is unavailable here");
+        return;
+    }
+    let _serial = torsion::testing::serial();
+    let check = torsion::testing::LeakCheck::new();
+    let opts = poller::UringOptions::new(2, 64).unwrap();
+    let reactor = Reactor::with_io_uring(opts).unwrap();
+    let stats = echo_once(&reactor);
+    assert!(stats.completions > 0, "{stats}");
+    assert!(stats.buffer_ring_exhausted > 0, "{stats}");
+    check.check(reactor);
+    for (buffers, size) in [
+        (0, 64),
+        (3, 64),
+        (65536, 64),
+        (4, 0),
+        (4, (1 << 20) + 1),
+        (32768, 1 << 20),
+    ] {
+        let e = poller::UringOptions::new(buffers, size).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidSetting(_)),
+            "{buffers} x {size}: {e}"
+        );
+    }
 }
 
 /// EINVAL, what a kernel before 5.19 answers to a buffer-ring registration.
-fn libc_einval() -> i32 {
-    22
-}
+const EINVAL: i32 = 22;

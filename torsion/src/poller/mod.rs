@@ -281,6 +281,15 @@ impl Backend {
     /// [`Reactor::with_poller`](crate::Reactor::with_poller), an io_uring poller then drives
     /// every descriptor by readiness.
     pub(crate) fn reactor_poller(self) -> io::Result<(Box<dyn Poller>, Option<uring::Port>)> {
+        self.reactor_poller_with(None)
+    }
+
+    /// [`reactor_poller`](Backend::reactor_poller) with the io_uring settings given (else
+    /// the thread's test setting, else the defaults).
+    pub(crate) fn reactor_poller_with(
+        self,
+        opts: Option<UringOptions>,
+    ) -> io::Result<(Box<dyn Poller>, Option<uring::Port>)> {
         if self != Backend::IoUring {
             return Ok((self.poller()?, None));
         }
@@ -293,8 +302,11 @@ impl Backend {
                 },
             )
         })?;
-        let (count, size) = crate::sys::uring::buffer_ring_config()
-            .unwrap_or((uring::DEFAULT_BUFFERS, uring::DEFAULT_BUFFER_SIZE));
+        let (count, size) = match opts {
+            Some(o) => (o.buffers, o.buffer_size),
+            None => crate::sys::uring::buffer_ring_config()
+                .unwrap_or((uring::DEFAULT_BUFFERS, uring::DEFAULT_BUFFER_SIZE)),
+        };
         let port = match p.port(count, size) {
             Ok(port) => Some(port),
             Err(e) => {
@@ -359,6 +371,81 @@ impl FromStr for Backend {
             "io_uring" | "io-uring" | "iouring" | "uring" => Ok(Backend::IoUring),
             _ => Err(UnknownBackend(s.to_string())),
         }
+    }
+}
+
+/// Settings of an io_uring reactor's TCP transport, for
+/// [`Reactor::with_io_uring`](crate::Reactor::with_io_uring): the provided-buffer ring that
+/// multishot receives fill.
+///
+/// Each received chunk takes one buffer until its `data_received` returns, so the ring bounds
+/// how much a reactor receives between two waits; when it runs dry a receive is simply armed
+/// again ([`Stats::buffer_ring_exhausted`](crate::reactor::Stats::buffer_ring_exhausted) counts it),
+/// and nothing is lost. The memory (`buffers × buffer_size`) is mapped once per reactor and
+/// touched as it is used.
+///
+/// # Examples
+/// ```
+/// use torsion::poller::UringOptions;
+///
+/// let small = UringOptions::new(256, 4096)?; // 1 MiB per reactor
+/// assert_eq!((small.buffers(), small.buffer_size()), (256, 4096));
+/// assert!(UringOptions::new(1000, 4096).is_err()); // not a power of two
+/// assert_eq!(UringOptions::default().buffers(), 1024);
+/// # Ok::<(), torsion::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringOptions {
+    buffers: u16,
+    buffer_size: u32,
+}
+
+impl Default for UringOptions {
+    /// 1,024 buffers of 16 KiB (16 MiB of address space per reactor).
+    fn default() -> Self {
+        UringOptions {
+            buffers: uring::DEFAULT_BUFFERS,
+            buffer_size: uring::DEFAULT_BUFFER_SIZE,
+        }
+    }
+}
+
+impl UringOptions {
+    /// `buffers` buffers (a power of two from 1 to 32,768) of `buffer_size` bytes (from 1 to
+    /// 1 MiB), at most 1 GiB in all.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`](crate::Error::InvalidSetting) naming the value out of range.
+    pub fn new(buffers: u32, buffer_size: u32) -> Result<UringOptions, crate::Error> {
+        if !buffers.is_power_of_two() || buffers > 32768 {
+            return Err(crate::Error::InvalidSetting(format!(
+                "io_uring buffers: a power of two from 1 to 32768, not {buffers}"
+            )));
+        }
+        if !(1..=1 << 20).contains(&buffer_size) {
+            return Err(crate::Error::InvalidSetting(format!(
+                "io_uring buffer size: from 1 to 1048576 bytes, not {buffer_size}"
+            )));
+        }
+        if u64::from(buffers) * u64::from(buffer_size) > 1 << 30 {
+            return Err(crate::Error::InvalidSetting(format!(
+                "io_uring buffer ring: at most 1 GiB, not {buffers} x {buffer_size} bytes"
+            )));
+        }
+        Ok(UringOptions {
+            buffers: buffers as u16,
+            buffer_size,
+        })
+    }
+
+    /// Buffers in the ring.
+    pub fn buffers(&self) -> u16 {
+        self.buffers
+    }
+
+    /// Bytes per buffer.
+    pub fn buffer_size(&self) -> u32 {
+        self.buffer_size
     }
 }
 

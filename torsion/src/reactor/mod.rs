@@ -267,6 +267,33 @@ impl Reactor {
         Ok(r)
     }
 
+    /// A reactor on io_uring whose TCP transport uses the provided-buffer ring `opts`
+    /// describes ([`with_backend`](Reactor::with_backend)`(Backend::IoUring)` uses the
+    /// defaults).
+    ///
+    /// # Errors
+    /// As [`with_backend`](Reactor::with_backend): [`Error::BackendUnavailable`] when the
+    /// kernel refuses io_uring.
+    ///
+    /// # Examples
+    /// ```
+    /// use torsion::poller::UringOptions;
+    /// use torsion::{Error, Reactor};
+    ///
+    /// match Reactor::with_io_uring(UringOptions::new(256, 4096)?) {
+    ///     Ok(reactor) => assert_eq!(reactor.poller_name(), "io_uring"),
+    ///     Err(Error::BackendUnavailable { .. }) => {} // a kernel without io_uring
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), torsion::Error>(())
+    /// ```
+    pub fn with_io_uring(opts: crate::poller::UringOptions) -> Result<Reactor, Error> {
+        let (poller, port) = Backend::IoUring.reactor_poller_with(Some(opts))?;
+        let r = Reactor::build(poller, Some(Backend::IoUring), TimeSource::Monotonic)?;
+        r.set_port(port);
+        Ok(r)
+    }
+
     /// A reactor on any [`Poller`]: a test's fake poller, or a deterministic simulation's.
     /// [`backend`](Reactor::backend) is then `None`. Every descriptor is then driven by
     /// readiness, even on an io_uring poller from [`Backend::poller`] (a reactor made with

@@ -5,7 +5,7 @@
 //!   completion brings a buffer, delivered to the protocol and then given back to the ring.
 //!   When the ring runs dry the kernel ends the receive with ENOBUFS: nothing was taken from
 //!   the socket, so the receive is simply armed again (and counted in
-//!   [`Stats::buffer_ring_exhausted`](crate::Stats::buffer_ring_exhausted)).
+//!   [`Stats::buffer_ring_exhausted`](crate::reactor::Stats::buffer_ring_exhausted)).
 //! * **Pausing** cancels the receive. Bytes the kernel delivered before the cancellation took
 //!   effect are copied aside (the buffers go straight back to the ring, so a paused connection
 //!   holds none) and delivered first when reading resumes, before the receive is armed again:
