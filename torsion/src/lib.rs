@@ -1,8 +1,9 @@
 //! # torsion
 //!
 //! Twisted's event-driven networking model in Rust: a reactor (one event loop per thread, with
-//! select, poll and epoll backends chosen at run time), transports, protocols and factories,
-//! Deferreds, and a testing kit that runs protocols without sockets or sleeps.
+//! select, poll, epoll and io_uring backends chosen at run time; on io_uring, TCP runs on
+//! completions), transports, protocols and factories, Deferreds, and a testing kit that runs
+//! protocols without sockets or sleeps.
 //!
 //! Start with [`Reactor`]. Coming from Twisted: [`twisted`] maps Twisted's names to torsion's.
 #![deny(unsafe_code)]
