@@ -70,6 +70,9 @@ pub struct MultiOptions {
     pub backend: Option<Backend>,
     /// The first reactor handles Ctrl-C and SIGTERM, stopping all of them (default on).
     pub handle_stop_signals: bool,
+    /// The provided-buffer ring of each reactor when `backend` is `Some(Backend::IoUring)`
+    /// ([`Reactor::with_io_uring`]); `None` (the default): the defaults. Ignored otherwise.
+    pub io_uring: Option<crate::poller::UringOptions>,
 }
 
 impl Default for MultiOptions {
@@ -79,6 +82,7 @@ impl Default for MultiOptions {
             pin: false,
             backend: None,
             handle_stop_signals: true,
+            io_uring: None,
         }
     }
 }
@@ -282,9 +286,10 @@ fn reactor_thread(
         if let Some(cpu) = cpu {
             crate::sys::pin_current_thread(cpu)?;
         }
-        let reactor = match opts.backend {
-            Some(b) => Reactor::with_backend(b)?,
-            None => Reactor::new()?,
+        let reactor = match (opts.backend, opts.io_uring) {
+            (Some(Backend::IoUring), Some(u)) => Reactor::with_io_uring(u)?,
+            (Some(b), _) => Reactor::with_backend(b)?,
+            (None, _) => Reactor::new()?,
         };
         reactor.handle_stop_signals(opts.handle_stop_signals && index == 0);
         Ok::<_, Error>(reactor)
