@@ -263,45 +263,24 @@ impl Backend {
             Backend::Select => Box::new(select::SelectPoller::new()),
             Backend::Poll => Box::new(poll::PollPoller::new()),
             Backend::Epoll => Box::new(epoll::EpollPoller::new()?),
-            Backend::IoUring => Box::new(uring::UringPoller::new(false).map_err(|cause| {
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    BackendUnavailable {
-                        backend: "io_uring",
-                        cause,
-                    },
-                )
-            })?),
+            Backend::IoUring => Box::new(uring_poller()?),
         })
     }
 
     /// A poller of this kind for a reactor, with the io_uring completion port (multishot
-    /// receives into a provided-buffer ring, batched sends) where the kernel offers it. A
-    /// poller made by [`poller`](Backend::poller) has no port: given to
+    /// receives into a provided-buffer ring of `opts`, else the thread's test setting, else
+    /// the defaults; batched sends) where the kernel offers it. A poller made by
+    /// [`poller`](Backend::poller) has no port: given to
     /// [`Reactor::with_poller`](crate::Reactor::with_poller), an io_uring poller then drives
     /// every descriptor by readiness.
-    pub(crate) fn reactor_poller(self) -> io::Result<(Box<dyn Poller>, Option<uring::Port>)> {
-        self.reactor_poller_with(None)
-    }
-
-    /// [`reactor_poller`](Backend::reactor_poller) with the io_uring settings given (else
-    /// the thread's test setting, else the defaults).
-    pub(crate) fn reactor_poller_with(
+    pub(crate) fn reactor_poller(
         self,
         opts: Option<UringOptions>,
     ) -> io::Result<(Box<dyn Poller>, Option<uring::Port>)> {
         if self != Backend::IoUring {
             return Ok((self.poller()?, None));
         }
-        let p = uring::UringPoller::new(false).map_err(|cause| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                BackendUnavailable {
-                    backend: "io_uring",
-                    cause,
-                },
-            )
-        })?;
+        let p = uring_poller()?;
         let (count, size) = match opts {
             Some(o) => (o.buffers, o.buffer_size),
             None => crate::sys::uring::buffer_ring_config()
@@ -325,11 +304,8 @@ impl Backend {
     pub(crate) fn reactor_default_poller(
         self,
     ) -> io::Result<(Box<dyn Poller>, Backend, Option<uring::Port>)> {
-        match self.reactor_poller() {
-            Err(e) if self == Backend::IoUring && is_unavailable(&e) => {
-                let (p, b) = self.default_poller()?;
-                Ok((p, b, None))
-            }
+        match self.reactor_poller(None) {
+            Err(e) if is_unavailable(&e) => epoll_fallback(&e).map(|(p, b)| (p, b, None)),
             other => other.map(|(p, port)| (p, self, port)),
         }
     }
@@ -342,16 +318,34 @@ impl Backend {
     /// The system error when the kernel object cannot be created.
     pub fn default_poller(self) -> io::Result<(Box<dyn Poller>, Backend)> {
         match self.poller() {
-            Err(e) if self == Backend::IoUring && is_unavailable(&e) => {
-                static LOGGED: std::sync::Once = std::sync::Once::new();
-                LOGGED.call_once(|| {
-                    tracing::warn!(error = %e, "io_uring is unavailable: the reactor falls back to epoll");
-                });
-                Ok((Backend::Epoll.poller()?, Backend::Epoll))
-            }
+            Err(e) if is_unavailable(&e) => epoll_fallback(&e),
             other => other.map(|p| (p, self)),
         }
     }
+}
+
+/// The io_uring poller, or [`BackendUnavailable`] (in an `Unsupported` error) where the
+/// kernel refuses it.
+fn uring_poller() -> io::Result<uring::UringPoller> {
+    uring::UringPoller::new(false).map_err(|cause| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            BackendUnavailable {
+                backend: "io_uring",
+                cause,
+            },
+        )
+    })
+}
+
+/// The default choice when io_uring is unavailable (`e` says why): epoll, said once per
+/// process.
+fn epoll_fallback(e: &io::Error) -> io::Result<(Box<dyn Poller>, Backend)> {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| {
+        tracing::warn!(error = %e, "io_uring is unavailable: the reactor falls back to epoll");
+    });
+    Ok((Backend::Epoll.poller()?, Backend::Epoll))
 }
 
 impl fmt::Display for Backend {

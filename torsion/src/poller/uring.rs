@@ -150,12 +150,14 @@ impl UringPoller {
         Ok(())
     }
 
-    fn arm_queued(&mut self, ring: &mut u::Ring) -> io::Result<()> {
+    /// Arms the poll requests queued in `to_arm` (a function of the fields it needs, so that
+    /// `poll` can call it while it holds the ring).
+    fn arm_queued(regs: &mut Regs, to_arm: &mut Vec<RawFd>, ring: &mut u::Ring) -> io::Result<()> {
         let mut i = 0;
-        while i < self.to_arm.len() {
-            let fd = self.to_arm[i];
+        while i < to_arm.len() {
+            let fd = to_arm[i];
             i += 1;
-            let Some(r) = self.regs.get_mut(&fd) else {
+            let Some(r) = regs.get_mut(&fd) else {
                 continue;
             };
             r.queued = false;
@@ -167,19 +169,19 @@ impl UringPoller {
             let ud = user_data(fd, r.generation);
             if let Err(e) = ring.push_poll_add(fd, mask, multi, ud) {
                 // Not queued: keep it (and the rest) for the next call.
-                if let Some(r) = self.regs.get_mut(&fd) {
+                if let Some(r) = regs.get_mut(&fd) {
                     r.armed = false;
                 }
-                self.to_arm.drain(..i - 1);
-                for fd in &self.to_arm {
-                    if let Some(r) = self.regs.get_mut(fd) {
+                to_arm.drain(..i - 1);
+                for fd in to_arm.iter() {
+                    if let Some(r) = regs.get_mut(fd) {
                         r.queued = true;
                     }
                 }
                 return Err(e);
             }
         }
-        self.to_arm.clear();
+        to_arm.clear();
         Ok(())
     }
 }
@@ -492,10 +494,9 @@ impl Poller for UringPoller {
 
     fn poll(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         self.polls += 1;
-        let shared = self.shared.clone();
-        let mut guard = shared.borrow_mut();
+        let mut guard = self.shared.borrow_mut();
         let sh = &mut *guard;
-        self.arm_queued(&mut sh.ring)?;
+        Self::arm_queued(&mut self.regs, &mut self.to_arm, &mut sh.ring)?;
         let timeout = if sh.done.is_empty() {
             timeout
         } else {

@@ -20,12 +20,8 @@ const SEND_ROUNDS: usize = 4;
 
 impl Reactor {
     /// The io_uring completion port, on the io_uring backend.
-    pub(crate) fn port(&self) -> Option<Port> {
-        self.inner.port.borrow().clone()
-    }
-
-    pub(super) fn set_port(&self, port: Option<Port>) {
-        *self.inner.port.borrow_mut() = port;
+    pub(crate) fn port(&self) -> Option<&Port> {
+        self.inner.port.as_ref()
     }
 
     /// Asks for `target.before_poll` before the next wait (the caller asks once per need).
@@ -35,15 +31,20 @@ impl Reactor {
 
     /// Phase 4's first step: lets the transports that wrote queue their sends.
     pub(super) fn queue_sends(&self) {
+        if self.inner.port.is_none() {
+            return;
+        }
+        let mut batch = self.inner.sending.take();
         for _ in 0..SEND_ROUNDS {
-            let batch = std::mem::take(&mut *self.inner.sends.borrow_mut());
+            std::mem::swap(&mut batch, &mut *self.inner.sends.borrow_mut());
             if batch.is_empty() {
-                return;
+                break;
             }
-            for t in batch {
+            for t in batch.drain(..) {
                 self.guard("queueing a send", || t.before_poll(self));
             }
         }
+        self.inner.sending.set(batch);
     }
 
     /// Phase 6's last step: the completions the wait brought, in the order the kernel posted
@@ -65,9 +66,7 @@ impl Reactor {
         done.clear();
         self.inner.done.set(done);
     }
-}
 
-impl Reactor {
     /// Counts a multishot receive armed again after the buffer ring ran dry.
     pub(crate) fn note_buffer_ring_exhausted(&self) {
         self.inner.stats.buffer_ring_exhausted();

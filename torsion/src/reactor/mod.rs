@@ -168,9 +168,11 @@ pub(crate) struct Inner {
     /// Signal handlers and the stop signals (see `signals`).
     pub(crate) signals: signals::SignalState,
     /// The io_uring completion port, on the io_uring backend (see `completions`).
-    port: RefCell<Option<Port>>,
-    /// Transports that asked to queue their sends before the next wait.
+    port: Option<Port>,
+    /// Transports that asked to queue their sends before the next wait, and the batch being
+    /// served (kept, so that queuing allocates nothing once warm).
     sends: RefCell<Vec<Rc<dyn OpTarget>>>,
+    sending: Cell<Vec<Rc<dyn OpTarget>>>,
     /// Reused buffer of completions (taken out while in use).
     done: Cell<Vec<Done>>,
 }
@@ -250,9 +252,7 @@ impl Reactor {
     /// ```
     pub fn new() -> Result<Reactor, Error> {
         let (poller, backend, port) = Backend::from_env()?.reactor_default_poller()?;
-        let r = Reactor::build(poller, Some(backend), TimeSource::Monotonic)?;
-        r.set_port(port);
-        Ok(r)
+        Reactor::build(poller, Some(backend), TimeSource::Monotonic, port)
     }
 
     /// A reactor on the given backend.
@@ -261,10 +261,8 @@ impl Reactor {
     /// [`Error::BackendUnavailable`] when the kernel refuses the backend (io_uring), or the
     /// system error when the poller or the waker cannot be created.
     pub fn with_backend(backend: Backend) -> Result<Reactor, Error> {
-        let (poller, port) = backend.reactor_poller()?;
-        let r = Reactor::build(poller, Some(backend), TimeSource::Monotonic)?;
-        r.set_port(port);
-        Ok(r)
+        let (poller, port) = backend.reactor_poller(None)?;
+        Reactor::build(poller, Some(backend), TimeSource::Monotonic, port)
     }
 
     /// A reactor on io_uring whose TCP transport uses the provided-buffer ring `opts`
@@ -288,10 +286,8 @@ impl Reactor {
     /// # Ok::<(), torsion::Error>(())
     /// ```
     pub fn with_io_uring(opts: crate::poller::UringOptions) -> Result<Reactor, Error> {
-        let (poller, port) = Backend::IoUring.reactor_poller_with(Some(opts))?;
-        let r = Reactor::build(poller, Some(Backend::IoUring), TimeSource::Monotonic)?;
-        r.set_port(port);
-        Ok(r)
+        let (poller, port) = Backend::IoUring.reactor_poller(Some(opts))?;
+        Reactor::build(poller, Some(Backend::IoUring), TimeSource::Monotonic, port)
     }
 
     /// A reactor on any [`Poller`]: a test's fake poller, or a deterministic simulation's.
@@ -303,15 +299,16 @@ impl Reactor {
     /// The system error when the waker cannot be created, or the poller's error when it
     /// refuses to register the waker.
     pub fn with_poller(poller: Box<dyn Poller>) -> Result<Reactor, Error> {
-        Reactor::build(poller, None, TimeSource::Monotonic)
+        Reactor::build(poller, None, TimeSource::Monotonic, None)
     }
 
     /// A reactor on `poller` whose time is `source` (the testing kit's memory reactor runs on
-    /// a fake clock).
+    /// a fake clock), with the io_uring completion port of that poller, if any.
     pub(crate) fn build(
         mut poller: Box<dyn Poller>,
         backend: Option<Backend>,
         source: TimeSource,
+        port: Option<Port>,
     ) -> Result<Reactor, Error> {
         let shared = Arc::new(Shared::new()?);
         poller.register(
@@ -342,8 +339,9 @@ impl Reactor {
                 iteration: Cell::new(0),
                 stats: stats::Counters::new(),
                 signals: signals::SignalState::new(),
-                port: RefCell::new(None),
+                port,
                 sends: RefCell::default(),
+                sending: Cell::new(Vec::new()),
                 done: Cell::new(Vec::new()),
             }),
         })

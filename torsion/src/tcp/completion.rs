@@ -187,13 +187,19 @@ impl<K: Kind> StreamConnection<K> {
                 return;
             }
             u.eof.set(false);
-            if let Err(reason) = self.read_eof(r, &t) {
-                self.close_now(r, reason);
-            }
+            self.close_on(r, self.read_eof(r, &t));
             return;
         }
         if reading {
             self.resume_reading(r);
+        }
+    }
+
+    /// Closes the connection when a step of its state machine says so (as the reactor does
+    /// with a readiness callback's error).
+    fn close_on(&self, r: &Reactor, step: Result<(), Reason>) {
+        if let Err(reason) = step {
+            self.close_now(r, reason);
         }
     }
 
@@ -247,9 +253,7 @@ impl<K: Kind> StreamConnection<K> {
                     }
                 } else {
                     let t = self.transport();
-                    if let Err(reason) = self.read_eof(r, &t) {
-                        self.close_now(r, reason);
-                    }
+                    self.close_on(r, self.read_eof(r, &t));
                 }
                 return;
             }
@@ -305,8 +309,8 @@ impl<K: Kind> StreamConnection<K> {
         self.maybe_resume_streaming();
         if !empty {
             self.queue_send(r);
-        } else if let Err(reason) = self.flushed(r) {
-            self.close_now(r, reason);
+        } else {
+            self.close_on(r, self.flushed(r));
         }
     }
 
@@ -373,9 +377,7 @@ impl<K: Kind> StreamConnection<K> {
         };
         let Some(op) = op else {
             // Nothing to send, and nothing in flight: what a writable socket would do.
-            if let Err(reason) = self.flushed(r) {
-                self.close_now(r, reason);
-            }
+            self.close_on(r, self.flushed(r));
             return;
         };
         match u.port.send(self.fd, op, self.target()) {

@@ -351,7 +351,11 @@ impl<K: Kind> StreamConnection<K> {
         } = setup;
         let fd = sock.as_raw_fd();
         let host = host.unwrap_or_else(|| K::local_addr(fd).unwrap_or_else(|| peer.clone()));
-        let port = if K::COMPLETIONS { reactor.port() } else { None };
+        let port = if K::COMPLETIONS {
+            reactor.port().cloned()
+        } else {
+            None
+        };
         let conn = Rc::new_cyclic(|me: &Weak<Self>| StreamConnection {
             me: me.clone(),
             fd,

@@ -229,6 +229,18 @@ impl Listener {
         }
     }
 
+    /// On io_uring: queues the multishot ACCEPT, unless one is in flight.
+    fn arm_accept(&self) -> io::Result<()> {
+        let Some(port) = &self.port else {
+            return Ok(());
+        };
+        if self.accept_op.get().is_none() {
+            let me: Weak<dyn OpTarget> = self.me.clone();
+            self.accept_op.set(Some(port.accept(self.fd, me)?));
+        }
+        Ok(())
+    }
+
     /// Starts or stops accepting.
     fn watch(&self, r: &Reactor, on: bool) {
         let Some(reg) = self.reg.get() else { return };
@@ -237,15 +249,9 @@ impl Listener {
                 if let Some(op) = self.accept_op.take() {
                     port.cancel(op);
                 }
-            } else if self.accept_op.get().is_none() {
-                let me: Weak<dyn OpTarget> = self.me.clone();
-                match port.accept(self.fd, me) {
-                    Ok(op) => self.accept_op.set(Some(op)),
-                    Err(e) => {
-                        tracing::error!(addr = %self.addr, error = %e, "cannot queue an accept; pausing accepts");
-                        self.pause(r);
-                    }
-                }
+            } else if let Err(e) = self.arm_accept() {
+                tracing::error!(addr = %self.addr, error = %e, "cannot queue an accept; pausing accepts");
+                self.pause(r);
             }
             return;
         }
@@ -404,7 +410,7 @@ pub(crate) fn listen(
         shed: Cell::new(0),
         unreported: Cell::new(0),
         last_warning: Cell::new(None),
-        port: r.port(),
+        port: r.port().cloned(),
         accept_op: Cell::new(None),
     });
     let reg = r.register(listener.clone(), Trigger::Level)?;
@@ -412,12 +418,9 @@ pub(crate) fn listen(
     if listener.port.is_some() {
         // Registered without interest (the reactor's shutdown still finds it); accepts are a
         // multishot ACCEPT on the ring.
-        listener.watch(r, true);
-        if listener.accept_op.get().is_none() {
+        if let Err(e) = listener.arm_accept() {
             r.deregister(&reg);
-            return Err(Error::Io(io::Error::other(
-                "cannot queue an accept on the io_uring ring",
-            )));
+            return Err(Error::Io(e));
         }
     } else if let Err(e) = r.set_interest(&reg, Interest::READ) {
         r.deregister(&reg);

@@ -533,7 +533,7 @@ impl MemoryReactor {
         let source = TimeSource::Fake(Cell::new(Instant::now()));
         Ok(MemoryReactor {
             inner: Rc::new(Shared {
-                reactor: Reactor::build(Box::new(poller), None, source)?,
+                reactor: Reactor::build(Box::new(poller), None, source, None)?,
                 poller: handle,
                 servers: RefCell::default(),
                 clients: RefCell::default(),
