@@ -98,6 +98,8 @@ esac
 server_cmd() {
     case "$1" in
         raw-epoll) echo "$BIN/echo-raw-epoll" ;;
+        raw-io_uring) echo "$BIN/echo-raw-uring" ;;
+        raw-io_uring-fixed) echo "$BIN/echo-raw-uring --fixed" ;;
         tokio-ct) echo "$BIN/echo-tokio --flavor current_thread" ;;
         tokio-mt) echo "$BIN/echo-tokio --flavor multi_thread" ;;
         torsion-epoll|torsion-poll|torsion-select|torsion-io_uring|torsion-io_uring-readiness) echo "$BIN/echo-torsion --backend ${1#torsion-}" ;;

@@ -1,4 +1,5 @@
-//! TCP behaviour that needs a process of its own: descriptor exhaustion and SIGPIPE.
+//! Stream behaviour that needs a process of its own: descriptor exhaustion (TCP and Unix
+//! listeners) and SIGPIPE.
 //!
 //! Each test re-runs this test binary as a child with `TORSION_CHILD` set; the child's entry
 //! point is the ignored test `child_entry`.
@@ -16,6 +17,11 @@ fn spawn_child(kind: &str, backend: Backend) -> Child {
 }
 
 fn spawn_child_with(kind: &str, backend: Backend, stderr: Stdio) -> Child {
+    spawn_child_in(kind, backend, stderr, "")
+}
+
+/// A child whose `TORSION_SOCKET` is `socket` (the Unix socket it listens on).
+fn spawn_child_in(kind: &str, backend: Backend, stderr: Stdio, socket: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -26,6 +32,7 @@ fn spawn_child_with(kind: &str, backend: Backend, stderr: Stdio) -> Child {
         ])
         .env("TORSION_CHILD", kind)
         .env("TORSION_REACTOR", backend.name())
+        .env("TORSION_SOCKET", socket)
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -66,6 +73,21 @@ fn child_entry() {
             let limit = torsion::testing::open_fd_count() as u64 + 6;
             torsion::testing::set_open_files_limit(limit).unwrap();
             println!("PORT={}", port.port());
+            std::io::stdout().flush().unwrap();
+            reactor.run().unwrap();
+        }
+        Ok("emfile-unix") => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            let path = std::env::var("TORSION_SOCKET").unwrap();
+            let _port = reactor
+                .listen_unix(std::path::Path::new(&path), Factory::for_protocol(|| Echo))
+                .unwrap();
+            let limit = torsion::testing::open_fd_count() as u64 + 6;
+            torsion::testing::set_open_files_limit(limit).unwrap();
+            println!("READY");
             std::io::stdout().flush().unwrap();
             reactor.run().unwrap();
         }
@@ -220,7 +242,7 @@ fn emfile_on(backend: Backend) {
     // The shedding was logged, once (rate-limited), where the program's user sees it.
     drop(child);
     let log = log.join().unwrap();
-    let warnings = log.matches("resetting pending clients unserved").count();
+    let warnings = log.matches("shedding pending clients unserved").count();
     assert_eq!(warnings, 1, "{backend}: stderr was:\n{log}");
 }
 
@@ -246,6 +268,116 @@ fn at_the_fd_limit_the_listener_does_not_spin_and_recovers_poll() {
 #[test]
 fn at_the_fd_limit_the_listener_does_not_spin_and_recovers_epoll() {
     emfile_on(Backend::Epoll);
+}
+
+#[test]
+fn at_the_fd_limit_the_listener_does_not_spin_and_recovers_io_uring() {
+    if !Backend::IoUring.available() {
+        eprintln!("SKIPPED: io_uring is unavailable here");
+        return;
+    }
+    emfile_on(Backend::IoUring);
+}
+
+/// A Unix listener at the descriptor limit: it sheds the waiting clients (closing them, the
+/// only end a Unix stream has) instead of spinning or leaving them hanging, logs it once, and
+/// serves again once descriptors are free.
+fn unix_emfile_on(backend: Backend) {
+    let dir = std::env::temp_dir().join(format!(
+        "torsion-emfile-{}-{}",
+        std::process::id(),
+        backend.name()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let mut child = KillOnDrop(spawn_child_in(
+        "emfile-unix",
+        backend,
+        Stdio::piped(),
+        path.to_str().unwrap(),
+    ));
+    let stderr = child.0.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    let out = BufReader::new(child.0.stdout.take().unwrap());
+    assert!(
+        out.lines()
+            .map(Result::unwrap)
+            .any(|l| l.ends_with("READY")),
+        "{backend}: the child did not start"
+    );
+    let pid = child.0.id();
+    let connect = || std::os::unix::net::UnixStream::connect(&path);
+    let mut clients: Vec<_> = (0..30).filter_map(|_| connect().ok()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(pid);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if let Ok(s) = connect() {
+            clients.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 10,
+        "{backend}: server used {used} ticks (10 ms each) in 1 s at the fd limit"
+    );
+    // Shed clients were closed: they see the end of the stream, not a hang.
+    let closed = clients
+        .iter()
+        .filter(|c| {
+            c.set_nonblocking(true).unwrap();
+            matches!((&**c).read(&mut [0u8; 16]), Ok(0))
+        })
+        .count();
+    assert!(closed > 0, "{backend}: no waiting client was shed");
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    let mut c = connect().unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{backend}: served after {:?}",
+        start.elapsed()
+    );
+    drop(child);
+    let log = log.join().unwrap();
+    let warnings = log.matches("shedding pending clients unserved").count();
+    assert_eq!(warnings, 1, "{backend}: stderr was:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn at_the_fd_limit_a_unix_listener_sheds_and_recovers_select() {
+    unix_emfile_on(Backend::Select);
+}
+
+#[test]
+fn at_the_fd_limit_a_unix_listener_sheds_and_recovers_poll() {
+    unix_emfile_on(Backend::Poll);
+}
+
+#[test]
+fn at_the_fd_limit_a_unix_listener_sheds_and_recovers_epoll() {
+    unix_emfile_on(Backend::Epoll);
+}
+
+#[test]
+fn at_the_fd_limit_a_unix_listener_sheds_and_recovers_io_uring() {
+    if !Backend::IoUring.available() {
+        eprintln!("SKIPPED: io_uring is unavailable here");
+        return;
+    }
+    unix_emfile_on(Backend::IoUring);
 }
 
 fn sigpipe_on(backend: Backend) {

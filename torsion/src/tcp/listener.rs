@@ -1,7 +1,6 @@
 //! Listening sockets: accept with a per-wakeup budget, survive descriptor exhaustion.
 
 use std::cell::{Cell, RefCell};
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -9,6 +8,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::connection::{Connection, Limits, Setup};
+use super::shed::Shedder;
 use crate::interfaces::{Address, ListeningPort, ListeningPortImpl, ProtocolFactory};
 use crate::poller::uring::{Done, OpTarget, Port};
 use crate::poller::{Interest, Trigger};
@@ -23,9 +23,6 @@ const ACCEPT_BUDGET: usize = 64;
 /// How long the listener stops accepting when the process is out of descriptors and it has no
 /// spare one to shed pending clients with.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
-
-/// How often at most the listener warns that it is shedding clients.
-const SHED_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// Options for [`Reactor::listen_tcp_with`].
 ///
@@ -95,22 +92,22 @@ pub(crate) struct Listener {
     factory: Rc<dyn ProtocolFactory>,
     addr: SocketAddr,
     limits: Rc<Limits>,
-    /// A spare descriptor, closed to accept-and-drop pending clients when the process is out of
-    /// descriptors (so that the listener does not spin on a readable socket it cannot serve).
-    reserve: RefCell<Option<File>>,
+    /// What it does when the process is out of descriptors.
+    shedder: Shedder,
     paused: RefCell<Option<DelayedCall>>,
     /// From `listen` until `stop_listening` (or the reactor's shutdown, which stops it even
     /// while its accepts are paused).
     reg: Cell<Option<Registration>>,
     accepted: Cell<u64>,
-    shed: Cell<u64>,
-    /// Clients shed since the last warning, and when it was logged.
-    unreported: Cell<u64>,
-    last_warning: Cell<Option<std::time::Instant>>,
     /// On io_uring: accepts are one multishot ACCEPT on the ring (see `OpTarget`).
     port: Option<Port>,
     /// The multishot ACCEPT in flight.
     accept_op: Cell<Option<u64>>,
+    /// On io_uring, once the ring's ACCEPT failed for want of descriptors: accepts wait for
+    /// readiness instead, until one succeeds. (The ring's ACCEPT takes a descriptor number
+    /// before it looks for a client, so while the table is full it fails at once, client or
+    /// not: re-armed, it would spin.)
+    at_limit: Cell<bool>,
 }
 
 impl ListeningPortImpl for Listener {
@@ -137,7 +134,7 @@ impl ListeningPortImpl for Listener {
             port.submit();
         }
         drop(self.sock.borrow_mut().take());
-        self.reserve.borrow_mut().take();
+        self.shedder.release();
         factory_port_closed(&self.factory);
     }
 
@@ -146,7 +143,7 @@ impl ListeningPortImpl for Listener {
     }
 
     fn shed(&self) -> u64 {
-        self.shed.get()
+        self.shedder.shed()
     }
 }
 
@@ -183,49 +180,12 @@ impl Listener {
 
     /// Out of descriptors: use the spare one to accept and close pending clients, or pause.
     fn exhausted(&self, r: &Reactor) {
-        let spare = self.reserve.borrow_mut().take();
-        if spare.is_some() {
-            drop(spare);
-            let mut now_shed = 0;
-            for _ in 0..ACCEPT_BUDGET {
-                match sys::accept(self.fd) {
-                    Ok((c, _)) => {
-                        // Reset, not closed cleanly: a client must not take the empty
-                        // connection for an empty reply.
-                        let _ = sys::set_linger_zero(c.as_raw_fd());
-                        drop(c);
-                        now_shed += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.shed.set(self.shed.get() + now_shed);
-            self.warn_shedding(now_shed);
-            *self.reserve.borrow_mut() = File::open("/dev/null").ok();
-            if self.reserve.borrow().is_some() {
-                return;
-            }
-        }
-        tracing::warn!(addr = %self.addr, "out of file descriptors: pausing accepts");
-        self.pause(r);
-    }
-
-    /// One warning per [`SHED_WARNING_EVERY`] at most while clients are being shed.
-    fn warn_shedding(&self, now_shed: u64) {
-        self.unreported.set(self.unreported.get() + now_shed);
-        let due = self
-            .last_warning
-            .get()
-            .is_none_or(|t| t.elapsed() >= SHED_WARNING_EVERY);
-        if due && self.unreported.get() > 0 {
-            tracing::warn!(
-                addr = %self.addr,
-                reset = self.unreported.get(),
-                total = self.shed.get(),
-                "out of file descriptors: resetting pending clients unserved"
-            );
-            self.unreported.set(0);
-            self.last_warning.set(Some(std::time::Instant::now()));
+        let shed = self.shedder.shed_pending(&self.addr, ACCEPT_BUDGET, || {
+            sys::accept(self.fd).map(|(c, _)| c)
+        });
+        if !shed {
+            tracing::warn!(addr = %self.addr, "out of file descriptors: pausing accepts");
+            self.pause(r);
         }
     }
 
@@ -249,11 +209,18 @@ impl Listener {
                 if let Some(op) = self.accept_op.take() {
                     port.cancel(op);
                 }
-            } else if let Err(e) = self.arm_accept() {
-                tracing::error!(addr = %self.addr, error = %e, "cannot queue an accept; pausing accepts");
-                self.pause(r);
             }
-            return;
+            if !self.at_limit.get() {
+                // Accepts are the ring's multishot ACCEPT.
+                if on {
+                    if let Err(e) = self.arm_accept() {
+                        tracing::error!(addr = %self.addr, error = %e, "cannot queue an accept; pausing accepts");
+                        self.pause(r);
+                    }
+                }
+                return;
+            }
+            // At the descriptor limit: readiness, as on the other backends.
         }
         let interest = if on {
             Interest::READ
@@ -277,9 +244,7 @@ impl Listener {
             if let Some(l) = me.upgrade() {
                 l.paused.borrow_mut().take();
                 if l.sock.borrow().is_some() {
-                    if l.reserve.borrow().is_none() {
-                        *l.reserve.borrow_mut() = File::open("/dev/null").ok();
-                    }
+                    l.shedder.restore();
                     l.watch(r, true);
                 }
             }
@@ -294,6 +259,7 @@ impl FileDescriptor for Listener {
     }
 
     fn do_read(&self, r: &Reactor) -> Result<(), Reason> {
+        let mut exhausted = false;
         for _ in 0..ACCEPT_BUDGET {
             if self.sock.borrow().is_none() {
                 break;
@@ -302,6 +268,7 @@ impl FileDescriptor for Listener {
                 Ok((sock, peer)) => self.accept_one(r, sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if sys::is_fd_exhaustion(&e) => {
+                    exhausted = true;
                     self.exhausted(r);
                     break;
                 }
@@ -312,6 +279,17 @@ impl FileDescriptor for Listener {
                     break;
                 }
             }
+        }
+        // On io_uring at the descriptor limit, an accept that did not run out of descriptors
+        // means there are some again: back to the ring's ACCEPT.
+        if self.at_limit.get()
+            && !exhausted
+            && self.paused.borrow().is_none()
+            && self.sock.borrow().is_some()
+        {
+            self.watch(r, false);
+            self.at_limit.set(false);
+            self.watch(r, true);
         }
         Ok(())
     }
@@ -355,6 +333,7 @@ impl OpTarget for Listener {
                     return;
                 }
                 if sys::is_fd_exhaustion(&err) {
+                    self.at_limit.set(true);
                     self.exhausted(r);
                 } else if !sys::is_transient_accept_error(&err) {
                     tracing::error!(addr = %self.addr, error = %err, "accept failed; pausing accepts");
@@ -403,15 +382,13 @@ pub(crate) fn listen(
         factory,
         addr: bound,
         limits: opts.limits(),
-        reserve: RefCell::new(File::open("/dev/null").ok()),
+        shedder: Shedder::new(),
         paused: RefCell::new(None),
         reg: Cell::new(None),
         accepted: Cell::new(0),
-        shed: Cell::new(0),
-        unreported: Cell::new(0),
-        last_warning: Cell::new(None),
         port: r.port().cloned(),
         accept_op: Cell::new(None),
+        at_limit: Cell::new(false),
     });
     let reg = r.register(listener.clone(), Trigger::Level)?;
     listener.reg.set(Some(reg));

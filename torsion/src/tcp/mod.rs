@@ -47,6 +47,7 @@ mod completion;
 mod connection;
 pub(crate) mod connector;
 mod listener;
+pub(crate) mod shed;
 mod transport;
 
 pub use crate::flow::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};

@@ -13,6 +13,7 @@ use crate::interfaces::{Address, ListeningPort, ListeningPortImpl, ProtocolFacto
 use crate::poller::{Interest, Trigger};
 use crate::protocol::{factory_port_closed, factory_port_opened};
 use crate::reactor::{Inner, Registration};
+use crate::tcp::shed::Shedder;
 use crate::tcp::{FdLimits, Limits, Setup, StreamConnection};
 use crate::{sys, DelayedCall, Error, FileDescriptor, Reactor, Reason};
 
@@ -20,7 +21,8 @@ use crate::{sys, DelayedCall, Error, FileDescriptor, Reactor, Reason};
 /// the other descriptors.
 const ACCEPT_BUDGET: usize = 64;
 
-/// How long the listener stops accepting when accepts keep failing (out of descriptors).
+/// How long the listener stops accepting when accepts keep failing (out of descriptors and no
+/// spare one to shed waiting clients with).
 const FAILING_PAUSE: Duration = Duration::from_millis(100);
 
 pub(crate) struct UnixListener {
@@ -39,6 +41,8 @@ pub(crate) struct UnixListener {
     paused: RefCell<Option<DelayedCall>>,
     reg: Cell<Option<Registration>>,
     accepted: Cell<u64>,
+    /// What it does when the process is out of descriptors.
+    shedder: Shedder,
 }
 
 impl ListeningPortImpl for UnixListener {
@@ -65,11 +69,16 @@ impl ListeningPortImpl for UnixListener {
         if let Some(lock) = &self.lock {
             lock.release();
         }
+        self.shedder.release();
         factory_port_closed(&self.factory);
     }
 
     fn accepted(&self) -> u64 {
         self.accepted.get()
+    }
+
+    fn shed(&self) -> u64 {
+        self.shedder.shed()
     }
 }
 
@@ -143,6 +152,7 @@ impl UnixListener {
             if let Some(l) = me.upgrade() {
                 l.paused.borrow_mut().take();
                 if l.sock.borrow().is_some() {
+                    l.shedder.restore();
                     l.watch(r, true);
                 }
             }
@@ -164,6 +174,15 @@ impl FileDescriptor for UnixListener {
             match sys::unix_accept(self.fd) {
                 Ok((sock, peer)) => self.accept_one(r, sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if sys::is_fd_exhaustion(&e) => {
+                    let addr = Address::Unix(self.addr.clone());
+                    let accept = || sys::unix_accept(self.fd).map(|(c, _)| c);
+                    if !self.shedder.shed_pending(&addr, ACCEPT_BUDGET, accept) {
+                        tracing::warn!(%addr, "out of file descriptors: pausing accepts");
+                        self.pause(r);
+                    }
+                    break;
+                }
                 Err(e) if sys::is_transient_accept_error(&e) => continue,
                 Err(e) => {
                     let addr = Address::Unix(self.addr.clone());
@@ -326,6 +345,7 @@ pub(crate) fn listen(
         paused: RefCell::new(None),
         reg: Cell::new(None),
         accepted: Cell::new(0),
+        shedder: Shedder::new(),
     });
     let registered = r
         .register(listener.clone(), Trigger::Level)
