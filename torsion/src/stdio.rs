@@ -167,7 +167,7 @@ impl Stdio {
     }
 
     fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade().map(|inner| Reactor { inner })
+        self.reactor.upgrade().map(Reactor::from_inner)
     }
 
     fn transport(&self) -> Transport {

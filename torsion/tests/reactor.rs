@@ -557,3 +557,49 @@ reactor_test! {
         }
     }
 }
+
+/// Dropping the handle a constructor returned shuts the reactor down even while clones of it
+/// are held by a timer, a queued call, a task and a watched descriptor (each a cycle through the
+/// reactor): the descriptor is told, everything is dropped, the clones with it, and no
+/// descriptor of the reactor (poller, waker, ring) stays open.
+#[test]
+fn dropping_the_owner_while_clones_remain_closes_everything() {
+    for backend in Backend::ALL {
+        if !backend.available() {
+            continue;
+        }
+        let _serial = torsion::testing::serial();
+        let check = torsion::testing::LeakCheck::new();
+        let reactor = Reactor::with_backend(backend).unwrap();
+        let r = reactor.clone();
+        reactor.call_later(Duration::from_secs(3600), move |_| drop(r));
+        let r = reactor.clone();
+        reactor.call_soon(move |_| drop(r));
+        let r = reactor.clone();
+        let task = reactor.spawn_local(async move {
+            std::future::pending::<()>().await;
+            drop(r);
+        });
+        let (watched, peer) = pair();
+        let r = reactor.clone();
+        *watched.on_read.borrow_mut() = Some(Box::new(move |_, _| {
+            let _ = &r;
+            Ok(())
+        }));
+        reactor.add_reader(watched.clone()).unwrap();
+        let clone = reactor.clone();
+        drop(reactor);
+        assert_eq!(
+            *watched.lost.borrow(),
+            ["ReactorShutdown"],
+            "{backend}: the watched descriptor was not told"
+        );
+        assert!(watched.on_read.borrow().is_some());
+        // A clone kept by the user is a handle on an emptied reactor.
+        assert_eq!(clone.descriptor_count(), 0, "{backend}");
+        assert!(clone.delayed_calls().is_empty(), "{backend}");
+        assert_eq!(clone.task_count(), 0, "{backend}");
+        drop((clone, task, watched, peer));
+        check.check(Reactor::with_backend(backend).unwrap());
+    }
+}

@@ -245,7 +245,7 @@ impl Process {
     }
 
     fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade().map(|inner| Reactor { inner })
+        self.reactor.upgrade().map(Reactor::from_inner)
     }
 
     fn register_all(&self, r: &Reactor, pidfd: RawFd) -> Result<(), Error> {

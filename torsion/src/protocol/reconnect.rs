@@ -238,9 +238,7 @@ impl TimeSource {
     fn schedule(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Option<DelayedCall> {
         match self {
             TimeSource::Reactor(w) => {
-                let r = Reactor {
-                    inner: w.upgrade()?,
-                };
+                let r = Reactor::from_inner(w.upgrade()?);
                 Some(r.schedule_boxed(delay, f))
             }
             TimeSource::Other(t) => Some(t.schedule_boxed(delay, f)),

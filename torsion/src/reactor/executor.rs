@@ -74,13 +74,9 @@ impl Wake for TaskWaker {
         let (slot, generation) = (self.slot, self.generation);
         if std::thread::current().id() == self.thread {
             if let Some(inner) = local_reactor(shared_key(&self.shared)) {
-                inner.executor.ready(
-                    Reactor {
-                        inner: inner.clone(),
-                    },
-                    slot,
-                    generation,
-                );
+                inner
+                    .executor
+                    .ready(Reactor::from_inner(inner.clone()), slot, generation);
                 return;
             }
             // The reactor is gone (or its thread is tearing down): nothing can run the task.

@@ -71,10 +71,12 @@
 //! * While it runs, a reactor stops gracefully on SIGINT (Ctrl-C) and SIGTERM, as Twisted's:
 //!   the shutdown runs as for `stop`; a second signal during a slow shutdown ends the process
 //!   at once. [`handle_stop_signals`](Reactor::handle_stop_signals) turns this off.
-//! * Dropping the last handle of a reactor that still has registrations (never run, or run
-//!   with `iterate` only) ends each of them with [`Reason::ReactorShutdown`] first (`iterate`
-//!   and `run` are refused from those callbacks too), then drops the calls, timers, triggers
-//!   and tasks still queued, so that no transport, and no descriptor, outlives the reactor.
+//! * Dropping the handle a constructor returned (the owner; or else the last handle) of a
+//!   reactor that still has registrations (never run, or run with `iterate` only) ends each
+//!   of them with [`Reason::ReactorShutdown`] first (`iterate` and `run` are refused from
+//!   those callbacks too), then drops the calls, timers, triggers and tasks still queued, so
+//!   that no transport, and no descriptor, outlives the reactor, even when a protocol or a
+//!   timer kept a clone of it (see [`Reactor`]'s "Who owns it").
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -196,6 +198,28 @@ impl Drop for Inner {
 
 /// The event loop. Cheap to clone (all clones are the same reactor); not `Send`.
 ///
+/// # Who owns it
+/// The handle a constructor returns ([`Reactor::new`], [`Reactor::with_backend`], ...) owns
+/// the reactor. Dropping it shuts the reactor down even while clones remain elsewhere (a
+/// protocol that keeps `cx.reactor().clone()`, a timer's closure): every connection, listener
+/// and registration is closed, their `connection_lost` getting [`Reason::ReactorShutdown`],
+/// and the pending calls, timers and tasks are dropped. That lets go of the clones they held,
+/// so the reactor's descriptors (its poller, its waker, an io_uring ring) are closed with the
+/// last of them. Dropping a clone shuts nothing down, unless it is the last handle of all.
+/// (If the owner is dropped from inside one of the reactor's own callbacks, the shutdown is
+/// left to the last handle.)
+///
+/// ```
+/// use torsion::Reactor;
+///
+/// let reactor = Reactor::new()?;
+/// let clone = reactor.clone();
+/// reactor.call_later(std::time::Duration::from_secs(3600), move |_| drop(clone));
+/// assert_eq!(reactor.delayed_calls().len(), 1);
+/// drop(reactor); // the timer, and the clone it held, go with the owner
+/// # Ok::<(), torsion::Error>(())
+/// ```
+///
 /// # Examples
 /// ```
 /// use std::time::Duration;
@@ -206,9 +230,17 @@ impl Drop for Inner {
 /// reactor.run()?;
 /// # Ok::<(), torsion::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct Reactor {
     pub(crate) inner: Rc<Inner>,
+    /// This is the handle a constructor returned (see "Who owns it").
+    owner: bool,
+}
+
+impl Clone for Reactor {
+    /// Another handle on the same reactor; it does not own it.
+    fn clone(&self) -> Reactor {
+        Reactor::from_inner(self.inner.clone())
+    }
 }
 
 impl std::fmt::Debug for Reactor {
@@ -227,7 +259,9 @@ impl Drop for Reactor {
         // callbacks of this reactor like any other: the loop is marked as entered, so that
         // `iterate` or `run` called from them is refused instead of running an iteration on a
         // reactor half torn down.
-        if Rc::strong_count(&self.inner) == 1 {
+        // The owner does the same while other handles remain: the cycles through them
+        // (reactor -> registration or timer -> protocol or closure -> handle) are broken here.
+        if self.owner || Rc::strong_count(&self.inner) == 1 {
             if let Ok(_looping) = self.enter() {
                 self.close_all(Reason::ReactorShutdown);
                 self.drop_queued();
@@ -237,6 +271,14 @@ impl Drop for Reactor {
 }
 
 impl Reactor {
+    /// A handle on `inner` that does not own it (the reactor's own code reaching it back).
+    pub(crate) fn from_inner(inner: Rc<Inner>) -> Reactor {
+        Reactor {
+            inner,
+            owner: false,
+        }
+    }
+
     /// A reactor on the default backend: `TORSION_REACTOR` if set, else epoll. When that is
     /// io_uring and the kernel refuses it, the reactor runs on epoll instead (one log line
     /// says so; [`backend`](Reactor::backend) tells which it got).
@@ -319,6 +361,7 @@ impl Reactor {
         )?;
         tracing::debug!(poller = poller.name(), "reactor created");
         Ok(Reactor {
+            owner: true,
             inner: Rc::new(Inner {
                 backend,
                 poller: RefCell::new(poller),

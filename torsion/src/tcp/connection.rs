@@ -413,7 +413,7 @@ impl<K: Kind> StreamConnection<K> {
     }
 
     pub(super) fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade().map(|inner| Reactor { inner })
+        self.reactor.upgrade().map(Reactor::from_inner)
     }
 
     pub(super) fn rc(&self) -> Rc<StreamConnection<K>> {

@@ -212,7 +212,7 @@ impl ConnectorImpl for ConnectorInner {
 
 impl ConnectorInner {
     fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade().map(|inner| Reactor { inner })
+        self.reactor.upgrade().map(Reactor::from_inner)
     }
 
     fn strong(&self) -> Rc<ConnectorInner> {

@@ -149,7 +149,7 @@ impl ListeningPortImpl for Listener {
 
 impl Listener {
     fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade().map(|inner| Reactor { inner })
+        self.reactor.upgrade().map(Reactor::from_inner)
     }
 
     fn accept_one(&self, r: &Reactor, sock: OwnedFd, peer: SocketAddr) {

@@ -97,7 +97,7 @@ impl Shedder {
         if due && self.unreported.get() > 0 {
             tracing::warn!(
                 %addr,
-                reset = self.unreported.get(),
+                clients = self.unreported.get(),
                 total = self.shed.get(),
                 "out of file descriptors: shedding pending clients unserved"
             );

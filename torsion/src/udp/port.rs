@@ -245,7 +245,7 @@ fn with_batch<R>(slots: usize, size: usize, f: impl FnOnce(&mut RecvBatch) -> R)
 
 impl Port {
     fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade().map(|inner| Reactor { inner })
+        self.reactor.upgrade().map(Reactor::from_inner)
     }
 
     fn rc(&self) -> Rc<Port> {

@@ -116,7 +116,7 @@ impl ConnectorImpl for UnixConnector {
 
 impl UnixConnector {
     fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade().map(|inner| Reactor { inner })
+        self.reactor.upgrade().map(Reactor::from_inner)
     }
 
     fn strong(&self) -> Rc<UnixConnector> {

@@ -99,7 +99,7 @@ fn remove_if_ours(path: &Path, id: (u64, u64)) {
 
 impl UnixListener {
     fn reactor(&self) -> Option<Reactor> {
-        self.reactor.upgrade().map(|inner| Reactor { inner })
+        self.reactor.upgrade().map(Reactor::from_inner)
     }
 
     fn accept_one(&self, r: &Reactor, sock: OwnedFd, peer: UnixAddress) {

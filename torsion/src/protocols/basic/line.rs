@@ -324,7 +324,7 @@ impl Producer for PauseHandle {
 
 impl<H: LineHandler> Drain for Core<H> {
     fn drain(&mut self, shared: &Rc<Shared>) {
-        let reactor = self.reactor.upgrade().map(|inner| Reactor { inner });
+        let reactor = self.reactor.upgrade().map(Reactor::from_inner);
         let (Some(reactor), Some(transport)) = (reactor, shared.transport.borrow().clone()) else {
             return;
         };
