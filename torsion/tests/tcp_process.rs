@@ -178,31 +178,34 @@ impl Protocol for Writer {
     fn data_received(&mut self, _: &mut Context<'_>, _: &[u8]) {}
 }
 
-fn emfile_on(backend: Backend) {
-    let mut child = KillOnDrop(spawn_child_with("emfile", backend, Stdio::piped()));
+/// Collects the child's standard error on a thread of its own (the warnings it logs).
+fn collect_stderr(child: &mut KillOnDrop) -> std::thread::JoinHandle<String> {
     let stderr = child.0.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut s = String::new();
         let _ = BufReader::new(stderr).read_to_string(&mut s);
         s
-    });
-    let out = BufReader::new(child.0.stdout.take().unwrap());
-    let port: u16 = out
-        .lines()
-        .map(Result::unwrap)
-        .find_map(|l| l.split("PORT=").nth(1).map(|p| p.trim().parse().unwrap()))
-        .expect("the child prints its port");
+    })
+}
+
+/// What the TCP and Unix cases share, once the child server listens with room for a handful
+/// of connections: clients that stay open exhaust its descriptors, and more keep knocking for
+/// a second, in which the server must not spin; `check_shed` then looks at what the clients
+/// saw. Once they are gone a new client is served at once, and the shedding was logged once.
+fn at_the_limit<S: Read + Write>(
+    backend: Backend,
+    child: KillOnDrop,
+    log: std::thread::JoinHandle<String>,
+    connect: impl Fn() -> std::io::Result<S>,
+    check_shed: impl FnOnce(&[S]),
+) {
     let pid = child.0.id();
-    // Exhaust the server's descriptors with clients that stay open.
-    let mut clients: Vec<TcpStream> = (0..30)
-        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
-        .collect();
+    let mut clients: Vec<S> = (0..30).filter_map(|_| connect().ok()).collect();
     std::thread::sleep(Duration::from_millis(200));
-    // At the limit, with more clients knocking, the server must not spin.
     let before = cpu_ticks(pid);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(1) {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+        if let Ok(s) = connect() {
             clients.push(s);
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -212,24 +215,12 @@ fn emfile_on(backend: Backend) {
         used < 10,
         "{backend}: server used {used} ticks (10 ms each) in 1 s at the fd limit"
     );
-    // Clients shed at the limit were reset: none of them may see a clean, empty reply.
-    let (mut reset, mut clean) = (0, 0);
-    for c in &clients {
-        c.set_nonblocking(true).unwrap();
-        match (&*c).read(&mut [0u8; 16]) {
-            Ok(0) => clean += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reset += 1,
-            _ => {}
-        }
-    }
-    assert_eq!(clean, 0, "{backend}: {clean} shed clients got a clean EOF");
-    assert!(reset > 0, "{backend}: no client was shed with a reset");
+    check_shed(&clients);
     // Free the descriptors: the server sees EOF and closes its side.
     drop(clients);
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut c = connect().unwrap();
     c.write_all(b"ping").unwrap();
     let mut got = [0u8; 4];
     c.read_exact(&mut got).unwrap();
@@ -244,6 +235,41 @@ fn emfile_on(backend: Backend) {
     let log = log.join().unwrap();
     let warnings = log.matches("shedding pending clients unserved").count();
     assert_eq!(warnings, 1, "{backend}: stderr was:\n{log}");
+}
+
+/// How a shed client's read ends, without waiting.
+fn read_now(c: &mut impl Read) -> std::io::Result<usize> {
+    c.read(&mut [0u8; 16])
+}
+
+fn emfile_on(backend: Backend) {
+    let mut child = KillOnDrop(spawn_child_with("emfile", backend, Stdio::piped()));
+    let log = collect_stderr(&mut child);
+    let out = BufReader::new(child.0.stdout.take().unwrap());
+    let port: u16 = out
+        .lines()
+        .map(Result::unwrap)
+        .find_map(|l| l.split("PORT=").nth(1).map(|p| p.trim().parse().unwrap()))
+        .expect("the child prints its port");
+    let connect = || {
+        let c = TcpStream::connect(("127.0.0.1", port))?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(c)
+    };
+    at_the_limit(backend, child, log, connect, |clients| {
+        // Clients shed at the limit were reset: none may see a clean, empty reply.
+        let (mut reset, mut clean) = (0, 0);
+        for mut c in clients {
+            c.set_nonblocking(true).unwrap();
+            match read_now(&mut c) {
+                Ok(0) => clean += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reset += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(clean, 0, "{backend}: {clean} shed clients got a clean EOF");
+        assert!(reset > 0, "{backend}: no client was shed with a reset");
+    });
 }
 
 /// Kills the child when the test ends, passed or failed, so no server outlives it.
@@ -296,12 +322,7 @@ fn unix_emfile_on(backend: Backend) {
         Stdio::piped(),
         path.to_str().unwrap(),
     ));
-    let stderr = child.0.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut s);
-        s
-    });
+    let log = collect_stderr(&mut child);
     let out = BufReader::new(child.0.stdout.take().unwrap());
     assert!(
         out.lines()
@@ -309,50 +330,22 @@ fn unix_emfile_on(backend: Backend) {
             .any(|l| l.ends_with("READY")),
         "{backend}: the child did not start"
     );
-    let pid = child.0.id();
-    let connect = || std::os::unix::net::UnixStream::connect(&path);
-    let mut clients: Vec<_> = (0..30).filter_map(|_| connect().ok()).collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let before = cpu_ticks(pid);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(1) {
-        if let Ok(s) = connect() {
-            clients.push(s);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let used = cpu_ticks(pid) - before;
-    assert!(
-        used < 10,
-        "{backend}: server used {used} ticks (10 ms each) in 1 s at the fd limit"
-    );
-    // Shed clients were closed: they see the end of the stream, not a hang.
-    let closed = clients
-        .iter()
-        .filter(|c| {
-            c.set_nonblocking(true).unwrap();
-            matches!((&**c).read(&mut [0u8; 16]), Ok(0))
-        })
-        .count();
-    assert!(closed > 0, "{backend}: no waiting client was shed");
-    drop(clients);
-    std::thread::sleep(Duration::from_millis(100));
-    let start = Instant::now();
-    let mut c = connect().unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(b"ping").unwrap();
-    let mut got = [0u8; 4];
-    c.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"ping");
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{backend}: served after {:?}",
-        start.elapsed()
-    );
-    drop(child);
-    let log = log.join().unwrap();
-    let warnings = log.matches("shedding pending clients unserved").count();
-    assert_eq!(warnings, 1, "{backend}: stderr was:\n{log}");
+    let connect = || {
+        let c = std::os::unix::net::UnixStream::connect(&path)?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(c)
+    };
+    at_the_limit(backend, child, log, connect, |clients| {
+        // Shed clients were closed: they see the end of the stream, not a hang.
+        let closed = clients
+            .iter()
+            .filter(|&(mut c)| {
+                c.set_nonblocking(true).unwrap();
+                matches!(read_now(&mut c), Ok(0))
+            })
+            .count();
+        assert!(closed > 0, "{backend}: no waiting client was shed");
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
 
