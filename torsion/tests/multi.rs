@@ -21,6 +21,20 @@ impl Protocol for Echo {
     }
 }
 
+/// Each reactor's statistics, asked for from this thread through its handle.
+fn stats_of(cluster: &MultiReactor) -> Vec<torsion::reactor::Stats> {
+    cluster
+        .handles()
+        .iter()
+        .map(|h| {
+            h.stats()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap()
+        })
+        .collect()
+}
+
 fn backends() -> Vec<Backend> {
     let mut b = vec![Backend::Epoll, Backend::Poll];
     if Backend::IoUring.available() {
@@ -77,16 +91,9 @@ fn reactors_share_a_port_and_stop_together() {
         }
         drop(clients);
         // Each reactor's statistics, asked for from this thread.
-        let accepted: Vec<u64> = cluster
-            .handles()
+        let accepted: Vec<u64> = stats_of(&cluster)
             .iter()
-            .map(|h| {
-                h.stats()
-                    .unwrap()
-                    .recv_timeout(Duration::from_secs(60))
-                    .unwrap()
-                    .connections_accepted
-            })
+            .map(|s| s.connections_accepted)
             .collect();
         assert_eq!(accepted.iter().sum::<u64>(), CLIENTS as u64, "{backend}");
         // The kernel hashes each client's address to a socket: with 64 clients, both get some
@@ -282,16 +289,7 @@ fn io_uring_reactors_take_the_buffer_ring_they_are_given() {
         c.read_exact(&mut got).unwrap();
         assert!(got == data, "the echo came back corrupted");
     }
-    let stats: Vec<_> = cluster
-        .handles()
-        .iter()
-        .map(|h| {
-            h.stats()
-                .unwrap()
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap()
-        })
-        .collect();
+    let stats = stats_of(&cluster);
     let served: Vec<_> = stats.iter().filter(|s| s.bytes_read > 0).collect();
     assert!(!served.is_empty(), "{stats:?}");
     for s in served {

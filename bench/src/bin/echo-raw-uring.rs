@@ -208,18 +208,13 @@ impl Server {
         }
     }
 
-    /// Ends a failed connection: its queued echo is dropped and its receive cancelled.
+    /// Ends a connection whose SEND failed (none is in flight then): its queued echo is
+    /// dropped (by `close_if_idle`) and its receive cancelled.
     fn fail(&mut self, fd: RawFd) {
         let c = &mut self.conns[fd as usize];
         c.done = true;
         c.failed = true;
-        let keep = usize::from(c.sending);
-        let dropped: Vec<u16> = c.queue.drain(keep..).map(|(bid, ..)| bid).collect();
-        let cancel = c.receiving;
-        for bid in dropped {
-            self.give_back(bid);
-        }
-        if cancel {
+        if c.receiving {
             let e = opcode::AsyncCancel::new(RECV | fd as u32 as u64)
                 .build()
                 .user_data(CANCEL | fd as u32 as u64);
